@@ -1,0 +1,319 @@
+"""Typed configuration: one dataclass per part of the round, composed by Hydra from `recipes/`.
+
+The orchestrator composes once (`compose`) and freezes the result to `<run_dir>/config.yaml`; every
+subprocess (generation worker, `accelerate launch` trainers) reads that file back with `load_frozen`
+and never composes again, so several ranks never re-resolve the config.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Optional
+
+from omegaconf import MISSING, OmegaConf
+
+from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
+
+
+class ConfigError(ValueError):
+    """A bad key or value. The CLI prints the message and exits with code 2."""
+
+
+class UpdateMethod(str, Enum):
+    dpo = "dpo"
+    sft = "sft"
+
+
+class JudgeMethod(str, Enum):
+    sampled = "sampled"
+    logprob = "logprob"
+
+
+class Reference(str, Enum):
+    previous = "previous"  # M_t, the paper's choice
+    initial = "initial"  # M_1
+
+
+class Backend(str, Enum):
+    hf = "hf"
+    vllm = "vllm"
+
+
+@dataclass
+class TinyModelConfig:
+    """The random-initialized Llama used when `model.name_or_path` is null (no download needed)."""
+
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary trained on the seed text."})
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 1024
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Local checkpoint or hub id of an instruction model; null builds the tiny model."},
+    )
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DataConfig:
+    ift_path: Optional[str] = field(
+        default=None, metadata={"help": "JSONL {instruction, response}; null = the shipped seed set."}
+    )
+    eft_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "JSONL {instruction, response, judgment}; null = the shipped seed set."},
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every training stage (init SFT, DPO and SFT updates)."""
+
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    save_steps: int = 500
+
+
+@dataclass
+class InitConfig:
+    skip: bool = field(default=False, metadata={"help": "Start from model.name_or_path as is (no IFT+EFT SFT)."})
+    epochs: float = 3.0
+    learning_rate: float = 1e-5
+    use_eft: bool = field(default=True, metadata={"help": "Add the judge-format EFT data to the init SFT."})
+
+
+@dataclass
+class PromptsConfig:
+    template: str = field(default="self_instruct.txt", metadata={"help": "File in prompts/ or a path."})
+    num_prompts: int = 32
+    num_shots: int = 8
+    max_attempts: int = field(default=4, metadata={"help": "Generate at most num_prompts * max_attempts."})
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    min_words: int = 3
+    max_words: int = 200
+    max_similarity: float = field(
+        default=0.7, metadata={"help": "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this."}
+    )
+
+
+@dataclass
+class GenerationConfig:
+    num_candidates: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    batch_size: int = 32
+
+
+@dataclass
+class JudgeConfig:
+    method: JudgeMethod = JudgeMethod.sampled
+    template: str = field(default="judge.txt", metadata={"help": "File in prompts/ or a path."})
+    samples: int = field(default=3, metadata={"help": "Sampled judgments per candidate (method=sampled)."})
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    max_score: int = 5
+
+
+@dataclass
+class PairsConfig:
+    min_margin: float = field(default=0.0, metadata={"help": "DPO: keep a pair only if best - worst >= this."})
+    sft_threshold: float = field(default=4.0, metadata={"help": "SFT: keep candidates scoring >= this."})
+
+
+@dataclass
+class UpdateConfig:
+    method: UpdateMethod = UpdateMethod.dpo
+    reference: Reference = Reference.previous
+    epochs: float = 1.0
+    learning_rate: float = 1e-6
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
+
+
+@dataclass
+class VllmConfig:
+    """Used only with backend=vllm."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int = 4096
+
+
+@dataclass
+class LaunchConfig:
+    accelerate_config: Optional[str] = field(
+        default="cpu_zero2",
+        metadata={"help": "Name of a file in launch/ or a path; null trains in one plain python process."},
+    )
+
+
+@dataclass
+class Config:
+    run_dir: str = MISSING
+    seed: int = 0
+    rounds: int = 2
+    backend: Backend = Backend.hf
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
+
+
+# Config groups: a directory in recipes/ whose files set one sub-tree (`update=sft`).
+GROUPS = ("update", "judge")
+SCHEMA_NAME = "selfreward_schema"
+
+
+def _register_schema() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+
+
+def recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (RECIPES_DIR / group).glob("*.yaml"))
+
+
+def _check_override_key(key: str) -> None:
+    """Name the bad key, the closest valid one and the valid keys at that level."""
+    node = OmegaConf.structured(Config)
+    walked: list[str] = []
+    for part in key.split("."):
+        if not OmegaConf.is_config(node) or part not in node.keys():
+            valid = list(node.keys()) if OmegaConf.is_config(node) else []
+            where = ".".join(walked) or "the top level"
+            hint = difflib.get_close_matches(part, valid, n=1)
+            suggestion = f" Did you mean '{'.'.join(walked + hint)}'?" if hint else ""
+            raise ConfigError(
+                f"Unknown config key '{key}'.{suggestion} Valid keys at {where}: {', '.join(valid)}."
+            )
+        node = node._get_node(part)
+        walked.append(part)
+
+
+def split_recipe(overrides: list[str]) -> tuple[str, list[str]]:
+    """Parse overrides with Hydra's grammar, validate keys and group choices, pull out `recipe=`."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    try:
+        parsed = OverridesParser.create().parse_overrides(overrides)
+    except HydraException as e:
+        raise ConfigError(f"Cannot parse overrides: {e}") from None
+    recipe, rest = "tiny", []
+    for text, o in zip(overrides, parsed):
+        key = o.key_or_group
+        if o.is_sweep_override():
+            raise ConfigError(f"'{text}' is a sweep; `selfreward run` takes one value per key.")
+        if key == "recipe":
+            recipe = o.value()
+            if recipe not in recipes():
+                raise ConfigError(f"Unknown recipe '{recipe}'. Valid choices for 'recipe': {', '.join(recipes())}.")
+            continue
+        if key in GROUPS:
+            if o.value() not in group_options(key):
+                raise ConfigError(
+                    f"Unknown choice '{o.value()}' for '{key}'. Valid choices: {', '.join(group_options(key))}."
+                )
+        elif not o.is_delete():
+            _check_override_key(key)
+        rest.append(text)
+    return recipe, rest
+
+
+def compose(overrides: list[str]) -> Config:
+    """Compose `recipe=<name>` (default tiny) with Hydra overrides into a validated Config."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    recipe, rest = split_recipe(overrides)
+    _register_schema()
+    try:
+        with initialize_config_dir(config_dir=str(RECIPES_DIR), version_base="1.3"):
+            cfg = hydra_compose(config_name=recipe, overrides=rest)
+        return validate(cfg)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(_readable(e)) from None
+
+
+def _readable(e: Exception) -> str:
+    cause = e.__cause__ or e
+    key = getattr(cause, "full_key", None)
+    msg = str(cause).split("\n")[0]
+    return f"Bad value for '{key}': {msg}" if key else msg
+
+
+def validate(cfg) -> Config:
+    """Turn a DictConfig into a Config and check what the types alone cannot."""
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        obj: Config = OmegaConf.to_object(merged)
+    except Exception as e:  # OmegaConf reports type and missing-value errors with the full key
+        raise ConfigError(_readable(e)) from None
+    positive = {
+        "rounds": obj.rounds,
+        "prompts.num_prompts": obj.prompts.num_prompts,
+        "prompts.num_shots": obj.prompts.num_shots,
+        "generation.num_candidates": obj.generation.num_candidates,
+        "generation.batch_size": obj.generation.batch_size,
+        "judge.samples": obj.judge.samples,
+        "judge.max_score": obj.judge.max_score,
+        "train.per_device_batch_size": obj.train.per_device_batch_size,
+    }
+    for key, value in positive.items():
+        if value < 1:
+            raise ConfigError(f"'{key}' must be at least 1, got {value}.")
+    if obj.update.method is UpdateMethod.dpo and obj.generation.num_candidates < 2:
+        raise ConfigError("'generation.num_candidates' must be at least 2 for update=dpo (pairs need two).")
+    if not 0.0 <= obj.prompts.max_similarity <= 1.0:
+        raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
+    for key, value in (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template)):
+        find_prompt(value, key)
+    if obj.launch.accelerate_config is not None:
+        find_launch_config(obj.launch.accelerate_config)
+    for key, value in (("data.ift_path", obj.data.ift_path), ("data.eft_path", obj.data.eft_path)):
+        if value is not None and not Path(value).is_file():
+            raise ConfigError(f"'{key}': no such file: {value}")
+    return obj
+
+
+def to_yaml(cfg: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def load_frozen(run_dir: str | Path) -> Config:
+    """Read the resolved config the orchestrator wrote; used by every stage subprocess."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"No frozen config at {path}; start the run with `selfreward run`.")
+    return validate(OmegaConf.load(path))

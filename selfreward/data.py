@@ -1,0 +1,45 @@
+"""Seed data: IFT (instruction, response) and EFT (instruction, response, judgment) JSONL files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from selfreward.config import Config, ConfigError
+from selfreward.resources import DATA_DIR
+
+IFT_FIELDS = ("instruction", "response")
+EFT_FIELDS = ("instruction", "response", "judgment")
+
+
+def load_seed(path: str | Path | None, kind: str) -> list[dict]:
+    """Read and check a seed file; `kind` is 'ift' or 'eft'. A bad line names the file and line."""
+    path = Path(path) if path else DATA_DIR / f"seed_{kind}.jsonl"
+    fields = IFT_FIELDS if kind == "ift" else EFT_FIELDS
+    rows = []
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+            missing = [k for k in fields if not isinstance(row.get(k), str)]
+            if missing:
+                raise ConfigError(f"{path}:{lineno}: missing string field(s) {', '.join(missing)}")
+            rows.append(row)
+    if not rows:
+        raise ConfigError(f"{path}: no records")
+    return rows
+
+
+def seed_texts(cfg: Config) -> list[str]:
+    """All shipped text, for training the tiny tokenizer."""
+    texts = []
+    for kind, path in (("ift", cfg.data.ift_path), ("eft", cfg.data.eft_path)):
+        texts += [v for row in load_seed(path, kind) for v in row.values() if isinstance(v, str)]
+    from selfreward.resources import PROMPTS_DIR
+
+    texts += [p.read_text() for p in PROMPTS_DIR.glob("*.txt")]
+    return texts

@@ -1,0 +1,89 @@
+"""Stage 3, refine: the model judges its own candidates with an LLM-as-a-Judge template.
+
+`judge=sampled`: K sampled judgments per candidate, each parsed with `parse_score`; the candidate's
+score is the mean of the parsed ones (None if none parsed). Raw texts are kept, failures counted.
+`judge=logprob`: the judge's reply is forced to start with "Score:" and the expected score is read
+from the next-token probabilities of the score tokens 0..max_score (one forward pass, no sampling).
+"""
+
+from __future__ import annotations
+
+import re
+
+from selfreward.config import ConfigError, JudgeConfig, JudgeMethod
+from selfreward.generation import Generator, Sampling
+from selfreward.templates import Template, chat_prompt
+
+_SCORE = re.compile(
+    r"(?<![a-z])score\s*[*_]*\s*:\s*[*_]*\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?",
+    re.IGNORECASE,
+)
+# Below this total probability on the score tokens, the judge was not answering with a score.
+MIN_SCORE_MASS = 0.01
+
+
+def parse_score(text: str, max_score: float = 5) -> float | None:
+    """The last "Score: X" in `text`, or None.
+
+    X is an integer or decimal, possibly wrapped in markdown emphasis (`**Score:** 4`, `Score: *4*`)
+    and followed by "/5", "points" or punctuation. X outside [0, max_score], or a "/N" whose N is not
+    max_score (a different scale), gives None.
+    """
+    matches = _SCORE.findall(text or "")
+    if not matches:
+        return None
+    value, scale = matches[-1]
+    score = float(value)
+    if scale and float(scale) != float(max_score):
+        return None
+    return score if 0 <= score <= max_score else None
+
+
+def judge_template(cfg: JudgeConfig) -> Template:
+    return Template(cfg.template, ("instruction", "response"), key="judge.template")
+
+
+def score_token_ids(tokenizer, max_score: int) -> tuple[str, list[int]]:
+    """(forced prefix, token id of each score 0..max_score) such that prefix + str(s) tokenizes as
+    prefix tokens + exactly one score token."""
+    for prefix, sep in (("Score: ", ""), ("Score:", " ")):
+        base = tokenizer.encode(prefix, add_special_tokens=False)
+        ids = []
+        for s in range(max_score + 1):
+            full = tokenizer.encode(prefix + sep + str(s), add_special_tokens=False)
+            if full[: len(base)] != base or len(full) != len(base) + 1:
+                break
+            ids.append(full[-1])
+        else:
+            return prefix + sep.rstrip(), ids
+    raise ConfigError(
+        f"judge=logprob needs every score 0..{max_score} to be a single token after 'Score:' in this "
+        "tokenizer; use judge=sampled or a smaller judge.max_score."
+    )
+
+
+def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+    """Return [{prompt_id, candidate_id, score, scores, judgments}] in candidate order."""
+    template = judge_template(cfg)
+    rendered = [
+        chat_prompt(generator.tokenizer, template.render(instruction=c["prompt"], response=c["response"]))
+        for c in candidates
+    ]
+    if cfg.method is JudgeMethod.logprob:
+        prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score)
+        probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
+        rows = []
+        for p in probs:
+            mass = sum(p)
+            score = sum(s * q for s, q in enumerate(p)) / mass if mass >= MIN_SCORE_MASS else None
+            rows.append({"score": score, "scores": [score], "judgments": [], "score_probs": p})
+    else:
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=cfg.samples, seed=seed)
+        texts = generator.generate(rendered, sampling, desc="judge (sampled)")
+        rows = []
+        for judgments in texts:
+            scores = [parse_score(j, cfg.max_score) for j in judgments]
+            parsed = [s for s in scores if s is not None]
+            score = sum(parsed) / len(parsed) if parsed else None
+            rows.append({"score": score, "scores": scores, "judgments": judgments})
+    return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row} for c, row in zip(candidates, rows)]

@@ -1,0 +1,88 @@
+"""Per-round metrics (`round_<t>/metrics.json`) and the summary table printed at the end of a run."""
+
+from __future__ import annotations
+
+from collections import Counter
+from statistics import mean
+
+from selfreward.config import Config, UpdateMethod
+from selfreward.rundir import RunDir, read_jsonl, write_json
+
+
+def score_histogram(judgments: list[dict]) -> dict[str, int]:
+    """Counts of every individual parsed score (logprob scores are rounded to the nearest point)."""
+    counts = Counter(round(s) for j in judgments for s in j["scores"] if s is not None)
+    return {str(k): counts[k] for k in sorted(counts)}
+
+
+def _mean(values: list[float]) -> float | None:
+    return round(mean(values), 3) if values else None
+
+
+def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
+    manifest = rd.manifest(t)
+    candidates = read_jsonl(rd.output(t, "candidates"))
+    judgments = read_jsonl(rd.output(t, "judge"))
+    n_tokens = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    single = [s for j in judgments for s in j["scores"]]
+    histogram = score_histogram(judgments)
+    parsed = sum(histogram.values())
+    scores = [j["score"] for j in judgments if j["score"] is not None]
+    metrics = {
+        "round": t,
+        "counts": {
+            "prompts": manifest["prompts"]["records"],
+            "prompt_requests": manifest["prompts"].get("requested"),
+            "candidates": len(candidates),
+            "judgments": len(single),
+            "judgment_parse_failures": len(single) - parsed,
+            "candidates_unscored": len(judgments) - len(scores),
+        },
+        "prompt_filter": {k: v for k, v in manifest["prompts"].items() if k.startswith("dropped_")},
+        "judge": {
+            "parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
+            "score_histogram": histogram,
+            "mode_share": round(max(histogram.values()) / parsed, 4) if parsed else None,
+            "mean_score": _mean(scores),
+        },
+        "lengths_tokens": {"all": _mean(n_tokens([c["response"] for c in candidates]))},
+    }
+    if cfg.update.method is UpdateMethod.dpo:
+        pairs = read_jsonl(rd.output(t, "pairs"))
+        metrics["counts"]["pairs"] = len(pairs)
+        metrics["pair_filter"] = {k: v for k, v in manifest["pairs"].items() if k.startswith("dropped_")}
+        metrics["lengths_tokens"]["chosen"] = _mean(n_tokens([p["chosen"] for p in pairs]))
+        metrics["lengths_tokens"]["rejected"] = _mean(n_tokens([p["rejected"] for p in pairs]))
+    else:
+        sft = read_jsonl(rd.output(t, "sft_data"))
+        metrics["counts"]["sft_examples"] = len(sft)
+        metrics["lengths_tokens"]["selected"] = _mean(n_tokens([r["response"] for r in sft]))
+    update = manifest.get("update", {})
+    metrics["training"] = {
+        "train_loss": update.get("train_loss"),
+        "steps": update.get("steps"),
+        **{k: v for k, v in update.get("last_log", {}).items() if k.startswith(("rewards/", "loss"))},
+    }
+    metrics["seconds"] = {stage: entry.get("seconds") for stage, entry in manifest.items()}
+    write_json(rd.round_dir(t) / "metrics.json", metrics)
+    return metrics
+
+
+def summary_table(all_metrics: list[dict]):
+    from rich.table import Table
+
+    table = Table(title="selfreward: rounds")
+    for col in ("round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on", "len chosen/rej", "loss", "reward acc", "seconds"):
+        table.add_column(col, justify="right")
+    for m in all_metrics:
+        c, j, lens, tr = m["counts"], m["judge"], m["lengths_tokens"], m["training"]
+        train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
+        length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
+        fmt = lambda v, spec: "-" if v is None else format(v, spec)
+        table.add_row(
+            str(m["round"]), str(c["prompts"]), str(c["candidates"]), fmt(j["parse_failure_rate"], ".1%"),
+            fmt(j["mode_share"], ".2f"), fmt(j["mean_score"], ".2f"), train_on, length,
+            fmt(tr.get("train_loss"), ".4f"), fmt(tr.get("rewards/accuracies"), ".2f"),
+            fmt(sum(v for v in m["seconds"].values() if v), ".0f"),
+        )
+    return table

@@ -1,0 +1,106 @@
+"""Stage 1, acquire: the model writes new prompts from k-shot samples of the seed instructions.
+
+Self-instruct style: each request shows `num_shots` random seed tasks; the first line of the reply
+becomes the new prompt. Exact duplicates (after normalization) and near-duplicates (word-bigram
+Jaccard above `max_similarity` with the seed set or an already kept prompt) are dropped, as are
+prompts outside [min_words, max_words].
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections import Counter, defaultdict
+
+from selfreward.config import PromptsConfig
+from selfreward.generation import Generator, Sampling
+from selfreward.templates import Template, chat_prompt
+
+_LEAD = re.compile(r"^(?:new\s+)?(?:task|instruction|prompt|question)\s*\d*\s*[:.\-]\s*", re.I)
+_NUMBER = re.compile(r"^(?:\d+[.)]|[-*•])\s*")
+
+
+def extract_instruction(text: str) -> str | None:
+    """The first non-empty line of a reply, without 'Task:'-style labels, list markers or quotes."""
+    for line in text.splitlines():
+        line = _NUMBER.sub("", _LEAD.sub("", line.strip())).strip().strip("\"'`").strip()
+        if line:
+            return line
+    return None
+
+
+def _normalize(text: str) -> str:
+    return " ".join(re.findall(r"\w+", text.lower()))
+
+
+def _bigrams(text: str) -> frozenset:
+    words = _normalize(text).split()
+    return frozenset(zip(words, words[1:])) if len(words) > 1 else frozenset(words)
+
+
+class NearDuplicateIndex:
+    """Word-bigram Jaccard against everything added so far; an inverted index keeps it sub-quadratic."""
+
+    def __init__(self, max_similarity: float):
+        self.max_similarity = max_similarity
+        self.exact: set[str] = set()
+        self.grams: list[frozenset] = []
+        self.postings: dict = defaultdict(list)
+
+    def add(self, text: str) -> None:
+        self.exact.add(_normalize(text))
+        grams = _bigrams(text)
+        for g in grams:
+            self.postings[g].append(len(self.grams))
+        self.grams.append(grams)
+
+    def why_duplicate(self, text: str) -> str | None:
+        if _normalize(text) in self.exact:
+            return "exact_duplicate"
+        grams = _bigrams(text)
+        shared = Counter(i for g in grams for i in self.postings.get(g, ()))
+        for i, n in shared.items():
+            if n / (len(grams) + len(self.grams[i]) - n) > self.max_similarity:
+                return "near_duplicate"
+        return None
+
+
+def generate_prompts(
+    generator: Generator, cfg: PromptsConfig, seed_instructions: list[str], seed: int
+) -> tuple[list[dict], dict]:
+    """Return ([{id, prompt}], stats). Generates in passes until `num_prompts` are kept or the
+    budget of `num_prompts * max_attempts` requests is spent."""
+    template = Template(cfg.template, ("examples",), key="prompts.template")
+    rng = random.Random(seed)
+    index = NearDuplicateIndex(cfg.max_similarity)
+    for s in seed_instructions:
+        index.add(s)
+    kept: list[str] = []
+    stats = Counter()
+    budget = cfg.num_prompts * cfg.max_attempts
+    while len(kept) < cfg.num_prompts and stats["requested"] < budget:
+        n = min(2 * (cfg.num_prompts - len(kept)), budget - stats["requested"])
+        requests = []
+        for _ in range(n):
+            shots = rng.sample(seed_instructions, min(cfg.num_shots, len(seed_instructions)))
+            examples = "\n".join(f"Task: {s}" for s in shots)
+            requests.append(chat_prompt(generator.tokenizer, template.render(examples=examples)))
+        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=1, seed=rng.randrange(2**31))
+        replies = generator.generate(requests, sampling, desc=f"prompts ({len(kept)}/{cfg.num_prompts})")
+        stats["requested"] += n
+        for (reply,) in replies:
+            text = extract_instruction(reply)
+            reason = None
+            if text is None:
+                reason = "empty"
+            elif not cfg.min_words <= len(text.split()) <= cfg.max_words:
+                reason = "length"
+            else:
+                reason = index.why_duplicate(text)
+            if reason:
+                stats[f"dropped_{reason}"] += 1
+            elif len(kept) < cfg.num_prompts:
+                index.add(text)
+                kept.append(text)
+    records = [{"id": f"p{i:05d}", "prompt": p} for i, p in enumerate(kept)]
+    return records, {"kept": len(records), **stats}

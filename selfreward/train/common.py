@@ -1,0 +1,107 @@
+"""What the DPO and SFT entry points share: arguments, model loading, saving, the manifest entry."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import time
+from pathlib import Path
+
+from selfreward.config import Config, load_frozen
+from selfreward.rundir import RunDir
+
+
+def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int]:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--round", type=int, required=True, help="0 = the init stage, t >= 1 = round t")
+    args = parser.parse_args(argv)
+    return load_frozen(args.run_dir), RunDir(args.run_dir), args.round
+
+
+def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int) -> dict:
+    """TrainingArguments shared by SFTConfig and DPOConfig. DeepSpeed comes from the accelerate
+    config of the launch, never from here (passing `deepspeed=` too would configure it twice)."""
+    import torch
+
+    t = cfg.train
+    return dict(
+        # Without CUDA, say so: under a DeepSpeed launch transformers otherwise sets up a
+        # 1-process state and DeepSpeed's batch-size check fails.
+        use_cpu=not torch.cuda.is_available(),
+        output_dir=str(out_dir),
+        num_train_epochs=epochs,
+        learning_rate=learning_rate,
+        per_device_train_batch_size=t.per_device_batch_size,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        max_length=t.max_length,
+        bf16=t.bf16,
+        **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        logging_steps=t.logging_steps,
+        save_strategy="steps",
+        save_steps=t.save_steps,
+        save_only_model=False,
+        report_to="none",
+        seed=seed,
+        data_seed=seed,
+        dataset_num_proc=None,
+        model_init_kwargs=None,
+    )
+
+
+def load_model(path: str, cfg: Config):
+    """Call only after the TRL config exists: under ZeRO-3 that config is what makes
+    `from_pretrained` partition the weights as they load."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    dtype = torch.bfloat16 if cfg.train.bf16 else torch.float32
+    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def load_tokenizer(path: str, cfg: Config):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int) -> None:
+    """Train (resuming from the last checkpoint if one exists), save the model atomically, and record
+    the stage in the manifest. Every rank calls this: under ZeRO-3 saving gathers shards from all."""
+    start = time.perf_counter()
+    out_dir = Path(trainer.args.output_dir)
+    has_checkpoint = any(out_dir.glob("checkpoint-*"))
+    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    final, tmp = rd.model(t), rd.model(t).with_name(".model.tmp")
+    accel = trainer.accelerator
+    if accel.is_main_process:
+        shutil.rmtree(tmp, ignore_errors=True)
+    accel.wait_for_everyone()
+    trainer.save_model(str(tmp))
+    if accel.is_main_process:
+        tokenizer.save_pretrained(tmp)
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        logs = [h for h in trainer.state.log_history if "loss" in h]
+        rd.mark_done(
+            t,
+            "update" if t else "init",
+            seconds=round(time.perf_counter() - start, 3),
+            records=records,
+            train_loss=result.training_loss,
+            steps=trainer.state.global_step,
+            world_size=trainer.args.world_size,
+            deepspeed_zero_stage=_zero_stage(trainer),
+            last_log=logs[-1] if logs else {},
+            log_history=trainer.state.log_history,
+        )
+    accel.wait_for_everyone()
+
+
+def _zero_stage(trainer) -> int | None:
+    plugin = trainer.accelerator.state.deepspeed_plugin if trainer.is_deepspeed_enabled else None
+    return plugin.zero_stage if plugin else None
