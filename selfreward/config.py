@@ -280,8 +280,9 @@ def validate(cfg) -> Config:
         obj: Config = OmegaConf.to_object(merged)
     except Exception as e:  # OmegaConf reports type and missing-value errors with the full key
         raise ConfigError(_readable(e)) from None
+    if obj.rounds < 0:
+        raise ConfigError(f"'rounds' must be >= 0 (0 runs only the init stage), got {obj.rounds}.")
     positive = {
-        "rounds": obj.rounds,
         "prompts.num_prompts": obj.prompts.num_prompts,
         "prompts.num_shots": obj.prompts.num_shots,
         "generation.num_candidates": obj.generation.num_candidates,

@@ -63,7 +63,8 @@ def run(cfg: Config) -> list[dict]:
             train(cfg, rd, t, module)
         # 6. Evaluate: counts, judge health, lengths, training metrics.
         all_metrics.append(evaluate(cfg, rd, t))
-    console.print(summary_table(all_metrics))
+    if all_metrics:
+        console.print(summary_table(all_metrics))
     console.print(f"run directory: {rd.root.resolve()}")
     return all_metrics
 

@@ -1,0 +1,80 @@
+import pytest
+
+from selfreward.cli import main
+from selfreward.config import Backend, ConfigError, JudgeMethod, Reference, UpdateMethod, compose, group_options, recipes
+from tests.conftest import selfreward
+
+
+def test_default_recipe_composes():
+    cfg = compose([])
+    assert cfg.update.method is UpdateMethod.dpo
+    assert cfg.judge.method is JudgeMethod.sampled
+    assert cfg.update.reference is Reference.previous
+    assert cfg.backend is Backend.hf
+    assert cfg.model.name_or_path is None and cfg.run_dir == "runs/tiny"
+
+
+def test_issue_example_overrides():
+    cfg = compose(["recipe=tiny", "update=sft", "rounds=2", "generation.num_candidates=4", "judge.samples=3", "run_dir=/tmp/r"])
+    assert cfg.update.method is UpdateMethod.sft
+    assert (cfg.rounds, cfg.generation.num_candidates, cfg.judge.samples, cfg.run_dir) == (2, 4, 3, "/tmp/r")
+
+
+def test_groups_and_every_recipe_compose():
+    assert group_options("update") == ["dpo", "sft"]
+    assert group_options("judge") == ["logprob", "sampled"]
+    for recipe in recipes():
+        for update in group_options("update"):
+            for judge in group_options("judge"):
+                compose([f"recipe={recipe}", f"update={update}", f"judge={judge}"])
+
+
+def test_recipe_values_beat_group_defaults_and_cli_beats_both():
+    assert compose(["update=dpo"]).update.learning_rate == 1.0e-4  # tiny.yaml sets it after the group
+    assert compose(["update=dpo", "update.learning_rate=0.5"]).update.learning_rate == 0.5
+
+
+@pytest.mark.parametrize(
+    "override, words",
+    [
+        ("judge.sample=3", ["'judge.sample'", "Did you mean 'judge.samples'", "samples"]),
+        ("roundz=3", ["'roundz'", "Did you mean 'rounds'"]),
+        ("model.tiny.hidden=8", ["'model.tiny.hidden'", "hidden_size"]),
+        ("update=ppo", ["'update'", "dpo, sft"]),
+        ("judge=pairwise", ["'judge'", "logprob, sampled"]),
+        ("recipe=huge", ["'recipe'", "tiny"]),
+        ("rounds=abc", ["'rounds'", "Integer"]),
+        ("update.reference=best", ["'update.reference'", "previous, initial"]),
+        ("backend=tpu", ["'backend'", "hf, vllm"]),
+        ("judge.samples=0", ["'judge.samples'", "at least 1"]),
+        ("generation.num_candidates=1", ["'generation.num_candidates'", "update=dpo"]),
+        ("judge.template=nope.txt", ["'judge.template'", "judge.txt"]),
+        ("launch.accelerate_config=zero9", ["'launch.accelerate_config'", "cpu_zero2.yaml"]),
+        ("data.ift_path=/no/such.jsonl", ["'data.ift_path'", "/no/such.jsonl"]),
+        ("update=dpo,sft", ["sweep"]),
+    ],
+)
+def test_bad_override_names_key_and_choices(override, words):
+    with pytest.raises(ConfigError) as err:
+        compose([override])
+    for word in words:
+        assert word in str(err.value)
+
+
+def test_cli_exit_code_2_and_one_message(capsys):
+    assert main(["config", "judge.sample=3"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Unknown config key 'judge.sample'") and "\n" not in err
+
+
+def test_cli_subprocess_exit_code_2():
+    result = selfreward("run", "update=nope", check=False)
+    assert result.returncode == 2
+    assert "Valid choices: dpo, sft" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_config_command_prints_resolved_yaml(capsys):
+    assert main(["config", "recipe=tiny", "update=sft", "judge=logprob", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 7" in out and "method: sft" in out and "method: logprob" in out

@@ -1,0 +1,85 @@
+import sys
+import types
+
+import pytest
+
+from selfreward.config import ConfigError, compose
+from selfreward.generation import Sampling, load_generator
+
+
+@pytest.fixture(scope="module")
+def hf(tiny_checkpoint):
+    return load_generator(compose(["generation.batch_size=2"]), str(tiny_checkpoint))
+
+
+def test_hf_generate_shapes_and_order(hf):
+    from selfreward.templates import chat_prompt
+
+    prompts = [chat_prompt(hf.tokenizer, p) for p in ("a much longer question about the sea", "hi", "What is 2 plus 3?")]
+    out = hf.generate(prompts, Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, n=3, seed=1))
+    assert [len(o) for o in out] == [3, 3, 3]
+    assert all(isinstance(t, str) and "<|im_end|>" not in t for o in out for t in o)
+    # length sorting inside batches must not reorder results: each prompt alone gives the same greedy text
+    greedy = Sampling(temperature=0.0, top_p=1.0, max_new_tokens=8)
+    together = hf.generate(prompts, greedy)
+    alone = [hf.generate([p], greedy)[0] for p in prompts]
+    assert together == alone
+
+
+def test_hf_seeded_sampling_is_reproducible(hf):
+    prompts = ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"]
+    s = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=10, n=2, seed=5)
+    assert hf.generate(prompts, s) == hf.generate(prompts, s)
+
+
+def test_hf_next_token_probs(hf):
+    ids = hf.tokenizer.convert_tokens_to_ids(["0", "1", "2"])
+    probs = hf.next_token_probs(["Score: ", "hello there Score: "], ids)
+    assert len(probs) == 2 and all(len(p) == 3 for p in probs)
+    assert all(0.0 <= x <= 1.0 for p in probs for x in p)
+
+
+class _FakeVLLM(types.ModuleType):
+    """A stand-in for vLLM's documented API: LLM(model=...), LLM.generate(prompts, SamplingParams),
+    LLM.get_tokenizer(), outputs[i].outputs[j].text and .logprobs[pos][token_id].logprob."""
+
+    def __init__(self):
+        super().__init__("vllm")
+        fake = self
+
+        class SamplingParams:
+            def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None, skip_special_tokens=True):
+                self.n, self.max_tokens, self.logprobs = n, max_tokens, logprobs
+
+        class LLM:
+            def __init__(self, model, **kwargs):
+                fake.init_kwargs = {"model": model, **kwargs}
+
+            def get_tokenizer(self):
+                return "tokenizer"
+
+            def generate(self, prompts, params, use_tqdm=True):
+                ns = types.SimpleNamespace
+                if params.logprobs:
+                    top = {7: ns(logprob=-0.5), 9: ns(logprob=-2.0)}
+                    return [ns(outputs=[ns(text="", logprobs=[top])]) for _ in prompts]
+                return [ns(outputs=[ns(text=f" {p}#{j} ") for j in range(params.n)]) for p in prompts]
+
+        self.LLM, self.SamplingParams = LLM, SamplingParams
+
+
+def test_vllm_adapter_against_stand_in(monkeypatch):
+    fake = _FakeVLLM()
+    monkeypatch.setitem(sys.modules, "vllm", fake)
+    gen = load_generator(compose(["backend=vllm", "vllm.tensor_parallel_size=2"]), "/ckpt")
+    assert fake.init_kwargs["model"] == "/ckpt" and fake.init_kwargs["tensor_parallel_size"] == 2
+    assert fake.init_kwargs["enable_prefix_caching"] is True
+    assert gen.generate(["a", "b"], Sampling(1.0, 0.9, 5, n=2)) == [["a#0", "a#1"], ["b#0", "b#1"]]
+    probs = gen.next_token_probs(["x"], [7, 8, 9])
+    assert probs[0][1] == 0.0 and abs(probs[0][0] - 0.6065) < 1e-3 and abs(probs[0][2] - 0.1353) < 1e-3
+
+
+def test_vllm_missing_gives_install_hint(monkeypatch):
+    monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
+    with pytest.raises(ConfigError, match=r"pip install 'selfreward\[vllm\]'"):
+        load_generator(compose(["backend=vllm"]), "/ckpt")

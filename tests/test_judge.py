@@ -1,0 +1,69 @@
+import pytest
+
+from selfreward.config import JudgeConfig, JudgeMethod
+from selfreward.judge import judge_candidates, score_token_ids
+
+
+class FixedJudge:
+    """Stand-in backend returning canned judgments / score-token probabilities."""
+
+    def __init__(self, tokenizer, judgments=None, probs=None):
+        self.tokenizer, self.judgments, self.probs = tokenizer, judgments, probs
+        self.prompts = []
+
+    def generate(self, prompts, sampling, desc=""):
+        self.prompts += prompts
+        assert sampling.n == len(self.judgments[0])
+        return self.judgments[: len(prompts)]
+
+    def next_token_probs(self, prompts, token_ids, desc=""):
+        self.prompts += prompts
+        self.token_ids = token_ids
+        return self.probs[: len(prompts)]
+
+
+CANDS = [
+    {"prompt_id": "p0", "prompt": "What is 2 plus 2?", "candidate_id": 0, "response": "4"},
+    {"prompt_id": "p0", "prompt": "What is 2 plus 2?", "candidate_id": 1, "response": "five"},
+]
+
+
+@pytest.fixture(scope="module")
+def tokenizer(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(tiny_checkpoint)
+
+
+def test_sampled_judge_averages_parsed_and_keeps_failures(tokenizer):
+    gen = FixedJudge(tokenizer, judgments=[["ok\nScore: 4", "Score: 5"], ["no score at all", "Score: 9"]])
+    rows = judge_candidates(gen, JudgeConfig(samples=2), CANDS, seed=0)
+    assert rows[0] == {"prompt_id": "p0", "candidate_id": 0, "score": 4.5, "scores": [4.0, 5.0], "judgments": ["ok\nScore: 4", "Score: 5"]}
+    assert rows[1]["score"] is None and rows[1]["scores"] == [None, None]
+    assert rows[1]["judgments"] == ["no score at all", "Score: 9"]  # raw text kept for inspection
+    assert "Question: What is 2 plus 2?" in gen.prompts[0] and gen.prompts[0].endswith("<|im_start|>assistant\n")
+
+
+def test_score_tokens_are_single_digits(tokenizer):
+    prefix, ids = score_token_ids(tokenizer, 5)
+    assert prefix in ("Score:", "Score: ") and len(set(ids)) == 6
+    assert [tokenizer.decode([i]).strip() for i in ids] == [str(s) for s in range(6)]
+
+
+def test_logprob_judge_expected_score(tokenizer):
+    probs = [[0, 0, 0, 0, 0.5, 0.5], [0.001, 0, 0, 0, 0, 0.004]]  # second: too little mass on scores
+    gen = FixedJudge(tokenizer, probs=probs)
+    rows = judge_candidates(gen, JudgeConfig(method=JudgeMethod.logprob), CANDS, seed=0)
+    assert rows[0]["score"] == pytest.approx(4.5) and rows[0]["score_probs"] == probs[0]
+    assert rows[1]["score"] is None
+    assert all(p.endswith("<|im_start|>assistant\nScore:") or p.endswith("assistant\nScore: ") for p in gen.prompts)
+
+
+def test_logprob_judge_on_real_model(tiny_checkpoint):
+    from selfreward.config import compose
+    from selfreward.generation import load_generator
+
+    gen = load_generator(compose([]), str(tiny_checkpoint))
+    rows = judge_candidates(gen, JudgeConfig(method=JudgeMethod.logprob), CANDS, seed=0)
+    assert all(r["score"] is None or 0 <= r["score"] <= 5 for r in rows)
+    assert all(abs(sum(r["score_probs"])) <= 1.0 + 1e-6 for r in rows)

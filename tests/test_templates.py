@@ -1,0 +1,38 @@
+import pytest
+
+from selfreward.config import ConfigError
+from selfreward.judge import judge_template
+from selfreward.config import JudgeConfig
+from selfreward.templates import Template, chat_prompt
+
+
+def test_shipped_judge_template_renders_rubric():
+    text = judge_template(JudgeConfig()).render(instruction="What is 2 plus 2?", response="4.")
+    assert "Question: What is 2 plus 2?" in text and "Response: 4." in text
+    assert "Score: <points>" in text and "{" not in text
+    for word in ("relevant", "substantial", "useful", "clear", "expert"):
+        assert word in text
+
+
+def test_only_declared_placeholders_are_substituted(tmp_path):
+    path = tmp_path / "t.txt"
+    path.write_text('Answer in JSON like {"score": 1}. Q: {instruction} {unknown}')
+    t = Template(path, ("instruction",))
+    assert t.render(instruction="{response}") == 'Answer in JSON like {"score": 1}. Q: {response} {unknown}'
+
+
+def test_missing_placeholder_names_file_and_key(tmp_path):
+    path = tmp_path / "judge.txt"
+    path.write_text("Rate this: {response}")
+    with pytest.raises(ConfigError, match=r"'judge.template'.*\{instruction\}"):
+        Template(path, ("instruction", "response"), key="judge.template")
+
+
+def test_chat_prompt_uses_the_tokenizer_template(tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    assert chat_prompt(tok, "Hi") == "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+    tok.chat_template = None
+    with pytest.raises(ConfigError, match="no chat template"):
+        chat_prompt(tok, "Hi")
