@@ -27,8 +27,9 @@ from selfreward.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-# Keys that may change when a run is resumed: they do not alter any finished stage.
-RESUMABLE_CHANGES = {"rounds"}
+# Keys that may differ when a run is resumed: they do not alter any finished stage (a moved
+# run directory is still the same run).
+RESUMABLE_CHANGES = {"rounds", "run_dir"}
 
 
 class StageFailed(RuntimeError):

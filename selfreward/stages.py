@@ -15,6 +15,8 @@ import sys
 import time
 from collections import Counter
 
+from tqdm.auto import tqdm
+
 from selfreward.candidates import sample_candidates
 from selfreward.config import Config, ConfigError, load_frozen
 from selfreward.data import load_seed
@@ -69,7 +71,7 @@ def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
         start = time.perf_counter()
         entry = RUNNERS[stage](gen, cfg, rd, t)
         rd.mark_done(t, stage, seconds=round(time.perf_counter() - start, 3), **entry)
-        print(f"[round {t}] {stage}: {entry}", flush=True)
+        tqdm.write(f"[round {t}] {stage}: {entry}")
 
 
 def main(argv: list[str] | None = None) -> int:

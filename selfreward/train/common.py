@@ -41,12 +41,9 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
-        save_only_model=False,
         report_to="none",
         seed=seed,
         data_seed=seed,
-        dataset_num_proc=None,
-        model_init_kwargs=None,
     )
 
 
