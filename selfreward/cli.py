@@ -1,7 +1,9 @@
 """`selfreward` command line. Settings are Hydra overrides on a recipe from recipes/:
 
     selfreward run recipe=tiny update=sft rounds=2 generation.num_candidates=4 run_dir=/tmp/r
+    selfreward run run_dir=/tmp/r judge.samples=5 restart_from=judge   # redo from round 1's judge
     selfreward config recipe=tiny judge=logprob      # print the resolved config and exit
+    selfreward status run_dir=/tmp/r                 # done / partial / not started, per stage
 
 Exit codes: 0 done, 2 bad configuration or input (one message naming the key), 1 a stage failed.
 """
@@ -11,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selfreward.config import ConfigError, compose, to_yaml
+from selfreward.config import ConfigError, load_frozen, parse_command, to_yaml
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,25 +21,43 @@ def main(argv: list[str] | None = None) -> int:
         prog="selfreward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run the self-rewarding loop"), ("config", "print the resolved config")):
+    commands = (
+        ("run", "run (or resume) the self-rewarding loop"),
+        ("config", "print the resolved config"),
+        ("status", "show each stage of a run directory as done / partial / not started"),
+    )
+    for name, help_text in commands:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. recipe=tiny update=sft rounds=3")
     args = parser.parse_args(argv)
     try:
-        cfg = compose(args.overrides)
+        cfg, directives = parse_command(args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
             return 0
-        from selfreward.loop import StageFailed, run
+        if args.command == "status":
+            return status(cfg.run_dir)
+        from selfreward.loop import run
+        from selfreward.process import StageFailed
 
         try:
-            run(cfg)
+            run(cfg, **directives)
         except StageFailed as e:
             print(f"error: {e}", file=sys.stderr)
             return 2 if e.returncode == 2 else 1
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    return 0
+
+
+def status(run_dir: str) -> int:
+    from rich.console import Console
+
+    from selfreward.rundir import RunDir
+    from selfreward.status import status_table
+
+    Console(width=160).print(status_table(load_frozen(run_dir), RunDir(run_dir)))
     return 0
 
 

@@ -37,6 +37,12 @@ class Reference(str, Enum):
     initial = "initial"  # M_1
 
 
+class OnProblem(str, Enum):
+    stop = "stop"
+    warn = "warn"
+    skip = "skip"  # pairs.on_too_few only: keep M_t as M_{t+1}
+
+
 class Backend(str, Enum):
     hf = "hf"
     vllm = "vllm"
@@ -130,12 +136,20 @@ class JudgeConfig:
     top_p: float = 0.9
     max_new_tokens: int = 256
     max_score: int = 5
+    max_mode_share: float = field(
+        default=0.9, metadata={"help": "Warn or stop when one score is more than this share of judgments."}
+    )
+    on_collapse: OnProblem = field(default=OnProblem.warn, metadata={"help": "warn | stop"})
 
 
 @dataclass
 class PairsConfig:
     min_margin: float = field(default=0.0, metadata={"help": "DPO: keep a pair only if best - worst >= this."})
     sft_threshold: float = field(default=4.0, metadata={"help": "SFT: keep candidates scoring >= this."})
+    min_pairs: int = field(default=1, metadata={"help": "Fewest pairs (DPO) or examples (SFT) to train on."})
+    on_too_few: OnProblem = field(
+        default=OnProblem.stop, metadata={"help": "stop | skip (M_{t+1} = M_t, the round trains nothing)"}
+    )
 
 
 @dataclass
@@ -219,8 +233,13 @@ def _check_override_key(key: str) -> None:
         walked.append(part)
 
 
-def split_recipe(overrides: list[str]) -> tuple[str, list[str]]:
-    """Parse overrides with Hydra's grammar, validate keys and group choices, pull out `recipe=`."""
+# Command-line words that act on a run instead of configuring it; never stored in config.yaml.
+DIRECTIVES = ("restart_from",)
+
+
+def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str]]:
+    """Parse overrides with Hydra's grammar, validate keys and group choices, pull out `recipe=`
+    and the DIRECTIVES."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -228,7 +247,7 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str]]:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise ConfigError(f"Cannot parse overrides: {e}") from None
-    recipe, rest = "tiny", []
+    recipe, rest, directives = "tiny", [], {}
     for text, o in zip(overrides, parsed):
         key = o.key_or_group
         if o.is_sweep_override():
@@ -238,6 +257,9 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str]]:
             if recipe not in recipes():
                 raise ConfigError(f"Unknown recipe '{recipe}'. Valid choices for 'recipe': {', '.join(recipes())}.")
             continue
+        if key in DIRECTIVES:
+            directives[key] = str(o.value())
+            continue
         if key in GROUPS:
             if o.value() not in group_options(key):
                 raise ConfigError(
@@ -246,22 +268,27 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str]]:
         elif not o.is_delete():
             _check_override_key(key)
         rest.append(text)
-    return recipe, rest
+    return recipe, rest, directives
 
 
 def compose(overrides: list[str]) -> Config:
     """Compose `recipe=<name>` (default tiny) with Hydra overrides into a validated Config."""
+    return parse_command(overrides)[0]
+
+
+def parse_command(overrides: list[str]) -> tuple[Config, dict[str, str]]:
+    """Like `compose`, also returning the directives (e.g. restart_from) given on the command line."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    recipe, rest = split_recipe(overrides)
+    recipe, rest, directives = split_recipe(overrides)
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(RECIPES_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=recipe, overrides=rest)
-        return validate(cfg)
+        return validate(cfg), directives
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_readable(e)) from None
 
@@ -296,6 +323,10 @@ def validate(cfg) -> Config:
             raise ConfigError(f"'{key}' must be at least 1, got {value}.")
     if obj.update.method is UpdateMethod.dpo and obj.generation.num_candidates < 2:
         raise ConfigError("'generation.num_candidates' must be at least 2 for update=dpo (pairs need two).")
+    if obj.judge.on_collapse is OnProblem.skip:
+        raise ConfigError("'judge.on_collapse' must be one of [warn, stop], got skip.")
+    if obj.pairs.on_too_few is OnProblem.warn:
+        raise ConfigError("'pairs.on_too_few' must be one of [stop, skip], got warn.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
     for key, value in (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template)):

@@ -12,9 +12,13 @@ IFT_FIELDS = ("instruction", "response")
 EFT_FIELDS = ("instruction", "response", "judgment")
 
 
+def seed_path(path: str | Path | None, kind: str) -> Path:
+    return Path(path) if path else DATA_DIR / f"seed_{kind}.jsonl"
+
+
 def load_seed(path: str | Path | None, kind: str) -> list[dict]:
     """Read and check a seed file; `kind` is 'ift' or 'eft'. A bad line names the file and line."""
-    path = Path(path) if path else DATA_DIR / f"seed_{kind}.jsonl"
+    path = seed_path(path, kind)
     fields = IFT_FIELDS if kind == "ift" else EFT_FIELDS
     rows = []
     with open(path, encoding="utf-8") as f:

@@ -11,37 +11,41 @@ manifest entry exists is skipped, so rerunning the same command resumes the run.
 from __future__ import annotations
 
 import os
-import subprocess
+import shutil
 import sys
 import time
+from pathlib import Path
 
 import yaml
 from rich.console import Console
 
-from selfreward.config import Config, ConfigError, UpdateMethod, to_yaml
-from selfreward.data import seed_texts
+from selfreward.config import Config, ConfigError, OnProblem, UpdateMethod, to_yaml
+from selfreward.data import load_seed, seed_texts
+from selfreward.judge import judge_template
 from selfreward.metrics import round_metrics, summary_table
 from selfreward.pairs import build_pairs, build_sft
+from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
-from selfreward.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl
+from selfreward.templates import Template, chat_prompt
+from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-# Keys that may differ when a run is resumed: they do not alter any finished stage (a moved
-# run directory is still the same run).
-RESUMABLE_CHANGES = {"rounds", "run_dir"}
+# The first stage each setting shapes; a changed setting is refused only once that stage is done.
+# Settings not listed (rounds, run_dir, launch.*, backend, vllm.*) change how or how long the run
+# goes on, not what a finished stage wrote.
+FIRST_AFFECTED = {
+    "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init",
+    "judge.template": "init",  # the EFT data is rendered through it
+    "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
+}
+STAGES = ("init", *ROUND_STAGES)
 
 
-class StageFailed(RuntimeError):
-    def __init__(self, what: str, returncode: int):
-        super().__init__(f"{what} failed with exit code {returncode} (its output is above). "
-                         "Rerun the same command to resume from the last finished stage.")
-        self.returncode = returncode
-
-
-def run(cfg: Config) -> list[dict]:
+def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
-    freeze(cfg, rd)
+    preflight(cfg)
+    freeze(cfg, rd, restart_from)
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
         from selfreward.tiny import build_tiny_model
 
@@ -58,10 +62,8 @@ def run(cfg: Config) -> list[dict]:
         generate(cfg, rd, t, ["prompts", "candidates", "judge"])
         # 4. Preference pairs (DPO) or the score-filtered set (SFT).
         build_training_data(cfg, rd, t)
-        # 5. Train M_{t+1} under accelerate launch.
-        module = "selfreward.train.dpo" if cfg.update.method is UpdateMethod.dpo else "selfreward.train.sft"
-        if not rd.is_done(t, "update"):
-            train(cfg, rd, t, module)
+        # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
+        update(cfg, rd, t)
         # 6. Evaluate: counts, judge health, lengths, training metrics.
         all_metrics.append(evaluate(cfg, rd, t))
     if all_metrics:
@@ -70,20 +72,68 @@ def run(cfg: Config) -> list[dict]:
     return all_metrics
 
 
-def freeze(cfg: Config, rd: RunDir) -> None:
-    """Write the resolved config once; a rerun must match it except for RESUMABLE_CHANGES."""
-    text = to_yaml(cfg)
-    if rd.config.is_file():
-        old, new = _flatten(yaml.safe_load(rd.config.read_text())), _flatten(yaml.safe_load(text))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k) and k not in RESUMABLE_CHANGES)
-        if changed:
-            diff = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in changed)
-            raise ConfigError(
-                f"{rd.config} exists with different settings:\n{diff}\n"
-                "Use a new run_dir, or repeat the original settings to resume."
+def preflight(cfg: Config) -> None:
+    """Check every input before any work, so bad input stops the run with nothing written."""
+    load_seed(cfg.data.ift_path, "ift")
+    load_seed(cfg.data.eft_path, "eft")
+    Template(cfg.prompts.template, ("examples",), key="prompts.template")
+    judge_template(cfg.judge)
+    if cfg.model.name_or_path is not None:
+        from transformers import AutoTokenizer
+
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(
+                cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code
             )
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"'model.name_or_path': cannot load a tokenizer from {cfg.model.name_or_path!r} ({e})") from None
+        chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
+
+
+def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
+    """Write the resolved config. On a rerun, refuse changed settings that shaped finished stages,
+    unless `restart_from` names where to start again (that stage and all after it are superseded)."""
+    restart = parse_restart(restart_from) if restart_from else None
+    if rd.config.is_file():
+        old, new = _flatten(yaml.safe_load(rd.config.read_text())), _flatten(yaml.safe_load(to_yaml(cfg)))
+        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+        stale = {k: first_affected(k) for k in changed if first_affected(k)}
+        stale = {k: s for k, s in stale.items() if rd.is_done(0 if s == "init" else 1, s)}
+        earliest = min(stale.values(), key=STAGES.index) if stale else None
+        too_late = restart is not None and earliest and (restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest))
+        if stale and (restart is None or too_late):
+            diff = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in stale)
+            raise ConfigError(
+                f"{rd.config} was written with other settings that finished stages depend on:\n{diff}\n"
+                f"Repeat the original settings to resume, use a new run_dir, or add restart_from={earliest} "
+                "to redo that stage and everything after it with the new settings."
+            )
+    if restart is not None:
+        moved = rd.restart_from(*restart)
+        console.log(f"restart_from={restart_from}: moved {len(moved)} outputs to {rd.root / 'superseded'}")
     rd.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rd.config, text)
+    atomic_write_text(rd.config, to_yaml(cfg))
+
+
+def first_affected(key: str) -> str | None:
+    for prefix in (key, key.split(".")[0]):
+        if prefix in FIRST_AFFECTED:
+            return FIRST_AFFECTED[prefix]
+    return None
+
+
+def parse_restart(value: str) -> tuple[int, str]:
+    """'judge' -> (1, 'judge'); 'round_2.judge' -> (2, 'judge'); 'init' -> (0, 'init')."""
+    where, _, stage = value.rpartition(".")
+    number = where.removeprefix("round_")
+    if stage == "init" and not where:
+        return 0, "init"
+    if stage in ROUND_STAGES and (not where or (where.startswith("round_") and number.isdigit() and int(number) >= 1)):
+        return (int(number) if where else 1), stage
+    raise ConfigError(
+        f"Bad value for 'restart_from': {value!r}. Valid: init, or a stage ({', '.join(ROUND_STAGES)}) "
+        "optionally prefixed by its round, e.g. restart_from=round_2.judge."
+    )
 
 
 def _flatten(d: dict, prefix: str = "") -> dict:
@@ -94,18 +144,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
-def _subprocess(cmd: list[str], what: str) -> None:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    result = subprocess.run(cmd, env=env)
-    if result.returncode:
-        raise StageFailed(what, result.returncode)
-
-
 def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
     todo = [s for s in stages if not rd.is_done(t, s)]
     if todo:
         cmd = [sys.executable, "-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
-        _subprocess(cmd, f"round {t} generation ({', '.join(todo)})")
+        run_stage(cmd, f"round {t} generation ({', '.join(todo)})")
 
 
 def train(cfg: Config, rd: RunDir, t: int, module: str) -> None:
@@ -115,12 +158,13 @@ def train(cfg: Config, rd: RunDir, t: int, module: str) -> None:
     else:
         config_file = find_launch_config(cfg.launch.accelerate_config)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
-    _subprocess(cmd, f"training ({module}, round {t})")
+    run_stage(cmd, f"training ({module}, round {t})")
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
+    # One manifest entry, "pairs", for either kind of training data; the file differs.
     stage = "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"
-    if rd.is_done(t, stage):
+    if rd.is_done(t, "pairs"):
         return
     start = time.perf_counter()
     candidates = read_jsonl(rd.output(t, "candidates"))
@@ -128,16 +172,47 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     if stage == "pairs":
         records, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin)
     else:
-        records, drops = build_sft(candidates, judgments, cfg.pairs.sft_threshold), {}
-    if not records:
-        raise ConfigError(
-            f"Round {t} produced no {stage.replace('_', ' ')} from {len(candidates)} candidates "
-            f"(drops: {drops or 'all below pairs.sft_threshold'}); see {rd.output(t, 'judge')}. "
-            "More candidates (generation.num_candidates), more judgments (judge.samples) or a lower "
-            "pairs.min_margin / pairs.sft_threshold give the round something to train on."
+        records = build_sft(candidates, judgments, cfg.pairs.sft_threshold)
+        drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(records)}
+    too_few = len(records) < cfg.pairs.min_pairs
+    if too_few:
+        message = (
+            f"Round {t}: {len(records)} {'pairs' if stage == 'pairs' else 'SFT examples'} from "
+            f"{len(candidates)} candidates, fewer than pairs.min_pairs={cfg.pairs.min_pairs} ({drops})."
         )
+        if cfg.pairs.on_too_few is OnProblem.stop:
+            raise ConfigError(
+                f"{message} More candidates (generation.num_candidates), more judgments (judge.samples) "
+                "or a lower pairs.min_margin / pairs.sft_threshold give the round something to train on; "
+                "pairs.on_too_few=skip keeps M_t for the next round instead."
+            )
+        console.log(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.output(t, stage), records)
-    rd.mark_done(t, stage, seconds=round(time.perf_counter() - start, 3), records=len(records), **drops)
+    rd.mark_done(t, "pairs", [rd.output(t, "candidates"), rd.output(t, "judge")],
+                 seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
+
+
+def update(cfg: Config, rd: RunDir, t: int) -> None:
+    if rd.is_done(t, "update"):
+        return
+    if rd.manifest(t)["pairs"].get("skip_update"):
+        skip_update(cfg, rd, t)
+    else:
+        dpo = cfg.update.method is UpdateMethod.dpo
+        train(cfg, rd, t, "selfreward.train.dpo" if dpo else "selfreward.train.sft")
+
+
+def skip_update(cfg: Config, rd: RunDir, t: int) -> None:
+    """M_{t+1} = M_t without copying weights: hard links where the filesystem allows."""
+    src = Path(rd.policy(cfg, t))
+    with atomic_dir(rd.model(t)) as tmp:
+        for f in src.iterdir():
+            if f.is_file():
+                try:
+                    os.link(f, tmp / f.name)
+                except OSError:
+                    shutil.copy2(f, tmp / f.name)
+    rd.mark_done(t, "update", [src], skipped=True, records=0, seconds=0.0)
 
 
 def evaluate(cfg: Config, rd: RunDir, t: int) -> dict:

@@ -39,6 +39,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
             "candidates_unscored": len(judgments) - len(scores),
         },
         "prompt_filter": {k: v for k, v in manifest["prompts"].items() if k.startswith("dropped_")},
+        "pair_filter": {k: v for k, v in manifest["pairs"].items() if k.startswith("dropped_")},
         "judge": {
             "parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
             "score_histogram": histogram,
@@ -50,7 +51,6 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     if cfg.update.method is UpdateMethod.dpo:
         pairs = read_jsonl(rd.output(t, "pairs"))
         metrics["counts"]["pairs"] = len(pairs)
-        metrics["pair_filter"] = {k: v for k, v in manifest["pairs"].items() if k.startswith("dropped_")}
         metrics["lengths_tokens"]["chosen"] = _mean(n_tokens([p["chosen"] for p in pairs]))
         metrics["lengths_tokens"]["rejected"] = _mean(n_tokens([p["rejected"] for p in pairs]))
     else:
@@ -59,6 +59,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         metrics["lengths_tokens"]["selected"] = _mean(n_tokens([r["response"] for r in sft]))
     update = manifest.get("update", {})
     metrics["training"] = {
+        "skipped": bool(update.get("skipped")),
         "train_loss": update.get("train_loss"),
         "steps": update.get("steps"),
         **{k: v for k, v in update.get("last_log", {}).items() if k.startswith(("rewards/", "loss"))},

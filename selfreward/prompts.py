@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections import Counter, defaultdict
+from typing import Callable
 
 from selfreward.config import PromptsConfig
 from selfreward.generation import Generator, Sampling
@@ -66,19 +67,30 @@ class NearDuplicateIndex:
 
 
 def generate_prompts(
-    generator: Generator, cfg: PromptsConfig, seed_instructions: list[str], seed: int
+    generator: Generator,
+    cfg: PromptsConfig,
+    seed_instructions: list[str],
+    seed: int,
+    resumed: tuple[list[str], dict] = ((), {}),
+    on_pass: Callable[[list[dict], dict], None] | None = None,
 ) -> tuple[list[dict], dict]:
     """Return ([{id, prompt}], stats). Generates in passes until `num_prompts` are kept or the
-    budget of `num_prompts * max_attempts` requests is spent."""
+    budget of `num_prompts * max_attempts` requests is spent.
+
+    Each pass depends only on (seed, pass number, prompts kept so far), so a run resumed from
+    `resumed` = (kept prompts, stats) after any pass continues exactly as an uninterrupted one;
+    `on_pass(new records, stats)` is called after every pass to commit them.
+    """
     template = Template(cfg.template, ("examples",), key="prompts.template")
-    rng = random.Random(seed)
     index = NearDuplicateIndex(cfg.max_similarity)
     for s in seed_instructions:
         index.add(s)
-    kept: list[str] = []
-    stats = Counter()
+    kept, stats = list(resumed[0]), Counter(resumed[1])
+    for text in kept:
+        index.add(text)
     budget = cfg.num_prompts * cfg.max_attempts
     while len(kept) < cfg.num_prompts and stats["requested"] < budget:
+        rng = random.Random(seed * 1_000_003 + stats["passes"])
         n = min(2 * (cfg.num_prompts - len(kept)), budget - stats["requested"])
         requests = []
         for _ in range(n):
@@ -88,6 +100,8 @@ def generate_prompts(
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=1, seed=rng.randrange(2**31))
         replies = generator.generate(requests, sampling, desc=f"prompts ({len(kept)}/{cfg.num_prompts})")
         stats["requested"] += n
+        stats["passes"] += 1
+        new = []
         for (reply,) in replies:
             text = extract_instruction(reply)
             reason = None
@@ -101,6 +115,9 @@ def generate_prompts(
                 stats[f"dropped_{reason}"] += 1
             elif len(kept) < cfg.num_prompts:
                 index.add(text)
+                new.append({"id": f"p{len(kept):05d}", "prompt": text})
                 kept.append(text)
+        if on_pass:
+            on_pass(new, dict(stats))
     records = [{"id": f"p{i:05d}", "prompt": p} for i, p in enumerate(kept)]
     return records, {"kept": len(records), **stats}

@@ -18,6 +18,7 @@ done when its manifest entry exists. Rerunning a command therefore skips finishe
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -33,6 +34,15 @@ STAGE_OUTPUTS = {
     "pairs": "pairs.jsonl",
     "sft_data": "sft.jsonl",
     "update": "model",
+}
+# A round's stages in order; "pairs" stands for the training-data step (pairs.jsonl or sft.jsonl).
+ROUND_STAGES = ("prompts", "candidates", "judge", "pairs", "update")
+STAGE_FILES = {
+    "prompts": ("prompts.jsonl",),
+    "candidates": ("candidates.jsonl",),
+    "judge": ("judgments.jsonl",),
+    "pairs": ("pairs.jsonl", "sft.jsonl"),
+    "update": ("model", "train", ".model.tmp"),
 }
 
 
@@ -70,6 +80,60 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     yield tmp
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class ChunkLog:
+    """Records of a long stage, appended chunk by chunk so a killed stage loses at most one chunk.
+
+    `<name>.partial` holds the records; `<name>.progress.json` (written atomically after each append)
+    says how many chunks and records are committed. Anything past the committed count (a chunk
+    appended but not yet committed, or a line torn by a kill) is cut off on resume. `finish` renames
+    the partial file to its final name.
+    """
+
+    def __init__(self, final: Path):
+        self.final = final
+        self.partial = final.with_name(final.name + ".partial")
+        self.progress = final.with_name(final.name + ".progress.json")
+
+    def resume(self) -> tuple[int, list[dict], dict]:
+        """(chunks committed, their records, extra state saved with the last commit)."""
+        if not self.progress.is_file() or not self.partial.is_file():
+            self.partial.unlink(missing_ok=True)
+            return 0, [], {}
+        state = json.loads(self.progress.read_text())
+        with open(self.partial, "rb") as f:
+            lines = f.read().split(b"\n")[: state["records"]]
+        records = [json.loads(line) for line in lines]
+        atomic_write_text(self.partial, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        return state["chunks"], records, state.get("extra", {})
+
+    def append(self, chunks_done: int, total_records: int, records: list[dict], extra: dict | None = None) -> None:
+        with open(self.partial, "a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+            f.flush()
+            os.fsync(f.fileno())
+        write_json(self.progress, {"chunks": chunks_done, "records": total_records, "extra": extra or {}})
+
+    def finish(self) -> None:
+        os.replace(self.partial, self.final)
+        self.progress.unlink(missing_ok=True)
+
+    def discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.progress.unlink(missing_ok=True)
+
+    def committed(self) -> int | None:
+        """Records committed so far, or None when the stage has not started."""
+        return json.loads(self.progress.read_text())["records"] if self.progress.is_file() else None
 
 
 class RunDir:
@@ -122,7 +186,51 @@ class RunDir:
     def is_done(self, t: int | None, stage: str) -> bool:
         return stage in self.manifest(t)
 
-    def mark_done(self, t: int | None, stage: str, **entry: Any) -> None:
+    def rounds(self) -> list[int]:
+        found = (p.name.removeprefix("round_") for p in self.root.glob("round_*"))
+        return sorted(int(n) for n in found if n.isdigit())
+
+    def restart_from(self, t: int, stage: str) -> list[Path]:
+        """Move `stage` of round t (t=0: init), every later stage and every later round to
+        `<run_dir>/superseded/<time>/`, so they run again; nothing is deleted. Returns what moved."""
+        dest = self.root / "superseded" / time.strftime("%Y%m%d-%H%M%S")
+        order = ROUND_STAGES if t else ("init",)
+        moved = []
+
+        def move(path: Path) -> None:
+            if path.exists():
+                target = dest / path.relative_to(self.root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(path, target)
+                moved.append(path)
+
+        if t == 0:
+            move(self.init_dir)
+        else:
+            later = order[order.index(stage) :]
+            manifest = self.manifest(t)
+            for s in later:
+                manifest.pop(s, None)
+                for name in STAGE_FILES.get(s, ()):
+                    for suffix in ("", ".partial", ".progress.json"):
+                        move(self.round_dir(t) / (name + suffix))
+            move(self.round_dir(t) / "metrics.json")
+            if self.round_dir(t).is_dir():
+                write_json(self.round_dir(t) / "manifest.json", manifest)
+        for r in self.rounds():
+            if r > t:
+                move(self.round_dir(r))
+        return moved
+
+    def mark_done(self, t: int | None, stage: str, inputs: Iterable[Path | str] = (), **entry: Any) -> None:
+        """Record a finished stage with the hashes of its input files (a model input, a directory,
+        is recorded by path: hashing many GB of weights would cost more than it tells) and of the
+        config it ran under."""
         manifest = self.manifest(t)
-        manifest[stage] = {"finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry}
+        manifest[stage] = {
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **entry,
+            "config_sha256": file_sha256(self.config),
+            "inputs": {str(p): file_sha256(Path(p)) if Path(p).is_file() else "model" for p in inputs},
+        }
         write_json(self.stage_dir(t) / "manifest.json", manifest)

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 from selfreward.config import Config, load_frozen
+from selfreward.process import die_with_parent
 from selfreward.rundir import RunDir
 
 
@@ -17,6 +18,7 @@ def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config,
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--round", type=int, required=True, help="0 = the init stage, t >= 1 = round t")
     args = parser.parse_args(argv)
+    die_with_parent()
     return load_frozen(args.run_dir), RunDir(args.run_dir), args.round
 
 
@@ -66,13 +68,19 @@ def load_tokenizer(path: str, cfg: Config):
     return tokenizer
 
 
-def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int) -> None:
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest checkpoint whose save finished (trainer_state.json is written after the weights
+    and optimizer state), so a kill during a checkpoint write falls back to the one before."""
+    done = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
+def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int, inputs: list) -> None:
     """Train (resuming from the last checkpoint if one exists), save the model atomically, and record
     the stage in the manifest. Every rank calls this: under ZeRO-3 saving gathers shards from all."""
     start = time.perf_counter()
-    out_dir = Path(trainer.args.output_dir)
-    has_checkpoint = any(out_dir.glob("checkpoint-*"))
-    result = trainer.train(resume_from_checkpoint=True if has_checkpoint else None)
+    resume = last_checkpoint(Path(trainer.args.output_dir))
+    result = trainer.train(resume_from_checkpoint=resume)
     final, tmp = rd.model(t), rd.model(t).with_name(".model.tmp")
     accel = trainer.accelerator
     if accel.is_main_process:
@@ -87,6 +95,8 @@ def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int) -> None
         rd.mark_done(
             t,
             "update" if t else "init",
+            inputs,
+            resumed_from=resume,
             seconds=round(time.perf_counter() - start, 3),
             records=records,
             train_loss=result.training_loss,

@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
     )
-    train_and_save(trainer, tokenizer, rd, t, records=len(examples))
+    train_and_save(trainer, tokenizer, rd, t, records=len(examples), inputs=[rd.output(t, "pairs"), policy, reference])
     return 0
 
 

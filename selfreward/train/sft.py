@@ -9,7 +9,7 @@ from __future__ import annotations
 import sys
 
 from selfreward.config import Config
-from selfreward.data import load_seed
+from selfreward.data import load_seed, seed_path
 from selfreward.judge import judge_template
 from selfreward.rundir import read_jsonl
 from selfreward.train.common import load_model, load_tokenizer, parse_args, train_and_save, trainer_kwargs
@@ -44,10 +44,12 @@ def main(argv: list[str] | None = None) -> int:
     if t == 0:
         start_from, epochs, lr = rd.base(cfg), cfg.init.epochs, cfg.init.learning_rate
         examples = init_examples(cfg)
+        inputs = [seed_path(cfg.data.ift_path, "ift"), seed_path(cfg.data.eft_path, "eft"), start_from]
     else:
         rows = read_jsonl(rd.output(t, "sft_data"))
         start_from, epochs, lr = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate
         examples = [_example(r["prompt"], r["response"]) for r in rows]
+        inputs = [rd.output(t, "sft_data"), start_from]
     args = SFTConfig(**trainer_kwargs(cfg, rd.stage_dir(t) / "train", epochs, lr, cfg.seed + t))
     tokenizer = load_tokenizer(start_from, cfg)
     trainer = SFTTrainer(
@@ -56,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
     )
-    train_and_save(trainer, tokenizer, rd, t, records=len(examples))
+    train_and_save(trainer, tokenizer, rd, t, records=len(examples), inputs=inputs)
     return 0
 
 
