@@ -26,8 +26,8 @@ from selfreward.metrics import round_metrics, summary_table
 from selfreward.pairs import build_pairs, build_sft
 from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
-from selfreward.templates import Template, chat_prompt
 from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from selfreward.templates import Template, chat_prompt
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -86,7 +86,9 @@ def preflight(cfg: Config) -> None:
                 cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code
             )
         except (OSError, ValueError) as e:
-            raise ConfigError(f"'model.name_or_path': cannot load a tokenizer from {cfg.model.name_or_path!r} ({e})") from None
+            raise ConfigError(
+                f"'model.name_or_path': cannot load a tokenizer from {cfg.model.name_or_path!r} ({e})"
+            ) from None
         chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
 
 
@@ -100,7 +102,9 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
         stale = {k: first_affected(k) for k in changed if first_affected(k)}
         stale = {k: s for k, s in stale.items() if rd.is_done(0 if s == "init" else 1, s)}
         earliest = min(stale.values(), key=STAGES.index) if stale else None
-        too_late = restart is not None and earliest and (restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest))
+        too_late = restart is not None and earliest and (
+            restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest)
+        )
         if stale and (restart is None or too_late):
             diff = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in stale)
             raise ConfigError(

@@ -23,7 +23,10 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
     candidates = read_jsonl(rd.output(t, "candidates"))
     judgments = read_jsonl(rd.output(t, "judge"))
-    n_tokens = lambda texts: [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+
+    def n_tokens(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
     single = [s for j in judgments for s in j["scores"]]
     histogram = score_histogram(judgments)
     parsed = sum(histogram.values())
@@ -69,21 +72,26 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     return metrics
 
 
+def _fmt(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def summary_table(all_metrics: list[dict]):
     from rich.table import Table
 
     table = Table(title="selfreward: rounds")
-    for col in ("round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on", "len chosen/rej", "loss", "reward acc", "seconds"):
+    columns = ("round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on",
+               "len chosen/rej", "loss", "reward acc", "seconds")
+    for col in columns:
         table.add_column(col, justify="right")
     for m in all_metrics:
         c, j, lens, tr = m["counts"], m["judge"], m["lengths_tokens"], m["training"]
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
         length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
-        fmt = lambda v, spec: "-" if v is None else format(v, spec)
         table.add_row(
-            str(m["round"]), str(c["prompts"]), str(c["candidates"]), fmt(j["parse_failure_rate"], ".1%"),
-            fmt(j["mode_share"], ".2f"), fmt(j["mean_score"], ".2f"), train_on, length,
-            fmt(tr.get("train_loss"), ".4f"), fmt(tr.get("rewards/accuracies"), ".2f"),
-            fmt(sum(v for v in m["seconds"].values() if v), ".0f"),
+            str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["parse_failure_rate"], ".1%"),
+            _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
+            _fmt(tr.get("train_loss"), ".4f"), _fmt(tr.get("rewards/accuracies"), ".2f"),
+            _fmt(sum(v for v in m["seconds"].values() if v), ".0f"),
         )
     return table

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from functools import partial
+
 from tqdm.auto import tqdm
 
 from selfreward.candidates import sample_candidates
@@ -70,7 +72,7 @@ def _chunked(log: ChunkLog, inputs: list[dict], size: int, seed: int, fn, desc: 
 
 def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = read_jsonl(rd.output(t, "prompts"))
-    fn = lambda chunk, seed: sample_candidates(gen, cfg.generation, chunk, seed)
+    fn = partial(sample_candidates, gen, cfg.generation)
     log = ChunkLog(rd.output(t, "candidates"))
     records = _chunked(log, prompts, cfg.generation.batch_size, stage_seed(cfg, t, "candidates"), fn, "candidates")
     log.finish()
@@ -79,7 +81,7 @@ def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
 
 def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     candidates = read_jsonl(rd.output(t, "candidates"))
-    fn = lambda chunk, seed: judge_candidates(gen, cfg.judge, chunk, seed)
+    fn = partial(judge_candidates, gen, cfg.judge)
     log = ChunkLog(rd.output(t, "judge"))
     records = _chunked(log, candidates, cfg.generation.batch_size, stage_seed(cfg, t, "judge"), fn, "judge")
     try:

@@ -69,7 +69,9 @@ def test_judge_and_pair_failures_stop_cleanly_then_skip(run_from_init):
 
     # A judge collapsed onto one score, with judge.on_collapse=stop.
     args = [*base, "judge=logprob"]
-    err = fails(*args, "judge.max_mode_share=0.0", "judge.on_collapse=stop", match="The judge is collapsing to one score")
+    err = fails(
+        *args, "judge.max_mode_share=0.0", "judge.on_collapse=stop", match="The judge is collapsing to one score"
+    )
     assert not (r1 / "judgments.jsonl").exists() and leftovers(run_dir) == []
 
     # Too few pairs: stop ...
@@ -85,9 +87,12 @@ def test_judge_and_pair_failures_stop_cleanly_then_skip(run_from_init):
     assert metrics["training"]["skipped"] is True
 
     # Changing a setting that a finished stage used is refused; restart_from redoes it.
-    err = fails(*args, "pairs.min_pairs=1000", "pairs.on_too_few=skip", "judge.max_score=4", match="judge.max_score: 5 -> 4")
+    err = fails(
+        *args, "pairs.min_pairs=1000", "pairs.on_too_few=skip", "judge.max_score=4", match="judge.max_score: 5 -> 4"
+    )
     assert "restart_from=judge" in err
     selfreward("run", *args, "pairs.min_pairs=1", "judge.max_score=4", "restart_from=judge")
     assert not json.loads((r1 / "metrics.json").read_text())["training"]["skipped"]
     assert (run_dir / "superseded").is_dir()
-    assert all(s is None or s <= 4 for s in (json.loads(l)["score"] for l in (r1 / "judgments.jsonl").read_text().splitlines()))
+    scores = [json.loads(line)["score"] for line in (r1 / "judgments.jsonl").read_text().splitlines()]
+    assert all(s is None or s <= 4 for s in scores)

@@ -1,7 +1,16 @@
 import pytest
 
 from selfreward.cli import main
-from selfreward.config import Backend, ConfigError, JudgeMethod, Reference, UpdateMethod, compose, group_options, recipes
+from selfreward.config import (
+    Backend,
+    ConfigError,
+    JudgeMethod,
+    Reference,
+    UpdateMethod,
+    compose,
+    group_options,
+    recipes,
+)
 from tests.conftest import selfreward
 
 
@@ -15,7 +24,9 @@ def test_default_recipe_composes():
 
 
 def test_issue_example_overrides():
-    cfg = compose(["recipe=tiny", "update=sft", "rounds=2", "generation.num_candidates=4", "judge.samples=3", "run_dir=/tmp/r"])
+    cfg = compose(
+        ["recipe=tiny", "update=sft", "rounds=2", "generation.num_candidates=4", "judge.samples=3", "run_dir=/tmp/r"]
+    )
     assert cfg.update.method is UpdateMethod.sft
     assert (cfg.rounds, cfg.generation.num_candidates, cfg.judge.samples, cfg.run_dir) == (2, 4, 3, "/tmp/r")
 

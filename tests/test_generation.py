@@ -15,7 +15,9 @@ def hf(tiny_checkpoint):
 def test_hf_generate_shapes_and_order(hf):
     from selfreward.templates import chat_prompt
 
-    prompts = [chat_prompt(hf.tokenizer, p) for p in ("a much longer question about the sea", "hi", "What is 2 plus 3?")]
+    prompts = [
+        chat_prompt(hf.tokenizer, p) for p in ("a much longer question about the sea", "hi", "What is 2 plus 3?")
+    ]
     out = hf.generate(prompts, Sampling(temperature=1.0, top_p=1.0, max_new_tokens=8, n=3, seed=1))
     assert [len(o) for o in out] == [3, 3, 3]
     assert all(isinstance(t, str) and "<|im_end|>" not in t for o in out for t in o)
@@ -48,7 +50,9 @@ class _FakeVLLM(types.ModuleType):
         fake = self
 
         class SamplingParams:
-            def __init__(self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None, skip_special_tokens=True):
+            def __init__(
+                self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None, skip_special_tokens=True
+            ):
                 self.n, self.max_tokens, self.logprobs = n, max_tokens, logprobs
 
         class LLM:

@@ -38,7 +38,13 @@ def tokenizer(tiny_checkpoint):
 def test_sampled_judge_averages_parsed_and_keeps_failures(tokenizer):
     gen = FixedJudge(tokenizer, judgments=[["ok\nScore: 4", "Score: 5"], ["no score at all", "Score: 9"]])
     rows = judge_candidates(gen, JudgeConfig(samples=2), CANDS, seed=0)
-    assert rows[0] == {"prompt_id": "p0", "candidate_id": 0, "score": 4.5, "scores": [4.0, 5.0], "judgments": ["ok\nScore: 4", "Score: 5"]}
+    assert rows[0] == {
+        "prompt_id": "p0",
+        "candidate_id": 0,
+        "score": 4.5,
+        "scores": [4.0, 5.0],
+        "judgments": ["ok\nScore: 4", "Score: 5"],
+    }
     assert rows[1]["score"] is None and rows[1]["scores"] == [None, None]
     assert rows[1]["judgments"] == ["no score at all", "Score: 9"]  # raw text kept for inspection
     assert "Question: What is 2 plus 2?" in gen.prompts[0] and gen.prompts[0].endswith("<|im_start|>assistant\n")

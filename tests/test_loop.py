@@ -56,8 +56,16 @@ def manifest(run_dir, t):
 
 def test_dpo_round_zero2_then_resume(run_from_init):
     run_dir = run_from_init()
-    args = ["run", "recipe=tiny", *SMALL, "rounds=1", "update=dpo", "judge=logprob",
-            "launch.accelerate_config=cpu_zero2", f"run_dir={run_dir}"]
+    args = [
+        "run",
+        "recipe=tiny",
+        *SMALL,
+        "rounds=1",
+        "update=dpo",
+        "judge=logprob",
+        "launch.accelerate_config=cpu_zero2",
+        f"run_dir={run_dir}",
+    ]
     selfreward(*args)
     assert (run_dir / "config.yaml").is_file() and (run_dir / "init" / "model").is_dir()
     metrics = check_round(run_dir, 1, "pairs.jsonl")
@@ -81,8 +89,17 @@ def test_dpo_round_zero2_then_resume(run_from_init):
 
 def test_dpo_round_zero3_reference_initial(run_from_init):
     run_dir = run_from_init()
-    selfreward("run", "recipe=tiny", *SMALL, "rounds=1", "update=dpo", "judge=logprob", "update.reference=initial",
-               "launch.accelerate_config=cpu_zero3", f"run_dir={run_dir}")
+    selfreward(
+        "run",
+        "recipe=tiny",
+        *SMALL,
+        "rounds=1",
+        "update=dpo",
+        "judge=logprob",
+        "update.reference=initial",
+        "launch.accelerate_config=cpu_zero3",
+        f"run_dir={run_dir}",
+    )
     check_round(run_dir, 1, "pairs.jsonl")
     update = manifest(run_dir, 1)["update"]
     assert update["world_size"] == 2 and update["deepspeed_zero_stage"] == 3
@@ -90,8 +107,17 @@ def test_dpo_round_zero3_reference_initial(run_from_init):
 
 def test_sft_round_zero2(run_from_init):
     run_dir = run_from_init()
-    selfreward("run", "recipe=tiny", *SMALL, "rounds=1", "update=sft", "judge=logprob", "pairs.sft_threshold=0",
-               "launch.accelerate_config=cpu_zero2", f"run_dir={run_dir}")
+    selfreward(
+        "run",
+        "recipe=tiny",
+        *SMALL,
+        "rounds=1",
+        "update=sft",
+        "judge=logprob",
+        "pairs.sft_threshold=0",
+        "launch.accelerate_config=cpu_zero2",
+        f"run_dir={run_dir}",
+    )
     check_round(run_dir, 1, "sft.jsonl")
     assert not (run_dir / "round_1" / "pairs.jsonl").exists()
     assert manifest(run_dir, 1)["update"]["deepspeed_zero_stage"] == 2

@@ -14,7 +14,14 @@ def test_best_vs_worst():
     judgs = [judg("a", 0, 3.0), judg("a", 1, 5.0), judg("a", 2, 1.0), judg("a", 3, 4.0)]
     pairs, drops = build_pairs(cands, judgs)
     assert pairs == [
-        {"prompt_id": "a", "prompt": "prompt a", "chosen": "a-1", "rejected": "a-2", "score_chosen": 5.0, "score_rejected": 1.0}
+        {
+            "prompt_id": "a",
+            "prompt": "prompt a",
+            "chosen": "a-1",
+            "rejected": "a-2",
+            "score_chosen": 5.0,
+            "score_rejected": 1.0,
+        }
     ]
     assert drops == {"dropped_unscored": 0}
 

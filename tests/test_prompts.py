@@ -26,7 +26,7 @@ class EchoTokenizer:
 
 def test_extract_instruction():
     assert extract_instruction("Task: Name a red fruit.\nmore") == "Name a red fruit."
-    assert extract_instruction("\n\n  1. \"List two oceans.\"") == "List two oceans."
+    assert extract_instruction('\n\n  1. "List two oceans."') == "List two oceans."
     assert extract_instruction("New task - Describe rain.") == "Describe rain."
     assert extract_instruction("  \n ") is None
 

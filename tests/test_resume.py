@@ -15,8 +15,16 @@ from tests.conftest import SMALL, selfreward
 pytestmark = pytest.mark.slow
 
 # Small chunks and a checkpoint every step, so every kill point lies inside a stage.
-ARGS = ["recipe=tiny", *SMALL, "rounds=2", "judge=logprob", "generation.batch_size=2", "update.epochs=2",
-        "train.save_steps=1", "launch.accelerate_config=cpu_zero2"]
+ARGS = [
+    "recipe=tiny",
+    *SMALL,
+    "rounds=2",
+    "judge=logprob",
+    "generation.batch_size=2",
+    "update.epochs=2",
+    "train.save_steps=1",
+    "launch.accelerate_config=cpu_zero2",
+]
 KEYS = {
     "prompts.jsonl": ("id",),
     "candidates.jsonl": ("prompt_id", "candidate_id"),
@@ -29,8 +37,12 @@ def run_until(run_dir, condition, log, timeout=600) -> None:
     """Start the run, SIGKILL its whole process group (orchestrator, workers, ranks) when
     `condition()` holds, and fail if the run ended before that."""
     with open(log, "a") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "selfreward", "run", *ARGS, f"run_dir={run_dir}"],
-                                stdout=out, stderr=out, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "selfreward", "run", *ARGS, f"run_dir={run_dir}"],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + timeout
     while proc.poll() is None and time.monotonic() < deadline:
         if condition():

@@ -1,8 +1,7 @@
 import pytest
 
-from selfreward.config import ConfigError
+from selfreward.config import ConfigError, JudgeConfig
 from selfreward.judge import judge_template
-from selfreward.config import JudgeConfig
 from selfreward.templates import Template, chat_prompt
 
 
