@@ -162,6 +162,25 @@ class UpdateConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The evaluation stage after each update (`round_<t>/eval.json`)."""
+
+    enabled: bool = True
+    prompts_path: Optional[str] = field(
+        default=None, metadata={"help": "Held-out JSONL {id, prompt} for win rates; null = shipped set."}
+    )
+    eft_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Held-out JSONL {instruction, response, judgment, score} for judge quality."},
+    )
+    judge: str = field(
+        default="initial", metadata={"help": "Fixed evaluator for win rates: 'initial' (M1) or a checkpoint."}
+    )
+    template: str = field(default="compare.txt", metadata={"help": "Pairwise template in prompts/ or a path."})
+    max_new_tokens: int = 128
+
+
+@dataclass
 class VllmConfig:
     """Used only with backend=vllm."""
 
@@ -193,6 +212,7 @@ class Config:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
@@ -329,11 +349,15 @@ def validate(cfg) -> Config:
         raise ConfigError("'pairs.on_too_few' must be one of [stop, skip], got warn.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
-    for key, value in (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template)):
+    templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
+                 ("eval.template", obj.eval.template))
+    for key, value in templates:
         find_prompt(value, key)
     if obj.launch.accelerate_config is not None:
         find_launch_config(obj.launch.accelerate_config)
-    for key, value in (("data.ift_path", obj.data.ift_path), ("data.eft_path", obj.data.eft_path)):
+    paths = (("data.ift_path", obj.data.ift_path), ("data.eft_path", obj.data.eft_path),
+             ("eval.prompts_path", obj.eval.prompts_path), ("eval.eft_path", obj.eval.eft_path))
+    for key, value in paths:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"'{key}': no such file: {value}")
     return obj

@@ -43,23 +43,29 @@ def judge_template(cfg: JudgeConfig) -> Template:
     return Template(cfg.template, ("instruction", "response"), key="judge.template")
 
 
-def score_token_ids(tokenizer, max_score: int) -> tuple[str, list[int]]:
-    """(forced prefix, token id of each score 0..max_score) such that prefix + str(s) tokenizes as
-    prefix tokens + exactly one score token."""
-    for prefix, sep in (("Score: ", ""), ("Score:", " ")):
+def option_token_ids(tokenizer, label: str, options: list[str]) -> tuple[str, list[int]]:
+    """(forced prefix, one token id per option) such that prefix + option tokenizes as the prefix's
+    tokens plus exactly one token: the next-token distribution then holds each option's probability.
+    Tries "Label: " + option, then "Label:" + " " + option, as tokenizers split spaces differently."""
+    for prefix, sep in ((f"{label}: ", ""), (f"{label}:", " ")):
         base = tokenizer.encode(prefix, add_special_tokens=False)
         ids = []
-        for s in range(max_score + 1):
-            full = tokenizer.encode(prefix + sep + str(s), add_special_tokens=False)
+        for option in options:
+            full = tokenizer.encode(prefix + sep + option, add_special_tokens=False)
             if full[: len(base)] != base or len(full) != len(base) + 1:
                 break
             ids.append(full[-1])
         else:
             return prefix + sep.rstrip(), ids
     raise ConfigError(
-        f"judge=logprob needs every score 0..{max_score} to be a single token after 'Score:' in this "
-        "tokenizer; use judge=sampled or a smaller judge.max_score."
+        f"this tokenizer does not make each of {options} a single token after '{label}:'; "
+        "the logprob judge and the win-rate evaluation need that"
     )
+
+
+def score_token_ids(tokenizer, max_score: int) -> tuple[str, list[int]]:
+    """(forced prefix, token id of each score 0..max_score)."""
+    return option_token_ids(tokenizer, "Score", [str(s) for s in range(max_score + 1)])
 
 
 def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:

@@ -38,6 +38,7 @@ FIRST_AFFECTED = {
     "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init",
     "judge.template": "init",  # the EFT data is rendered through it
     "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
+    "eval": "evaluate",
 }
 STAGES = ("init", *ROUND_STAGES)
 
@@ -64,7 +65,10 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
         build_training_data(cfg, rd, t)
         # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
         update(cfg, rd, t)
-        # 6. Evaluate: counts, judge health, lengths, training metrics.
+        # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
+        if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
+            cmd = [sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)]
+            run_stage(cmd, f"round {t} evaluation")
         all_metrics.append(evaluate(cfg, rd, t))
     if all_metrics:
         console.print(summary_table(all_metrics))
@@ -220,6 +224,7 @@ def skip_update(cfg: Config, rd: RunDir, t: int) -> None:
 
 
 def evaluate(cfg: Config, rd: RunDir, t: int) -> dict:
+    """Collect the round's metrics.json (eval.json's headline numbers included)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(rd.policy(cfg, t), trust_remote_code=cfg.model.trust_remote_code)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from statistics import mean
 
@@ -67,6 +68,15 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         "steps": update.get("steps"),
         **{k: v for k, v in update.get("last_log", {}).items() if k.startswith(("rewards/", "loss"))},
     }
+    eval_path = rd.round_dir(t) / "eval.json"
+    if eval_path.is_file():
+        ev = json.loads(eval_path.read_text())
+        metrics["eval"] = {
+            "judge_pairwise_accuracy": ev["judge"]["pairwise_accuracy"],
+            "judge_kendall_tau": ev["judge"]["kendall_tau"],
+            "win_rate_vs_previous": ev["policy"]["vs_previous"]["win_rate"],
+            "win_rate_vs_initial": ev["policy"]["vs_initial"]["win_rate"],
+        }
     metrics["seconds"] = {stage: entry.get("seconds") for stage, entry in manifest.items()}
     write_json(rd.round_dir(t) / "metrics.json", metrics)
     return metrics
@@ -81,17 +91,19 @@ def summary_table(all_metrics: list[dict]):
 
     table = Table(title="selfreward: rounds")
     columns = ("round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on",
-               "len chosen/rej", "loss", "reward acc", "seconds")
+               "len chosen/rej", "loss", "reward acc", "judge acc", "win vs prev", "win vs M1", "seconds")
     for col in columns:
         table.add_column(col, justify="right")
     for m in all_metrics:
-        c, j, lens, tr = m["counts"], m["judge"], m["lengths_tokens"], m["training"]
+        c, j, lens, tr, ev = m["counts"], m["judge"], m["lengths_tokens"], m["training"], m.get("eval", {})
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
         length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
         table.add_row(
             str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["parse_failure_rate"], ".1%"),
             _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
             _fmt(tr.get("train_loss"), ".4f"), _fmt(tr.get("rewards/accuracies"), ".2f"),
+            _fmt(ev.get("judge_pairwise_accuracy"), ".2f"), _fmt(ev.get("win_rate_vs_previous"), ".2f"),
+            _fmt(ev.get("win_rate_vs_initial"), ".2f"),
             _fmt(sum(v for v in m["seconds"].values() if v), ".0f"),
         )
     return table

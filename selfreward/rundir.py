@@ -36,13 +36,14 @@ STAGE_OUTPUTS = {
     "update": "model",
 }
 # A round's stages in order; "pairs" stands for the training-data step (pairs.jsonl or sft.jsonl).
-ROUND_STAGES = ("prompts", "candidates", "judge", "pairs", "update")
+ROUND_STAGES = ("prompts", "candidates", "judge", "pairs", "update", "evaluate")
 STAGE_FILES = {
     "prompts": ("prompts.jsonl",),
     "candidates": ("candidates.jsonl",),
     "judge": ("judgments.jsonl",),
     "pairs": ("pairs.jsonl", "sft.jsonl"),
     "update": ("model", "train", ".model.tmp"),
+    "evaluate": ("eval.json", "eval_responses.jsonl"),
 }
 
 

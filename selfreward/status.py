@@ -30,6 +30,8 @@ def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
     for stage in ROUND_STAGES:
         if stage == "update":
             states[stage] = _training(rd, t, "update")
+        elif stage == "evaluate" and not cfg.eval.enabled:
+            states[stage] = "disabled"
         elif rd.is_done(t, stage):
             states[stage] = f"done ({rd.manifest(t)[stage].get('records')} records)"
         elif stage in expected and (k := ChunkLog(rd.output(t, stage)).committed()) is not None:

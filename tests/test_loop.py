@@ -45,6 +45,13 @@ def check_round(run_dir, t, data_file):
     assert metrics["counts"]["candidates"] == len(records(rd / "candidates.jsonl"))
     assert {"parse_failure_rate", "score_histogram", "mode_share"} <= set(metrics["judge"])
     assert metrics["training"]["train_loss"] is not None and "update" in metrics["seconds"]
+    ev = json.loads((rd / "eval.json").read_text())
+    assert {"pairwise_accuracy", "exact_match", "spearman", "kendall_tau", "parse_failure_rate"} <= set(ev["judge"])
+    assert ev["policy"]["vs_previous"]["n"] == 16 and ev["policy"]["vs_initial"]["n"] == 16
+    assert {"response_length_mean", "distinct_2_responses", "distinct_2_prompts", "prompt_repeat_share"} <= set(
+        ev["drift"]
+    )
+    assert {"judge_pairwise_accuracy", "win_rate_vs_previous", "win_rate_vs_initial"} <= set(metrics["eval"])
     previous = run_dir / ("init" if t == 1 else f"round_{t - 1}") / "model"
     assert weights_changed(previous, rd / "model")
     return metrics

@@ -1,0 +1,154 @@
+"""Stage 6, evaluate: did the round help? Written to `round_<t>/eval.json`.
+
+- judge quality: M_t (the model that judged this round) scores a held-out EFT split with the round's
+  judge settings; pairwise accuracy, exact-score match, Spearman and Kendall tau against the
+  reference scores, parse-failure rate;
+- policy quality: a fixed evaluator (M1 by default, or `eval.judge=<path>`) compares M_{t+1}'s greedy
+  answers on held-out prompts with M_t's and M1's, each pair in both orders (position bias cancels),
+  reading P("1") vs P("2") after a forced "Better:"; ties count half;
+- drift: length and distinct-n of the round's responses, distinct-n of its prompts, and the share of
+  its prompts that repeat an earlier round's.
+
+Each model's held-out answers are kept in `eval_responses.jsonl` next to it, so every model answers
+once. Run by the orchestrator as `python -m selfreward.evaluate --run-dir R --round t`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from selfreward import stats
+from selfreward.config import Config, ConfigError, load_frozen
+from selfreward.data import DATA_DIR, load_seed
+from selfreward.generation import Sampling, load_generator
+from selfreward.judge import judge_candidates, option_token_ids
+from selfreward.process import die_with_parent
+from selfreward.prompts import _normalize
+from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
+from selfreward.templates import Template, chat_prompt
+
+
+def heldout_prompts(cfg: Config) -> list[dict]:
+    return read_jsonl(Path(cfg.eval.prompts_path) if cfg.eval.prompts_path else DATA_DIR / "heldout_prompts.jsonl")
+
+
+def judge_quality(gen, cfg: Config, seed: int) -> dict:
+    rows = load_seed(cfg.eval.eft_path or DATA_DIR / "heldout_eft.jsonl", "eft")
+    if any("score" not in r for r in rows):
+        raise ConfigError("eval.eft_path: every held-out EFT record needs a reference 'score'")
+    items = [{"prompt_id": r["instruction"], "prompt": r["instruction"], "candidate_id": i, "response": r["response"]}
+             for i, r in enumerate(rows)]
+    judged = judge_candidates(gen, cfg.judge, items, seed)
+    scored = [(r["instruction"], j["score"], float(r["score"])) for r, j in zip(rows, judged) if j["score"] is not None]
+    groups, judge, reference = (list(x) for x in zip(*scored)) if scored else ([], [], [])
+    accuracy, n_pairs = stats.pairwise_accuracy(groups, judge, reference)
+    return {
+        "n_items": len(rows),
+        "parse_failure_rate": 1 - len(scored) / len(rows),
+        "pairwise_accuracy": accuracy,
+        "n_pairs": n_pairs,
+        "exact_match": sum(round(j) == r for j, r in zip(judge, reference)) / len(scored) if scored else None,
+        "spearman": stats.spearman(judge, reference),
+        "kendall_tau": stats.kendall_tau(judge, reference),
+    }
+
+
+def answers(cfg: Config, model: str, path: Path, prompts: list[dict], gen=None) -> list[str]:
+    """Greedy answers of `model` to the held-out prompts, cached in `path`."""
+    if path.is_file():
+        return [r["response"] for r in read_jsonl(path)]
+    gen = gen or load_generator(cfg, model)
+    rendered = [chat_prompt(gen.tokenizer, p["prompt"]) for p in prompts]
+    texts = [o[0] for o in gen.generate(rendered, Sampling(0.0, 1.0, cfg.eval.max_new_tokens), desc="eval answers")]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_jsonl(path, [{"id": p["id"], "prompt": p["prompt"], "response": r} for p, r in zip(prompts, texts)])
+    return texts
+
+
+def win_rates(gen, cfg: Config, prompts: list[dict], new: list[str], others: dict[str, list[str]]) -> dict:
+    template = Template(cfg.eval.template, ("instruction", "response_1", "response_2"), key="eval.template")
+    # Digits, like scores, are single tokens in common tokenizers; letters often merge with a space.
+    prefix, ids = option_token_ids(gen.tokenizer, "Better", ["1", "2"])
+
+    def render(p, first, second):
+        return chat_prompt(gen.tokenizer, template.render(instruction=p, response_1=first, response_2=second)) + prefix
+
+    results = {}
+    for name, old in others.items():
+        first = [render(p["prompt"], n, o) for p, n, o in zip(prompts, new, old)]
+        second = [render(p["prompt"], o, n) for p, n, o in zip(prompts, new, old)]
+        probs = gen.next_token_probs(first + second, ids, desc=f"win rate vs {name}")
+        outcomes = [stats.swapped_outcome(a, b) for a, b in zip(probs[: len(prompts)], probs[len(prompts) :])]
+        results[f"vs_{name}"] = stats.win_rate(outcomes)
+    return results
+
+
+def drift(rd: RunDir, t: int, tokenizer) -> dict:
+    responses = [c["response"] for c in read_jsonl(rd.output(t, "candidates"))]
+    prompts = [p["prompt"] for p in read_jsonl(rd.output(t, "prompts"))]
+    earlier = {_normalize(p["prompt"]) for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))}
+    lengths = [len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]] if responses else []
+    buckets = Counter(min(n // 16 * 16, 256) for n in lengths)
+    return {
+        "response_length_mean": sum(lengths) / len(lengths) if lengths else None,
+        "response_length_histogram": {f"{k}-{k + 15}" if k < 256 else "256+": buckets[k] for k in sorted(buckets)},
+        "distinct_1_responses": stats.distinct_n(responses, 1),
+        "distinct_2_responses": stats.distinct_n(responses, 2),
+        "distinct_1_prompts": stats.distinct_n(prompts, 1),
+        "distinct_2_prompts": stats.distinct_n(prompts, 2),
+        "prompt_repeat_share": sum(_normalize(p) in earlier for p in prompts) / len(prompts) if prompts else None,
+    }
+
+
+def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
+    prompts = heldout_prompts(cfg)
+    seed = cfg.seed * 100_003 + t * 101 + 7
+    # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
+    gen = load_generator(cfg, rd.policy(cfg, t))
+    judge = {"model": rd.policy(cfg, t), **judge_quality(gen, cfg, seed)}
+    previous = answers(cfg, rd.policy(cfg, t), rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
+    tokenizer = gen.tokenizer
+    del gen  # one model in memory at a time
+    gc.collect()
+    new = answers(cfg, str(rd.model(t)), rd.round_dir(t) / "eval_responses.jsonl", prompts)
+    initial = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts)
+    evaluator = rd.initial(cfg) if cfg.eval.judge == "initial" else cfg.eval.judge
+    gen = load_generator(cfg, evaluator)
+    others = {"previous": previous} if t == 1 else {"previous": previous, "initial": initial}
+    policy = {"evaluator": evaluator, **win_rates(gen, cfg, prompts, new, others)}
+    if t == 1:  # M_t is M1: the same comparison
+        policy["vs_initial"] = policy["vs_previous"]
+    return {"round": t, "judge": judge, "policy": policy, "drift": drift(rd, t, tokenizer)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--round", type=int, required=True)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    cfg, rd = load_frozen(args.run_dir), RunDir(args.run_dir)
+    if rd.is_done(args.round, "evaluate"):
+        return 0
+    try:
+        start = time.perf_counter()
+        result = evaluate_round(cfg, rd, args.round)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_json(rd.round_dir(args.round) / "eval.json", result)
+    rd.mark_done(args.round, "evaluate", [rd.model(args.round)], records=len(heldout_prompts(cfg)),
+                 seconds=round(time.perf_counter() - start, 3))
+    j, p = result["judge"], result["policy"]
+    print(f"[round {args.round}] evaluate: judge pairwise accuracy {j['pairwise_accuracy']}, "
+          f"win rate vs previous {p['vs_previous']['win_rate']}, vs M1 {p['vs_initial']['win_rate']}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+import pytest
+
+from selfreward.stats import distinct_n, kendall_tau, pairwise_accuracy, spearman, swapped_outcome, win_rate
+
+
+def test_kendall_tau_by_hand():
+    assert kendall_tau([1, 2, 3], [1, 2, 3]) == 1.0
+    assert kendall_tau([1, 2, 3], [3, 2, 1]) == -1.0
+    # pairs: (1,2) C, (1,3) C, (2,3) D  -> (2 - 1) / 3
+    assert kendall_tau([1, 2, 3], [1, 3, 2]) == pytest.approx(1 / 3)
+    # tie in x for (1,2): C=2 (1-3, 2-3), D=0, ties_x=1 -> 2 / sqrt(3 * 2)
+    assert kendall_tau([1, 1, 2], [1, 2, 3]) == pytest.approx(2 / 6**0.5)
+    assert kendall_tau([1, 1], [2, 2]) is None
+
+
+def test_spearman_by_hand():
+    assert spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    # ranks x = 1,2,3 ; y = 1,3,2 -> d^2 = 0,1,1 -> 1 - 6*2/(3*8) = 0.5
+    assert spearman([1, 2, 3], [5, 9, 7]) == pytest.approx(0.5)
+
+
+def test_pairwise_accuracy_by_hand():
+    groups = ["q1", "q1", "q1", "q2", "q2"]
+    ref = [5, 3, 1, 4, 4]  # q2's pair has equal references: not counted
+    judge = [4, 4, 2, 1, 5]
+    # q1 pairs: (5,3): judge tie -> 0.5 ; (5,1): 4>2 right -> 1 ; (3,1): 4>2 right -> 1
+    assert pairwise_accuracy(groups, judge, ref) == (pytest.approx(2.5 / 3), 3)
+    assert pairwise_accuracy(["a"], [1], [1]) == (None, 0)
+
+
+def test_swapped_outcome_and_win_rate_with_ties():
+    assert swapped_outcome((0.7, 0.3), (0.2, 0.8)) == 1.0  # new wins in both orders
+    assert swapped_outcome((0.3, 0.7), (0.8, 0.2)) == 0.0  # new loses in both orders
+    assert swapped_outcome((0.7, 0.3), (0.7, 0.3)) == 0.5  # judge always picks A: position bias
+    assert swapped_outcome((0.5, 0.5), (0.2, 0.8)) == 0.5
+    result = win_rate([1.0, 0.0, 0.5, 1.0])
+    assert result == {"win_rate": 0.625, "wins": 2, "ties": 1, "losses": 1, "n": 4}
+
+
+def test_distinct_n():
+    assert distinct_n(["a b a b"], 1) == 0.5
+    assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
+    assert distinct_n(["a"], 2) is None
