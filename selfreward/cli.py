@@ -4,6 +4,8 @@
     selfreward run run_dir=/tmp/r judge.samples=5 restart_from=judge   # redo from round 1's judge
     selfreward config recipe=tiny judge=logprob      # print the resolved config and exit
     selfreward status run_dir=/tmp/r                 # done / partial / not started, per stage
+    selfreward sweep update=dpo,sft seed=0,1 rounds=2 sweep_dir=runs/sweep
+    selfreward report runs/sweep                     # report.md + PNG plots (a run or a sweep)
 
 Exit codes: 0 done, 2 bad configuration or input (one message naming the key), 1 a stage failed.
 """
@@ -29,8 +31,24 @@ def main(argv: list[str] | None = None) -> int:
     for name, help_text in commands:
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. recipe=tiny update=sft rounds=3")
+    p = sub.add_parser("sweep", help="run every combination of swept settings (a=1,2), one run dir each")
+    p.add_argument("overrides", nargs="*", help="overrides with sweeps, plus sweep_dir=<dir>")
+    p = sub.add_parser("report", help="write report.md and PNG plots for a run or a sweep directory")
+    p.add_argument("path")
     args = parser.parse_args(argv)
     try:
+        if args.command == "sweep":
+            from selfreward.sweep import sweep
+
+            return sweep(args.overrides)
+        if args.command == "report":
+            from selfreward.report import report
+
+            try:
+                print(report(args.path))
+            except FileNotFoundError as e:
+                raise ConfigError(str(e)) from None
+            return 0
         cfg, directives = parse_command(args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
