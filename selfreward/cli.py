@@ -35,8 +35,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="overrides with sweeps, plus sweep_dir=<dir>")
     p = sub.add_parser("report", help="write report.md and PNG plots for a run or a sweep directory")
     p.add_argument("path")
+    p = sub.add_parser("export", help="answer a benchmark question file in AlpacaEval or MT-Bench format")
+    p.add_argument("run_dir")
+    p.add_argument("--round", type=int, required=True, help="0 = M1, t = the model round t trained")
+    p.add_argument("--questions", required=True)
+    p.add_argument("--format", required=True, choices=("alpaca_eval", "mt_bench"))
+    p.add_argument("--out", required=True)
+    p.add_argument("--max-new-tokens", type=int, default=1024)
     args = parser.parse_args(argv)
     try:
+        if args.command == "export":
+            from selfreward.export import export
+
+            print(export(args.run_dir, args.round, args.questions, args.format, args.out, args.max_new_tokens))
+            return 0
         if args.command == "sweep":
             from selfreward.sweep import sweep
 

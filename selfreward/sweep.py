@@ -60,7 +60,8 @@ def sweep(overrides: list[str]) -> int:
     root = Path(sweep_dir)
     plans = []
     for combo in combos:
-        args = [*fixed, *(f"{k}={v}" for k, v in combo.items()), f"run_dir={root / run_name(combo)}"]
+        # quoted: the directory name holds '=' and ',', which Hydra's grammar would otherwise parse
+        args = [*fixed, *(f"{k}={v}" for k, v in combo.items()), f"run_dir='{root / run_name(combo)}'"]
         plans.append((combo, args, compose(args)))  # a bad combination stops the sweep before any run
     root.mkdir(parents=True, exist_ok=True)
     results = []

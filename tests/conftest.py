@@ -17,6 +17,7 @@ SMALL = [
     "generation.max_new_tokens=24",
     "judge.samples=2",
     "judge.max_new_tokens=64",
+    "eval.max_new_tokens=24",
     "update.epochs=1",
     "train.per_device_batch_size=4",
 ]
