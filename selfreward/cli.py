@@ -6,6 +6,7 @@
     selfreward status run_dir=/tmp/r                 # done / partial / not started, per stage
     selfreward sweep update=dpo,sft seed=0,1 rounds=2 sweep_dir=runs/sweep
     selfreward report runs/sweep                     # report.md + PNG plots (a run or a sweep)
+    selfreward export runs/r --round 2 --questions q.jsonl --format mt_bench --out answers.jsonl
 
 Exit codes: 0 done, 2 bad configuration or input (one message naming the key), 1 a stage failed.
 """
