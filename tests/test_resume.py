@@ -107,5 +107,7 @@ def test_status_shows_partial_stage(run_from_init, tmp_path):
     r1 = run_dir / "round_1"
     run_until(run_dir, lambda: (r1 / "judgments.jsonl.progress.json").is_file(), tmp_path / "log")
     out = selfreward("status", f"run_dir={run_dir}").stdout
-    assert re.search(r"partial \((\d+) of (\d+) records\)", out)  # judge: some chunks committed
-    assert out.count("done (") == 2 and "not started" in out  # prompts, candidates; pairs, update
+    row = next(line for line in out.splitlines() if line.startswith("│ 1 "))
+    assert row.count("done (") == 2  # prompts, candidates
+    assert re.search(r"partial \(\d+ of \d+ records\)", row)  # judge: some chunks committed
+    assert row.count("not started") == 3  # pairs, update, evaluate
