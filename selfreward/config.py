@@ -337,6 +337,7 @@ def validate(cfg) -> Config:
         "judge.samples": obj.judge.samples,
         "judge.max_score": obj.judge.max_score,
         "train.per_device_batch_size": obj.train.per_device_batch_size,
+        "pairs.min_pairs": obj.pairs.min_pairs,  # a trainer given nothing to train on fails late
     }
     for key, value in positive.items():
         if value < 1:
