@@ -20,6 +20,7 @@ from pathlib import Path
 from selfreward.config import ConfigError, load_frozen
 from selfreward.generation import Sampling, load_generator
 from selfreward.rundir import RunDir, atomic_write_text
+from selfreward.templates import chat_prompt, render_chat
 
 
 def read_questions(path: Path) -> list[dict]:
@@ -30,10 +31,6 @@ def read_questions(path: Path) -> list[dict]:
         return [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as e:
         raise ConfigError(f"{path}: not JSON or JSONL ({e})") from None
-
-
-def _render(tokenizer, messages: list[dict]) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
 def export(run_dir: str, t: int, questions: str, fmt: str, out: str, max_new_tokens: int = 1024) -> Path:
@@ -48,7 +45,7 @@ def export(run_dir: str, t: int, questions: str, fmt: str, out: str, max_new_tok
     if fmt == "alpaca_eval":
         if any("instruction" not in r for r in rows):
             raise ConfigError(f"{questions}: every alpaca_eval record needs an 'instruction'")
-        prompts = [_render(gen.tokenizer, [{"role": "user", "content": r["instruction"]}]) for r in rows]
+        prompts = [chat_prompt(gen.tokenizer, r["instruction"]) for r in rows]
         outputs = [o[0] for o in gen.generate(prompts, greedy, desc="alpaca_eval")]
         records = [{"instruction": r["instruction"], "output": o, "generator": name,
                     **({"dataset": r["dataset"]} if "dataset" in r else {})} for r, o in zip(rows, outputs)]
@@ -62,7 +59,7 @@ def export(run_dir: str, t: int, questions: str, fmt: str, out: str, max_new_tok
             todo = [i for i, r in enumerate(rows) if turn < len(r["turns"])]
             for i in todo:
                 histories[i].append({"role": "user", "content": rows[i]["turns"][turn]})
-            prompts = [_render(gen.tokenizer, histories[i]) for i in todo]
+            prompts = [render_chat(gen.tokenizer, histories[i]) for i in todo]
             outs = gen.generate(prompts, greedy, desc=f"mt_bench turn {turn + 1}")
             for i, (o,) in zip(todo, outs):
                 histories[i].append({"role": "assistant", "content": o})

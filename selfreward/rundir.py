@@ -91,6 +91,13 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def last_checkpoint(out_dir: Path) -> str | None:
+    """The newest TRL checkpoint whose save finished (trainer_state.json is written after the weights
+    and optimizer state), so a kill during a checkpoint write falls back to the one before."""
+    done = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
+
+
 class ChunkLog:
     """Records of a long stage, appended chunk by chunk so a killed stage loses at most one chunk.
 
@@ -104,25 +111,31 @@ class ChunkLog:
         self.final = final
         self.partial = final.with_name(final.name + ".partial")
         self.progress = final.with_name(final.name + ".progress.json")
+        self.chunks = self.records = 0  # committed so far; set by resume(), advanced by append()
 
     def resume(self) -> tuple[int, list[dict], dict]:
-        """(chunks committed, their records, extra state saved with the last commit)."""
+        """(chunks committed, their records, extra state saved with the last commit). Call before
+        the first append."""
         if not self.progress.is_file() or not self.partial.is_file():
             self.partial.unlink(missing_ok=True)
+            self.chunks = self.records = 0
             return 0, [], {}
         state = json.loads(self.progress.read_text())
         with open(self.partial, "rb") as f:
             lines = f.read().split(b"\n")[: state["records"]]
         records = [json.loads(line) for line in lines]
         atomic_write_text(self.partial, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-        return state["chunks"], records, state.get("extra", {})
+        self.chunks, self.records = state["chunks"], len(records)
+        return self.chunks, records, state.get("extra", {})
 
-    def append(self, chunks_done: int, total_records: int, records: list[dict], extra: dict | None = None) -> None:
+    def append(self, records: list[dict], extra: dict | None = None) -> None:
+        """Commit one chunk of records (and any state the stage needs to resume after it)."""
         with open(self.partial, "a", encoding="utf-8") as f:
             f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
             f.flush()
             os.fsync(f.fileno())
-        write_json(self.progress, {"chunks": chunks_done, "records": total_records, "extra": extra or {}})
+        self.chunks, self.records = self.chunks + 1, self.records + len(records)
+        write_json(self.progress, {"chunks": self.chunks, "records": self.records, "extra": extra or {}})
 
     def finish(self) -> None:
         os.replace(self.partial, self.final)

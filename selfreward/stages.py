@@ -39,15 +39,9 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     seed_instructions = [r["instruction"] for r in load_seed(cfg.data.ift_path, "ift")]
     log = ChunkLog(rd.output(t, "prompts"))
     _, kept, stats = log.resume()
-    committed = [len(kept)]
-
-    def commit(new: list[dict], stats: dict) -> None:
-        committed[0] += len(new)
-        log.append(stats["passes"], committed[0], new, stats)
-
     records, stats = generate_prompts(
         gen, cfg.prompts, seed_instructions, stage_seed(cfg, t, "prompts"),
-        resumed=([r["prompt"] for r in kept], stats), on_pass=commit,
+        resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
     )
     if not records:
         log.discard()
@@ -66,7 +60,7 @@ def _chunked(log: ChunkLog, inputs: list[dict], size: int, seed: int, fn, desc: 
     for i in tqdm(range(done, len(chunks)), initial=done, total=len(chunks), desc=desc, unit="chunk"):
         new = fn(chunks[i], seed * 1_000_003 + i)
         records += new
-        log.append(i + 1, len(records), new)
+        log.append(new)
     return records
 
 

@@ -5,35 +5,32 @@ from __future__ import annotations
 from rich.table import Table
 
 from selfreward.config import Config, UpdateMethod
-from selfreward.rundir import ROUND_STAGES, ChunkLog, RunDir, read_jsonl
-
-
-def _count(path) -> int | None:
-    return len(read_jsonl(path)) if path.is_file() else None
+from selfreward.rundir import ROUND_STAGES, ChunkLog, RunDir, last_checkpoint
 
 
 def _training(rd: RunDir, t: int, stage: str) -> str:
     if rd.is_done(t, stage):
         entry = rd.manifest(t)[stage]
         return "done (skipped: too few pairs)" if entry.get("skipped") else f"done ({entry.get('steps')} steps)"
-    steps = sorted(int(p.name.split("-")[1]) for p in (rd.stage_dir(t) / "train").glob("checkpoint-*"))
-    return f"partial (checkpoint at step {steps[-1]})" if steps else "not started"
+    checkpoint = last_checkpoint(rd.stage_dir(t) / "train")
+    return f"partial (checkpoint at step {checkpoint.rsplit('-', 1)[1]})" if checkpoint else "not started"
 
 
 def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
     states = {}
+    done = {stage: entry.get("records") for stage, entry in rd.manifest(t).items()}
     expected = {
         "prompts": cfg.prompts.num_prompts,
-        "candidates": (_count(rd.output(t, "prompts")) or 0) * cfg.generation.num_candidates or None,
-        "judge": _count(rd.output(t, "candidates")),
+        "candidates": (done.get("prompts") or 0) * cfg.generation.num_candidates or None,
+        "judge": done.get("candidates"),
     }
     for stage in ROUND_STAGES:
         if stage == "update":
             states[stage] = _training(rd, t, "update")
         elif stage == "evaluate" and not cfg.eval.enabled:
             states[stage] = "disabled"
-        elif rd.is_done(t, stage):
-            states[stage] = f"done ({rd.manifest(t)[stage].get('records')} records)"
+        elif stage in done:
+            states[stage] = f"done ({done[stage]} records)"
         elif stage in expected and (k := ChunkLog(rd.output(t, stage)).committed()) is not None:
             states[stage] = f"partial ({k} of {expected[stage] or '?'} records)"
         else:

@@ -36,10 +36,14 @@ def chat_prompt(tokenizer, user_message: str) -> str:
     TRL renders training prompts with the same call (add_generation_prompt=True), so what the model
     sees while generating and while training is the same string.
     """
+    return render_chat(tokenizer, [{"role": "user", "content": user_message}])
+
+
+def render_chat(tokenizer, messages: list[dict]) -> str:
+    """A conversation so far plus the assistant header, via the tokenizer's chat template."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
             f"The tokenizer at {tokenizer.name_or_path} has no chat template; set one with "
             "`tokenizer.chat_template = ...; tokenizer.save_pretrained(path)`."
         )
-    messages = [{"role": "user", "content": user_message}]
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

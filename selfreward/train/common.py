@@ -10,7 +10,7 @@ from pathlib import Path
 
 from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
-from selfreward.rundir import RunDir
+from selfreward.rundir import RunDir, last_checkpoint
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int]:
@@ -66,13 +66,6 @@ def load_tokenizer(path: str, cfg: Config):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def last_checkpoint(out_dir: Path) -> str | None:
-    """The newest checkpoint whose save finished (trainer_state.json is written after the weights
-    and optimizer state), so a kill during a checkpoint write falls back to the one before."""
-    done = [p for p in out_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
-    return str(max(done, key=lambda p: int(p.name.split("-")[1]))) if done else None
 
 
 def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int, inputs: list) -> None:
