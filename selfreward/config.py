@@ -48,6 +48,15 @@ class Backend(str, Enum):
     vllm = "vllm"
 
 
+class VariantName(str, Enum):
+    base = "base"
+    meta = "meta"
+    temporal = "temporal"
+    consistency = "consistency"
+    length = "length"
+    seed_anchored = "seed_anchored"
+
+
 @dataclass
 class TinyModelConfig:
     """The random-initialized Llama used when `model.name_or_path` is null (no download needed)."""
@@ -116,6 +125,10 @@ class PromptsConfig:
     max_similarity: float = field(
         default=0.7, metadata={"help": "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this."}
     )
+    seed_share: float = field(
+        default=0.0,
+        metadata={"help": "Share of each round's prompts drawn from the seed set instead of generated."},
+    )
 
 
 @dataclass
@@ -159,6 +172,55 @@ class UpdateConfig:
     epochs: float = 1.0
     learning_rate: float = 1e-6
     beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
+
+
+@dataclass
+class MetaConfig:
+    """Meta-Rewarding (arXiv 2407.19594): the model judges its own judgments."""
+
+    share: float = field(
+        default=0.15, metadata={"help": "Most judge pairs may be of all pairs (above it judges collapse)."}
+    )
+    template: str = field(default="meta_judge.txt", metadata={"help": "File in prompts/ or a path."})
+
+
+@dataclass
+class TemporalConfig:
+    """Temporal Self-Rewarding (arXiv 2508.06026)."""
+
+    anchored_rejection: bool = field(default=True, metadata={"help": "Rejected responses come from M1."})
+    future_chosen: bool = field(
+        default=True, metadata={"help": "Chosen responses come from a look-ahead model trained one step ahead."}
+    )
+
+
+@dataclass
+class ConsistencyConfig:
+    """Keep a pair only when a second judge agrees on its order (after SCIR, arXiv 2502.08922)."""
+
+    method: JudgeMethod = field(default=JudgeMethod.logprob, metadata={"help": "The second judge's method."})
+    template: Optional[str] = field(default=None, metadata={"help": "Its template; null = judge.template."})
+
+
+@dataclass
+class LengthConfig:
+    """Length-controlled pairs: best and worst within a length window around the shortest top response."""
+
+    rho: list[float] = field(
+        default_factory=lambda: [0.5],
+        metadata={"help": "Window half-width relative to that length, per round (the last repeats)."},
+    )
+
+
+@dataclass
+class VariantConfig:
+    """Which self-rewarding variant runs (`variant=<name>` picks recipes/variant/<name>.yaml)."""
+
+    name: VariantName = VariantName.base
+    meta: MetaConfig = field(default_factory=MetaConfig)
+    temporal: TemporalConfig = field(default_factory=TemporalConfig)
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    length: LengthConfig = field(default_factory=LengthConfig)
 
 
 @dataclass
@@ -212,13 +274,14 @@ class Config:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    variant: VariantConfig = field(default_factory=VariantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)
 
 
 # Config groups: a directory in recipes/ whose files set one sub-tree (`update=sft`).
-GROUPS = ("update", "judge")
+GROUPS = ("update", "judge", "variant")
 SCHEMA_NAME = "selfreward_schema"
 
 
@@ -350,8 +413,10 @@ def validate(cfg) -> Config:
         raise ConfigError("'pairs.on_too_few' must be one of [stop, skip], got warn.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
+    _validate_variant(obj)
     templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
-                 ("eval.template", obj.eval.template))
+                 ("eval.template", obj.eval.template), ("variant.meta.template", obj.variant.meta.template),
+                 ("variant.consistency.template", obj.variant.consistency.template or obj.judge.template))
     for key, value in templates:
         find_prompt(value, key)
     if obj.launch.accelerate_config is not None:
@@ -362,6 +427,33 @@ def validate(cfg) -> Config:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"'{key}': no such file: {value}")
     return obj
+
+
+def _validate_variant(obj: Config) -> None:
+    v, name = obj.variant, obj.variant.name
+    if not 0.0 <= obj.prompts.seed_share < 1.0:
+        raise ConfigError(f"'prompts.seed_share' must be in [0, 1), got {obj.prompts.seed_share}.")
+    if name is VariantName.seed_anchored and obj.prompts.seed_share == 0:
+        raise ConfigError("variant=seed_anchored needs 'prompts.seed_share' > 0.")
+    if name is VariantName.meta:
+        if obj.judge.method is not JudgeMethod.sampled or obj.judge.samples < 2:
+            got = f"method={obj.judge.method.value}, samples={obj.judge.samples}"
+            raise ConfigError("variant=meta compares judgments of one response: it needs judge=sampled and "
+                              f"'judge.samples' >= 2 (got {got}).")
+        if not 0.0 < v.meta.share < 1.0:
+            raise ConfigError(f"'variant.meta.share' must be in (0, 1), got {v.meta.share}.")
+    if name is VariantName.temporal:
+        if obj.update.method is not UpdateMethod.dpo:
+            raise ConfigError("variant=temporal shapes both sides of a preference pair: it needs update=dpo.")
+        if not (v.temporal.anchored_rejection or v.temporal.future_chosen):
+            raise ConfigError("variant=temporal with both 'variant.temporal.anchored_rejection' and "
+                              "'variant.temporal.future_chosen' false is variant=base.")
+    if name is VariantName.consistency and v.consistency.method is obj.judge.method and (
+        v.consistency.template or obj.judge.template) == obj.judge.template:
+        raise ConfigError("variant=consistency needs a second judge that differs from the first: set "
+                          "'variant.consistency.method' or 'variant.consistency.template'.")
+    if name is VariantName.length and (not v.length.rho or any(r < 0 for r in v.length.rho)):
+        raise ConfigError(f"'variant.length.rho' must be a non-empty list of values >= 0, got {v.length.rho}.")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -6,6 +6,9 @@ Model work never happens in this process. Generation stages run in one worker su
 (`selfreward.stages`), training under `accelerate launch` (`selfreward.train.*`); both read the frozen
 `<run_dir>/config.yaml` and hand their results over as files in the run directory. Every stage whose
 manifest entry exists is skipped, so rerunning the same command resumes the run.
+
+Variants (`variant=<name>`, see `selfreward.variants`) add generation stages after the judge, a
+look-ahead training step, or other rules for building the pairs; the round keeps this shape.
 """
 
 from __future__ import annotations
@@ -19,14 +22,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
+from selfreward import variants
 from selfreward.config import Config, ConfigError, OnProblem, UpdateMethod, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.judge import judge_template
 from selfreward.metrics import round_metrics, summary_table
-from selfreward.pairs import build_pairs, build_sft
 from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
-from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, write_jsonl
 from selfreward.templates import Template, chat_prompt
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -38,7 +41,8 @@ FIRST_AFFECTED = {
     "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init",
     "judge.template": "init",  # the EFT data is rendered through it
     "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
-    "eval": "evaluate",
+    "eval": "evaluate", "variant.name": "second_judge", "variant.consistency": "second_judge",
+    "variant.meta": "meta_judge", "variant.temporal": "anchor_candidates", "variant.length": "pairs",
 }
 STAGES = ("init", *ROUND_STAGES)
 
@@ -59,9 +63,13 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     all_metrics = []
     for t in range(1, cfg.rounds + 1):
         console.rule(f"round {t}: M{t} -> M{t + 1}")
-        # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process).
-        generate(cfg, rd, t, ["prompts", "candidates", "judge"])
-        # 4. Preference pairs (DPO) or the score-filtered set (SFT).
+        # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
+        #      a variant may add stages here: meta-judgments, a second judge, M1's candidates.
+        generate(cfg, rd, t, ["prompts", "candidates", "judge", *variants.generation_stages(cfg)])
+        # 3b. Temporal variant: a look-ahead model trained one step ahead samples the chosen side.
+        if variants.uses_lookahead(cfg):
+            lookahead(cfg, rd, t)
+        # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
         build_training_data(cfg, rd, t)
         # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
         update(cfg, rd, t)
@@ -104,7 +112,7 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
         old, new = _flatten(yaml.safe_load(rd.config.read_text())), _flatten(yaml.safe_load(to_yaml(cfg)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         stale = {k: first_affected(k) for k in changed if first_affected(k)}
-        stale = {k: s for k, s in stale.items() if rd.is_done(0 if s == "init" else 1, s)}
+        stale = {k: s for k, s in stale.items() if done_from(rd, s)}
         earliest = min(stale.values(), key=STAGES.index) if stale else None
         too_late = restart is not None and earliest and (
             restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest)
@@ -124,10 +132,18 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
 
 
 def first_affected(key: str) -> str | None:
-    for prefix in (key, key.split(".")[0]):
+    parts = key.split(".")
+    for prefix in (key, ".".join(parts[:2]), parts[0]):
         if prefix in FIRST_AFFECTED:
             return FIRST_AFFECTED[prefix]
     return None
+
+
+def done_from(rd: RunDir, stage: str) -> bool:
+    """Whether `stage` or any later stage has finished (in round 1, or init)."""
+    if stage == "init":
+        return rd.is_done(0, "init") or bool(rd.manifest(1))
+    return any(rd.is_done(1, s) for s in ROUND_STAGES[ROUND_STAGES.index(stage) :])
 
 
 def parse_restart(value: str) -> tuple[int, str]:
@@ -159,14 +175,26 @@ def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
         run_stage(cmd, f"round {t} generation ({', '.join(todo)})")
 
 
-def train(cfg: Config, rd: RunDir, t: int, module: str) -> None:
-    args = ["-m", module, "--run-dir", str(rd.root), "--round", str(t)]
+def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
+    args = ["-m", module, "--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
     if cfg.launch.accelerate_config is None:
         cmd = [sys.executable, *args]
     else:
         config_file = find_launch_config(cfg.launch.accelerate_config)
         cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
-    run_stage(cmd, f"training ({module}, round {t})")
+    run_stage(cmd, f"training ({module}, round {t}, {stage})")
+
+
+def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
+    """Temporal variant: train a look-ahead model on the round's draft pairs (chosen from M_t's
+    candidates), then let it sample the candidates the final pairs take their chosen side from."""
+    if not rd.is_done(t, "lookahead"):
+        draft, drops = variants.preference_pairs(cfg, rd, t, future=False)
+        if not draft:
+            raise ConfigError(f"Round {t}: no draft pairs to train the look-ahead model on ({drops}).")
+        write_jsonl(rd.lookahead_dir(t) / "pairs.jsonl", draft)
+        train(cfg, rd, t, "selfreward.train.dpo", stage="lookahead")
+    generate(cfg, rd, t, ["future_candidates", "future_judge"])
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
@@ -175,18 +203,13 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     if rd.is_done(t, "pairs"):
         return
     start = time.perf_counter()
-    candidates = read_jsonl(rd.output(t, "candidates"))
-    judgments = read_jsonl(rd.output(t, "judge"))
-    if stage == "pairs":
-        records, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin)
-    else:
-        records = build_sft(candidates, judgments, cfg.pairs.sft_threshold)
-        drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(records)}
+    build = variants.preference_pairs if stage == "pairs" else variants.sft_examples
+    records, drops = build(cfg, rd, t)
     too_few = len(records) < cfg.pairs.min_pairs
     if too_few:
         message = (
-            f"Round {t}: {len(records)} {'pairs' if stage == 'pairs' else 'SFT examples'} from "
-            f"{len(candidates)} candidates, fewer than pairs.min_pairs={cfg.pairs.min_pairs} ({drops})."
+            f"Round {t}: {len(records)} {'pairs' if stage == 'pairs' else 'SFT examples'}, fewer than "
+            f"pairs.min_pairs={cfg.pairs.min_pairs} ({drops})."
         )
         if cfg.pairs.on_too_few is OnProblem.stop:
             raise ConfigError(
@@ -196,7 +219,8 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
             )
         console.log(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.output(t, stage), records)
-    rd.mark_done(t, "pairs", [rd.output(t, "candidates"), rd.output(t, "judge")],
+    inputs = [rd.output(t, s) for s in variants.round_stages(cfg) if s not in ("pairs", "update", "evaluate")]
+    rd.mark_done(t, "pairs", [p for p in inputs[1:] if p.is_file()],
                  seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
 
 

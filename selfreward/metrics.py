@@ -52,14 +52,19 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         },
         "lengths_tokens": {"all": _mean(n_tokens([c["response"] for c in candidates]))},
     }
+    metrics["variant"] = cfg.variant.name.value
     if cfg.update.method is UpdateMethod.dpo:
         pairs = read_jsonl(rd.output(t, "pairs"))
         metrics["counts"]["pairs"] = len(pairs)
+        metrics["counts"]["judge_pairs"] = sum(p.get("kind") == "judge" for p in pairs)
+        pairs = [p for p in pairs if p.get("kind", "response") == "response"]  # lengths of responses only
         metrics["lengths_tokens"]["chosen"] = _mean(n_tokens([p["chosen"] for p in pairs]))
         metrics["lengths_tokens"]["rejected"] = _mean(n_tokens([p["rejected"] for p in pairs]))
     else:
         sft = read_jsonl(rd.output(t, "sft_data"))
         metrics["counts"]["sft_examples"] = len(sft)
+        metrics["counts"]["judge_examples"] = sum(r.get("kind") == "judge" for r in sft)
+        sft = [r for r in sft if r.get("kind", "response") == "response"]
         metrics["lengths_tokens"]["selected"] = _mean(n_tokens([r["response"] for r in sft]))
     update = manifest.get("update", {})
     metrics["training"] = {

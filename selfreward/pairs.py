@@ -2,18 +2,24 @@
 
 DPO: per prompt, chosen = highest score, rejected = lowest (ties go to the lowest candidate_id).
 A prompt is dropped when fewer than two of its candidates have a parsed score, when all its scores
-are equal, or when best - worst < min_margin.
+are equal, or when best - worst < min_margin. Variants change where each side comes from
+(`rejected_from`), how the two are picked (`select`), or filter the result (`selfreward.variants`).
 SFT (I-SHEEP style filtering): every candidate whose score is >= threshold.
 """
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
+from typing import Callable
+
+Scored = tuple[float, int, dict]  # (score, candidate_id, candidate record)
+# (candidates of one prompt that may be chosen, those that may be rejected) -> (chosen, rejected)
+Select = Callable[[list[Scored], list[Scored]], tuple[Scored, Scored]]
 
 
-def _scored_by_prompt(candidates: list[dict], judgments: list[dict]) -> dict[str, list[tuple[float, int, dict]]]:
+def scored_by_prompt(candidates: list[dict], judgments: list[dict]) -> dict[str, list[Scored]]:
     score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
-    groups: dict[str, list[tuple[float, int, dict]]] = defaultdict(list)
+    groups: dict[str, list[Scored]] = defaultdict(list)
     for c in candidates:
         s = score.get((c["prompt_id"], c["candidate_id"]))
         if s is not None:
@@ -21,19 +27,33 @@ def _scored_by_prompt(candidates: list[dict], judgments: list[dict]) -> dict[str
     return groups
 
 
-def build_pairs(candidates: list[dict], judgments: list[dict], min_margin: float = 0.0) -> tuple[list[dict], dict]:
-    """Return ([{prompt_id, prompt, chosen, rejected, score_chosen, score_rejected}], drop counts)."""
-    groups = _scored_by_prompt(candidates, judgments)
-    drops = Counter(dropped_unscored=len({c["prompt_id"] for c in candidates} - groups.keys()))
+def best_and_worst(chosen_pool: list[Scored], rejected_pool: list[Scored]) -> tuple[Scored, Scored]:
+    return min(chosen_pool, key=lambda x: (-x[0], x[1])), min(rejected_pool, key=lambda x: (x[0], x[1]))
+
+
+def build_pairs(
+    candidates: list[dict],
+    judgments: list[dict],
+    min_margin: float = 0.0,
+    *,
+    rejected_from: tuple[list[dict], list[dict]] | None = None,
+    select: Select = best_and_worst,
+) -> tuple[list[dict], dict]:
+    """Return ([{prompt_id, prompt, chosen, rejected, score_chosen, score_rejected, chosen_id,
+    rejected_id, kind}], drop counts). Chosen comes from `candidates`, rejected from `rejected_from`
+    (another model's candidates and their judgments) or from the same candidates."""
+    chosen_groups = scored_by_prompt(candidates, judgments)
+    rejected_groups = scored_by_prompt(*rejected_from) if rejected_from else chosen_groups
+    drops = Counter(dropped_unscored=len({c["prompt_id"] for c in candidates} - chosen_groups.keys()))
     pairs = []
-    for prompt_id, scored in groups.items():
-        if len(scored) < 2:
+    for prompt_id, pool in chosen_groups.items():
+        others = rejected_groups.get(prompt_id, [])
+        if not others or (rejected_from is None and len(pool) < 2):
             drops["dropped_too_few_scores"] += 1
             continue
-        best = min(scored, key=lambda x: (-x[0], x[1]))
-        worst = min(scored, key=lambda x: (x[0], x[1]))
-        if best[0] == worst[0]:
-            drops["dropped_tie"] += 1
+        best, worst = select(pool, others)
+        if best[0] <= worst[0]:  # below: only when the two sides come from different models
+            drops["dropped_tie" if best[0] == worst[0] else "dropped_chosen_not_better"] += 1
             continue
         if best[0] - worst[0] < min_margin:
             drops["dropped_margin"] += 1
@@ -46,17 +66,20 @@ def build_pairs(candidates: list[dict], judgments: list[dict], min_margin: float
                 "rejected": worst[2]["response"],
                 "score_chosen": best[0],
                 "score_rejected": worst[0],
+                "chosen_id": best[1],
+                "rejected_id": worst[1],
+                "kind": "response",
             }
         )
     return pairs, dict(drops)
 
 
 def build_sft(candidates: list[dict], judgments: list[dict], threshold: float) -> list[dict]:
-    """Return [{prompt_id, prompt, response, score}] for candidates scoring >= threshold."""
-    groups = _scored_by_prompt(candidates, judgments)
+    """Return [{prompt_id, prompt, response, score, candidate_id}] for candidates scoring >= threshold."""
+    groups = scored_by_prompt(candidates, judgments)
     return [
-        {"prompt_id": pid, "prompt": c["prompt"], "response": c["response"], "score": s}
+        {"prompt_id": pid, "prompt": c["prompt"], "response": c["response"], "score": s, "candidate_id": cid}
         for pid, scored in groups.items()
-        for s, _, c in sorted(scored, key=lambda x: x[1])
+        for s, cid, c in sorted(scored, key=lambda x: x[1])
         if s >= threshold
     ]

@@ -6,7 +6,10 @@
     <run_dir>/round_<t>/prompts.jsonl     {id, prompt}
                         candidates.jsonl  {prompt_id, prompt, candidate_id, response}
                         judgments.jsonl   {prompt_id, candidate_id, score, scores, judgments}
-                        pairs.jsonl       {prompt_id, prompt, chosen, rejected, score_chosen, score_rejected}
+                        (variants only: judgments_second.jsonl, meta_judgments.jsonl,
+                         anchor_candidates.jsonl, anchor_judgments.jsonl, lookahead/,
+                         future_candidates.jsonl, future_judgments.jsonl; see selfreward.variants)
+                        pairs.jsonl       {prompt_id, prompt, chosen, rejected, score_chosen, score_rejected, kind}
                         sft.jsonl         {prompt_id, prompt, response, score}
                         model/            M_{t+1}
                         metrics.json
@@ -25,22 +28,30 @@ import shutil
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 STAGE_OUTPUTS = {
     "prompts": "prompts.jsonl",
     "candidates": "candidates.jsonl",
     "judge": "judgments.jsonl",
+    "second_judge": "judgments_second.jsonl",
+    "meta_judge": "meta_judgments.jsonl",
+    "anchor_candidates": "anchor_candidates.jsonl",
+    "anchor_judge": "anchor_judgments.jsonl",
+    "lookahead": "lookahead",
+    "future_candidates": "future_candidates.jsonl",
+    "future_judge": "future_judgments.jsonl",
     "pairs": "pairs.jsonl",
     "sft_data": "sft.jsonl",
     "update": "model",
 }
 # A round's stages in order; "pairs" stands for the training-data step (pairs.jsonl or sft.jsonl).
-ROUND_STAGES = ("prompts", "candidates", "judge", "pairs", "update", "evaluate")
+# The stages between "judge" and "pairs" run only for the variants that add them.
+VARIANT_STAGES = ("second_judge", "meta_judge", "anchor_candidates", "anchor_judge", "lookahead",
+                  "future_candidates", "future_judge")
+ROUND_STAGES = ("prompts", "candidates", "judge", *VARIANT_STAGES, "pairs", "update", "evaluate")
 STAGE_FILES = {
-    "prompts": ("prompts.jsonl",),
-    "candidates": ("candidates.jsonl",),
-    "judge": ("judgments.jsonl",),
+    **{stage: (STAGE_OUTPUTS[stage],) for stage in ("prompts", "candidates", "judge", *VARIANT_STAGES)},
     "pairs": ("pairs.jsonl", "sft.jsonl"),
     "update": ("model", "train", ".model.tmp"),
     "evaluate": ("eval.json", "eval_responses.jsonl"),
@@ -137,6 +148,22 @@ class ChunkLog:
         self.chunks, self.records = self.chunks + 1, self.records + len(records)
         write_json(self.progress, {"chunks": self.chunks, "records": self.records, "extra": extra or {}})
 
+    def run_chunks(self, inputs: list, size: int, seed: int, fn: Callable[[list, int], list[dict]],
+                   desc: str) -> list[dict]:
+        """Apply `fn(chunk, chunk_seed)` to fixed-size chunks of `inputs`, committing each result, and
+        skip the chunks an interrupted attempt already committed; the caller then calls `finish`.
+        Chunk i always holds the same inputs and gets the same seed, so a resumed stage reproduces
+        an uninterrupted one."""
+        from tqdm.auto import tqdm
+
+        done, records, _ = self.resume()
+        chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
+        for i in tqdm(range(done, len(chunks)), initial=done, total=len(chunks), desc=desc, unit="chunk"):
+            new = fn(chunks[i], seed * 1_000_003 + i)
+            records += new
+            self.append(new)
+        return records
+
     def finish(self) -> None:
         os.replace(self.partial, self.final)
         self.progress.unlink(missing_ok=True)
@@ -178,6 +205,10 @@ class RunDir:
 
     def model(self, t: int | None) -> Path:
         return self.stage_dir(t) / "model"
+
+    def lookahead_dir(self, t: int) -> Path:
+        """Temporal variant: draft pairs, training checkpoints and the look-ahead model of round t."""
+        return self.output(t, "lookahead")
 
     # -- which model plays which part ---------------------------------------------------------
     def base(self, cfg) -> str:

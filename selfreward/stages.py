@@ -1,4 +1,5 @@
-"""Run a round's generation stages (prompts, candidates, judge) in one process, model loaded once.
+"""Run a round's generation stages (prompts, candidates, judge, and the stages variants add) in one
+process, each model loaded once.
 
 The orchestrator starts this as a subprocess so generation memory is gone before training starts:
 
@@ -11,12 +12,16 @@ in the round's manifest; a stage already in the manifest is skipped, so rerunnin
 from __future__ import annotations
 
 import argparse
+import gc
+import random
 import sys
 import time
+from dataclasses import replace
 from functools import partial
 
 from tqdm.auto import tqdm
 
+from selfreward import variants
 from selfreward.candidates import sample_candidates
 from selfreward.config import Config, ConfigError, JudgeConfig, OnProblem, load_frozen
 from selfreward.data import load_seed, seed_path
@@ -26,8 +31,11 @@ from selfreward.metrics import score_histogram
 from selfreward.process import die_with_parent
 from selfreward.prompts import generate_prompts
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.variants.meta import run_meta_judge
 
-GENERATION_STAGES = ("prompts", "candidates", "judge")
+# Order matters only for the per-stage seeds: append new stages at the end.
+GENERATION_STAGES = ("prompts", "candidates", "judge", "second_judge", "meta_judge", "anchor_candidates",
+                     "anchor_judge", "future_candidates", "future_judge")
 
 
 def stage_seed(cfg: Config, t: int, stage: str) -> int:
@@ -37,49 +45,49 @@ def stage_seed(cfg: Config, t: int, stage: str) -> int:
 
 def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     seed_instructions = [r["instruction"] for r in load_seed(cfg.data.ift_path, "ift")]
+    # seed-anchored prompts: this share of the set comes from the seed data, the rest is generated
+    n_seed = min(round(cfg.prompts.num_prompts * cfg.prompts.seed_share), len(seed_instructions))
     log = ChunkLog(rd.output(t, "prompts"))
     _, kept, stats = log.resume()
+    seeds_committed = any(r.get("source") == "seed" for r in kept)  # a kill came after the last chunk
+    kept = [r for r in kept if r.get("source") != "seed"]
     records, stats = generate_prompts(
-        gen, cfg.prompts, seed_instructions, stage_seed(cfg, t, "prompts"),
-        resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
+        gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), seed_instructions,
+        stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
     )
     if not records:
         log.discard()
         raise ConfigError(f"Round {t}: the model wrote no usable prompt ({stats}); loosen prompts.* filters.")
+    if n_seed:
+        drawn = random.Random(stage_seed(cfg, t, "prompts")).sample(seed_instructions, n_seed)
+        seeds = [{"id": f"s{i:05d}", "prompt": p, "source": "seed"} for i, p in enumerate(drawn)]
+        if not seeds_committed:
+            log.append(seeds, stats)
+        records += seeds
     log.finish()
-    return {"records": len(records), **stats}
+    return {"records": len(records), "seed_prompts": n_seed, **stats}
 
 
-def _chunked(log: ChunkLog, inputs: list[dict], size: int, seed: int, fn, desc: str) -> list[dict]:
-    """Apply `fn(chunk, chunk_seed)` to fixed-size chunks of `inputs`, committing each result, and
-    skip the chunks an interrupted attempt already committed; the caller finishes the log. Chunk i
-    always holds the same inputs and gets the same seed, so a resumed stage reproduces an
-    uninterrupted one."""
-    done, records, _ = log.resume()
-    chunks = [inputs[i : i + size] for i in range(0, len(inputs), size)]
-    for i in tqdm(range(done, len(chunks)), initial=done, total=len(chunks), desc=desc, unit="chunk"):
-        new = fn(chunks[i], seed * 1_000_003 + i)
-        records += new
-        log.append(new)
-    return records
-
-
-def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
+def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:
+    """N samples per prompt of round t from the loaded model, into the file of `stage`."""
     prompts = read_jsonl(rd.output(t, "prompts"))
     fn = partial(sample_candidates, gen, cfg.generation)
-    log = ChunkLog(rd.output(t, "candidates"))
-    records = _chunked(log, prompts, cfg.generation.batch_size, stage_seed(cfg, t, "candidates"), fn, "candidates")
+    log = ChunkLog(rd.output(t, stage))
+    records = log.run_chunks(prompts, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
     log.finish()
     return {"records": len(records)}
 
 
-def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
-    candidates = read_jsonl(rd.output(t, "candidates"))
-    fn = partial(judge_candidates, gen, cfg.judge)
-    log = ChunkLog(rd.output(t, "judge"))
-    records = _chunked(log, candidates, cfg.generation.batch_size, stage_seed(cfg, t, "judge"), fn, "judge")
+def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "judge", judged: str = "candidates",
+              judge: JudgeConfig | None = None) -> dict:
+    """Judge the candidates in the file of `judged` with `judge` (the round's judge by default)."""
+    judge = judge or cfg.judge
+    candidates = read_jsonl(rd.output(t, judged))
+    fn = partial(judge_candidates, gen, judge)
+    log = ChunkLog(rd.output(t, stage))
+    records = log.run_chunks(candidates, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
     try:
-        check_judge_health(cfg.judge, records, t)
+        check_judge_health(judge, records, t)
     except ConfigError:
         log.discard()  # judged again on the rerun, under the settings the user changes
         raise
@@ -110,25 +118,50 @@ def check_judge_health(cfg: JudgeConfig, records: list[dict], t: int) -> None:
         tqdm.write(f"WARNING: {message}")
 
 
-RUNNERS = {"prompts": run_prompts, "candidates": run_candidates, "judge": run_judge}
+RUNNERS = {
+    "prompts": run_prompts,
+    "candidates": run_candidates,
+    "judge": run_judge,
+    "second_judge": lambda gen, cfg, rd, t: run_judge(gen, cfg, rd, t, "second_judge",
+                                                      judge=variants.second_judge(cfg)),
+    "meta_judge": run_meta_judge,
+    "anchor_candidates": partial(run_candidates, stage="anchor_candidates"),
+    "anchor_judge": partial(run_judge, stage="anchor_judge", judged="anchor_candidates"),
+    "future_candidates": partial(run_candidates, stage="future_candidates"),
+    "future_judge": partial(run_judge, stage="future_judge", judged="future_candidates"),
+}
+
+
+def stage_model(cfg: Config, rd: RunDir, t: int, stage: str) -> str:
+    """M_t does every stage except sampling for the temporal variant (M1, and the look-ahead model)."""
+    if stage == "anchor_candidates":
+        return rd.initial(cfg)
+    if stage == "future_candidates":
+        return str(rd.lookahead_dir(t) / "model")
+    return rd.policy(cfg, t)
+
+
+def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
+    files = {"prompts": seed_path(cfg.data.ift_path, "ift"), "candidates": rd.output(t, "prompts"),
+             "anchor_candidates": rd.output(t, "prompts"), "future_candidates": rd.output(t, "prompts"),
+             "anchor_judge": rd.output(t, "anchor_candidates"), "future_judge": rd.output(t, "future_candidates")}
+    return [files.get(stage, rd.output(t, "candidates")), stage_model(cfg, rd, t, stage)]
 
 
 def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
     cfg, rd = load_frozen(run_dir), RunDir(run_dir)
     todo = [s for s in stages if not rd.is_done(t, s)]
-    if not todo:
-        return
     rd.round_dir(t).mkdir(parents=True, exist_ok=True)
-    gen = load_generator(cfg, rd.policy(cfg, t))
-    inputs = {
-        "prompts": [seed_path(cfg.data.ift_path, "ift"), rd.policy(cfg, t)],
-        "candidates": [rd.output(t, "prompts"), rd.policy(cfg, t)],
-        "judge": [rd.output(t, "candidates"), rd.policy(cfg, t)],
-    }
+    gen, loaded = None, None
     for stage in todo:
+        if stage_model(cfg, rd, t, stage) != loaded:
+            gen = None  # one model in memory at a time
+            gc.collect()
+            loaded = stage_model(cfg, rd, t, stage)
+            gen = load_generator(cfg, loaded)
         start = time.perf_counter()
         entry = RUNNERS[stage](gen, cfg, rd, t)
-        rd.mark_done(t, stage, inputs[stage], seconds=round(time.perf_counter() - start, 3), **entry)
+        rd.mark_done(t, stage, stage_inputs(cfg, rd, t, stage), seconds=round(time.perf_counter() - start, 3), **entry)
         tqdm.write(f"[round {t}] {stage}: {entry}")
 
 

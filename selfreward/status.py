@@ -5,28 +5,33 @@ from __future__ import annotations
 from rich.table import Table
 
 from selfreward.config import Config, UpdateMethod
-from selfreward.rundir import ROUND_STAGES, ChunkLog, RunDir, last_checkpoint
+from selfreward.rundir import ChunkLog, RunDir, last_checkpoint
+from selfreward.variants import round_stages
+
+TRAINING_STAGES = ("update", "lookahead")
 
 
 def _training(rd: RunDir, t: int, stage: str) -> str:
     if rd.is_done(t, stage):
         entry = rd.manifest(t)[stage]
         return "done (skipped: too few pairs)" if entry.get("skipped") else f"done ({entry.get('steps')} steps)"
-    checkpoint = last_checkpoint(rd.stage_dir(t) / "train")
+    checkpoint = last_checkpoint((rd.lookahead_dir(t) if stage == "lookahead" else rd.stage_dir(t)) / "train")
     return f"partial (checkpoint at step {checkpoint.rsplit('-', 1)[1]})" if checkpoint else "not started"
 
 
 def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
     states = {}
     done = {stage: entry.get("records") for stage, entry in rd.manifest(t).items()}
+    per_prompt = (done.get("prompts") or 0) * cfg.generation.num_candidates or None
     expected = {
-        "prompts": cfg.prompts.num_prompts,
-        "candidates": (done.get("prompts") or 0) * cfg.generation.num_candidates or None,
-        "judge": done.get("candidates"),
+        "prompts": cfg.prompts.num_prompts, "candidates": per_prompt, "anchor_candidates": per_prompt,
+        "future_candidates": per_prompt, "judge": done.get("candidates"), "second_judge": done.get("candidates"),
+        "meta_judge": None, "anchor_judge": done.get("anchor_candidates"),
+        "future_judge": done.get("future_candidates"),
     }
-    for stage in ROUND_STAGES:
-        if stage == "update":
-            states[stage] = _training(rd, t, "update")
+    for stage in round_stages(cfg):
+        if stage in TRAINING_STAGES:
+            states[stage] = _training(rd, t, stage)
         elif stage == "evaluate" and not cfg.eval.enabled:
             states[stage] = "disabled"
         elif stage in done:
@@ -41,8 +46,9 @@ def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
 def status_table(cfg: Config, rd: RunDir) -> Table:
     update = "DPO" if cfg.update.method is UpdateMethod.dpo else "SFT"
     init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, "init")
-    table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}; init (M1): {init}")
-    for column in ("round", *ROUND_STAGES):
+    variant = "" if cfg.variant.name.value == "base" else f", variant={cfg.variant.name.value}"
+    table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
+    for column in ("round", *round_stages(cfg)):
         table.add_column(column)
     for t in range(1, max([cfg.rounds, *rd.rounds()]) + 1):
         table.add_row(str(t), *stage_states(cfg, rd, t).values())

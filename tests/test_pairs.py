@@ -21,6 +21,9 @@ def test_best_vs_worst():
             "rejected": "a-2",
             "score_chosen": 5.0,
             "score_rejected": 1.0,
+            "chosen_id": 1,
+            "rejected_id": 2,
+            "kind": "response",
         }
     ]
     assert drops == {"dropped_unscored": 0}
@@ -73,4 +76,4 @@ def test_sft_threshold_inclusive_and_skips_unscored():
     judgs = [judg("a", 0, 4.0), judg("a", 1, 3.99), judg("a", 2, None), judg("a", 3, 5.0)]
     rows = build_sft(cands, judgs, threshold=4.0)
     assert [(r["response"], r["score"]) for r in rows] == [("a-0", 4.0), ("a-3", 5.0)]
-    assert set(rows[0]) == {"prompt_id", "prompt", "response", "score"}
+    assert set(rows[0]) == {"prompt_id", "prompt", "response", "score", "candidate_id"}

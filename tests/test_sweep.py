@@ -16,7 +16,7 @@ pytestmark = pytest.mark.slow
 
 def test_sweep_killed_rerun_and_report(tmp_path):
     sweep_dir = tmp_path / "sweep"
-    # Plain-process training keeps 4 runs x 2 rounds short; the ZeRO launches are tested elsewhere.
+    # Plain-process training and one round keep 4 runs short; the ZeRO launches are tested elsewhere.
     args = [
         "sweep",
         "recipe=tiny",
@@ -27,7 +27,7 @@ def test_sweep_killed_rerun_and_report(tmp_path):
         "launch.accelerate_config=null",
         "update=dpo,sft",
         "seed=0,1",
-        "rounds=2",
+        "rounds=1",
         f"sweep_dir={sweep_dir}",
     ]
     log = open(tmp_path / "sweep.log", "w")
@@ -38,7 +38,7 @@ def test_sweep_killed_rerun_and_report(tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)  # the first combination finished; the second is under way
     proc.wait()
     first = sweep_dir / "update=dpo,seed=0"
-    first_manifest = (first / "round_2" / "manifest.json").read_text()
+    first_manifest = (first / "round_1" / "manifest.json").read_text()
 
     result = selfreward(*args)
     assert "done (skipped)" in result.stderr
@@ -50,8 +50,8 @@ def test_sweep_killed_rerun_and_report(tmp_path):
         "update=sft,seed=1",
     ]
     assert [r["status"] for r in info["runs"]] == ["done (skipped)", "done", "done", "done"]
-    assert (first / "round_2" / "manifest.json").read_text() == first_manifest  # untouched
-    assert (sweep_dir / "update=sft,seed=1" / "round_2" / "sft.jsonl").is_file()
+    assert (first / "round_1" / "manifest.json").read_text() == first_manifest  # untouched
+    assert (sweep_dir / "update=sft,seed=1" / "round_1" / "sft.jsonl").is_file()
 
     report = selfreward("report", str(sweep_dir)).stdout.strip()
     text = (sweep_dir / "report.md").read_text()
@@ -60,7 +60,7 @@ def test_sweep_killed_rerun_and_report(tmp_path):
 
     selfreward("report", str(first))
     assert (first / "rounds.png").is_file() and (first / "scores.png").is_file()
-    assert "| 2 |" in (first / "report.md").read_text()
+    assert "| 1 |" in (first / "report.md").read_text()
 
 
 def test_sweep_rejects_a_bad_combination_before_running(tmp_path):

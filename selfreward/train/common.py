@@ -13,13 +13,17 @@ from selfreward.process import die_with_parent
 from selfreward.rundir import RunDir, last_checkpoint
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int]:
+def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int, str]:
+    """(config, run dir, round, stage). Round 0 is the init stage; `--stage lookahead` is the
+    temporal variant's look-ahead model (DPO only)."""
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--run-dir", required=True)
     parser.add_argument("--round", type=int, required=True, help="0 = the init stage, t >= 1 = round t")
+    parser.add_argument("--stage", choices=("update", "lookahead"), default="update")
     args = parser.parse_args(argv)
     die_with_parent()
-    return load_frozen(args.run_dir), RunDir(args.run_dir), args.round
+    stage = "init" if args.round == 0 else args.stage
+    return load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage
 
 
 def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int) -> dict:
@@ -68,13 +72,18 @@ def load_tokenizer(path: str, cfg: Config):
     return tokenizer
 
 
-def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int, inputs: list) -> None:
+def output_model(rd: RunDir, t: int, stage: str) -> Path:
+    return rd.lookahead_dir(t) / "model" if stage == "lookahead" else rd.model(t)
+
+
+def train_and_save(trainer, tokenizer, rd: RunDir, t: int, stage: str, records: int, inputs: list) -> None:
     """Train (resuming from the last checkpoint if one exists), save the model atomically, and record
     the stage in the manifest. Every rank calls this: under ZeRO-3 saving gathers shards from all."""
     start = time.perf_counter()
     resume = last_checkpoint(Path(trainer.args.output_dir))
     result = trainer.train(resume_from_checkpoint=resume)
-    final, tmp = rd.model(t), rd.model(t).with_name(".model.tmp")
+    final = output_model(rd, t, stage)
+    tmp = final.with_name(".model.tmp")
     accel = trainer.accelerator
     if accel.is_main_process:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -87,7 +96,7 @@ def train_and_save(trainer, tokenizer, rd: RunDir, t: int, records: int, inputs:
         logs = [h for h in trainer.state.log_history if "loss" in h]
         rd.mark_done(
             t,
-            "update" if t else "init",
+            stage,
             inputs,
             resumed_from=resume,
             seconds=round(time.perf_counter() - start, 3),

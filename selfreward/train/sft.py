@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    cfg, rd, t = parse_args(__doc__, argv)
+    cfg, rd, t, stage = parse_args(__doc__, argv)
     if t == 0:
         start_from, epochs, lr = rd.base(cfg), cfg.init.epochs, cfg.init.learning_rate
         examples = init_examples(cfg)
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
     )
-    train_and_save(trainer, tokenizer, rd, t, records=len(examples), inputs=inputs)
+    train_and_save(trainer, tokenizer, rd, t, stage, records=len(examples), inputs=inputs)
     return 0
 
 

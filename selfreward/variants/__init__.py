@@ -1,0 +1,115 @@
+"""Self-rewarding variants: each changes one part of the round, switched on with `variant=<name>`.
+
+| variant         | what it changes                                                      | module      |
+|-----------------|----------------------------------------------------------------------|-------------|
+| base            | nothing: best vs worst of M_t's candidates, judged by M_t            |             |
+| meta            | adds judge pairs from a meta-judge of M_t's own judgments             | meta.py     |
+| temporal        | rejected from M1 (anchored), chosen from a look-ahead model (future) | pairs below |
+| consistency     | drops pairs a second judge orders differently                        | pairs below |
+| length          | picks best/worst inside a length window                              | length.py   |
+| seed_anchored   | mixes seed prompts into each round's prompt set                      | prompts stage |
+
+The orchestrator asks this module which extra generation stages a round runs (`generation_stages`,
+`uses_lookahead`) and gets the round's training data from `preference_pairs` / `sft_examples`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from selfreward.config import Config, JudgeConfig, VariantName
+from selfreward.pairs import build_pairs, build_sft
+from selfreward.rundir import ROUND_STAGES, VARIANT_STAGES, RunDir, read_jsonl
+from selfreward.variants import length, meta
+
+
+def generation_stages(cfg: Config) -> list[str]:
+    """Stages the generation worker runs after `judge` (all before any look-ahead training)."""
+    v = cfg.variant
+    return {
+        VariantName.meta: ["meta_judge"],
+        VariantName.consistency: ["second_judge"],
+        VariantName.temporal: ["anchor_candidates", "anchor_judge"] if v.temporal.anchored_rejection else [],
+    }.get(v.name, [])
+
+
+def uses_lookahead(cfg: Config) -> bool:
+    return cfg.variant.name is VariantName.temporal and cfg.variant.temporal.future_chosen
+
+
+def round_stages(cfg: Config) -> list[str]:
+    """The stages a round of this config runs, in order."""
+    extra = set(generation_stages(cfg))
+    if uses_lookahead(cfg):
+        extra |= {"lookahead", "future_candidates", "future_judge"}
+    return [s for s in ROUND_STAGES if s not in VARIANT_STAGES or s in extra]
+
+
+def second_judge(cfg: Config) -> JudgeConfig:
+    """The consistency variant's second judge: the round's judge with another method or template."""
+    c = cfg.variant.consistency
+    return replace(cfg.judge, method=c.method, template=c.template or cfg.judge.template)
+
+
+def _read(rd: RunDir, t: int, *stages: str) -> list[list[dict]]:
+    return [read_jsonl(rd.output(t, s)) for s in stages]
+
+
+def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tuple[list[dict], dict]:
+    """The round's DPO pairs. `future=False` gives the temporal variant's draft pairs, which train
+    the look-ahead model before the future candidates exist."""
+    v, extra = cfg.variant, {}
+    chosen_stages = ("candidates", "judge")
+    if v.name is VariantName.temporal:
+        if v.temporal.anchored_rejection:
+            extra["rejected_from"] = tuple(_read(rd, t, "anchor_candidates", "anchor_judge"))
+        if v.temporal.future_chosen and future:
+            chosen_stages = ("future_candidates", "future_judge")
+    if v.name is VariantName.length:
+        candidates = read_jsonl(rd.output(t, "candidates"))
+        extra["select"] = length.windowed_select(length.token_lengths(cfg, rd, t, candidates), length.rho(cfg, t))
+    pairs, drops = build_pairs(*_read(rd, t, *chosen_stages), cfg.pairs.min_margin, **extra)
+    for p in pairs:
+        p["chosen_from"], p["rejected_from"] = chosen_stages[0], ("anchor_candidates" if "rejected_from" in extra
+                                                                  else "candidates")
+    if v.name is VariantName.consistency:
+        pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
+    if v.name is VariantName.meta:
+        judge_pairs = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(pairs), v.meta.share)
+        drops["judge_pairs"] = len(judge_pairs)
+        pairs += [meta.as_pair(r) for r in judge_pairs]
+    if v.name is VariantName.length:
+        drops["length_rho"] = length.rho(cfg, t)
+    return pairs, drops
+
+
+def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
+    """Keep the pairs the second judge also orders chosen > rejected (a pair it cannot score is dropped)."""
+    score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in second}
+    kept = []
+    for p in pairs:
+        c, r = score.get((p["prompt_id"], p["chosen_id"])), score.get((p["prompt_id"], p["rejected_id"]))
+        if c is not None and r is not None and c > r:
+            kept.append({**p, "second_score_chosen": c, "second_score_rejected": r})
+    return kept, len(pairs) - len(kept)
+
+
+def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
+    """The round's score-filtered SFT set, under the same variant rules where they apply."""
+    v, threshold = cfg.variant, cfg.pairs.sft_threshold
+    candidates, judgments = _read(rd, t, "candidates", "judge")
+    rows = [{**r, "kind": "response"} for r in build_sft(candidates, judgments, threshold)]
+    drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
+    if v.name is VariantName.consistency:
+        second = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in read_jsonl(rd.output(t, "second_judge"))}
+        kept = [r for r in rows if (second.get((r["prompt_id"], r["candidate_id"])) or -1) >= threshold]
+        rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
+    if v.name is VariantName.length:
+        lengths = length.token_lengths(cfg, rd, t, candidates)
+        kept = length.within_window(rows, lengths, length.rho(cfg, t))
+        rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)
+    if v.name is VariantName.meta:
+        judge_rows = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(rows), v.meta.share)
+        drops["judge_pairs"] = len(judge_rows)
+        rows += [meta.as_sft(r) for r in judge_rows]
+    return rows, drops

@@ -1,0 +1,97 @@
+"""Meta-Rewarding (arXiv 2407.19594): the model judges its own judgments.
+
+For every candidate with at least two distinct parsed judgments, M_t compares each two of them with
+the meta-judge template (`variant.meta.template`), in both orders so position bias cancels, reading
+P("1") vs P("2") after a forced "Better:". A judgment's strength is its mean soft win rate; the
+strongest and the weakest judgment form a judge pair (prompt = the judge prompt). Judge pairs join
+the response pairs in the same update, capped at `variant.meta.share` of all pairs, most decisive
+first: a larger share is known to collapse the judge to constant scores.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from functools import partial
+
+from selfreward.config import Config
+from selfreward.generation import Generator
+from selfreward.judge import judge_template, option_token_ids
+from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.templates import Template, chat_prompt
+
+
+def judged_twice(candidates: list[dict], judgments: list[dict]) -> list[dict]:
+    """{prompt_id, candidate_id, prompt, response, judgments} for candidates with >= 2 distinct parsed judgments."""
+    by_id = {(c["prompt_id"], c["candidate_id"]): c for c in candidates}
+    items = []
+    for j in judgments:
+        texts = list(dict.fromkeys(t for t, s in zip(j["judgments"], j["scores"]) if s is not None))
+        if len(texts) >= 2:
+            c = by_id[(j["prompt_id"], j["candidate_id"])]
+            items.append({"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "prompt": c["prompt"],
+                          "response": c["response"], "judgments": texts})
+    return items
+
+
+def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) -> list[dict]:
+    """One record per item: {prompt_id, candidate_id, judge_prompt, chosen, rejected, strengths, margin}.
+    Deterministic (no sampling), so `seed` is unused."""
+    template = Template(cfg.variant.meta.template, ("instruction", "response", "judgment_1", "judgment_2"),
+                        key="variant.meta.template")
+    prefix, ids = option_token_ids(generator.tokenizer, "Better", ["1", "2"])
+    comparisons = [(i, a, b) for i, item in enumerate(items)
+                   for a, b in itertools.permutations(range(len(item["judgments"])), 2)]
+    rendered = [
+        chat_prompt(generator.tokenizer, template.render(
+            instruction=items[i]["prompt"], response=items[i]["response"],
+            judgment_1=items[i]["judgments"][a], judgment_2=items[i]["judgments"][b])) + prefix
+        for i, a, b in comparisons
+    ]
+    probs = generator.next_token_probs(rendered, ids, desc="meta-judge")
+    wins = [[0.0] * len(item["judgments"]) for item in items]
+    for (i, a, b), (p1, p2) in zip(comparisons, probs):
+        first = p1 / (p1 + p2) if p1 + p2 > 0 else 0.5  # soft win of the judgment shown first
+        wins[i][a] += first
+        wins[i][b] += 1 - first
+    judge = judge_template(cfg.judge)
+    records = []
+    for item, w in zip(items, wins):
+        strength = [x / (2 * (len(w) - 1)) for x in w]  # each judgment is in 2(k-1) comparisons
+        best = max(range(len(w)), key=lambda a: (strength[a], -a))
+        worst = min(range(len(w)), key=lambda a: (strength[a], a))
+        records.append({
+            "prompt_id": item["prompt_id"], "candidate_id": item["candidate_id"],
+            "judge_prompt": judge.render(instruction=item["prompt"], response=item["response"]),
+            "chosen": item["judgments"][best], "rejected": item["judgments"][worst],
+            "strengths": strength, "margin": strength[best] - strength[worst],
+        })
+    return records
+
+
+def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
+    """The generation worker's `meta_judge` stage: round_<t>/meta_judgments.jsonl."""
+    items = judged_twice(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge")))
+    log = ChunkLog(rd.output(t, "meta_judge"))
+    records = log.run_chunks(items, cfg.generation.batch_size, 0, partial(meta_judge, gen, cfg), "meta-judge")
+    log.finish()
+    return {"records": len(records), "candidates_judged_twice": len(items)}
+
+
+def capped(records: list[dict], n_response: int, share: float) -> list[dict]:
+    """The most decisive judge pairs, at most `share` of response + judge pairs together."""
+    limit = math.floor(share * n_response / (1 - share) + 1e-9)
+    decisive = sorted((r for r in records if r["margin"] > 0),
+                      key=lambda r: (-r["margin"], r["prompt_id"], r["candidate_id"]))
+    return decisive[:limit]
+
+
+def as_pair(r: dict) -> dict:
+    return {"prompt_id": r["prompt_id"], "prompt": r["judge_prompt"], "chosen": r["chosen"],
+            "rejected": r["rejected"], "score_chosen": max(r["strengths"]), "score_rejected": min(r["strengths"]),
+            "candidate_id": r["candidate_id"], "kind": "judge"}
+
+
+def as_sft(r: dict) -> dict:
+    return {"prompt_id": r["prompt_id"], "prompt": r["judge_prompt"], "response": r["chosen"],
+            "score": max(r["strengths"]), "candidate_id": r["candidate_id"], "kind": "judge"}

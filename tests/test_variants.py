@@ -1,0 +1,195 @@
+"""The variants: config checks and selection rules (fast), and each variant's defining behaviour in the
+files of a real tiny round (slow; training in one plain process, evaluation off, to keep them short)."""
+
+import json
+
+import pytest
+
+from selfreward.config import ConfigError, VariantName, compose, group_options
+from selfreward.data import load_seed
+from selfreward.loop import first_affected
+from selfreward.pairs import build_pairs
+from selfreward.variants import agreeing, round_stages
+from selfreward.variants.length import windowed_select, within_window
+from selfreward.variants.meta import capped
+from tests.conftest import SMALL, selfreward
+from tests.test_pairs import cand, judg
+
+
+def test_every_variant_composes_with_both_updates():
+    assert group_options("variant") == ["base", "consistency", "length", "meta", "seed_anchored", "temporal"]
+    for variant in group_options("variant"):
+        for update in ("dpo", "sft"):
+            if (variant, update) == ("temporal", "sft"):
+                continue
+            cfg = compose([f"variant={variant}", f"update={update}"])
+            assert cfg.variant.name is VariantName(variant)
+    assert compose(["variant=seed_anchored"]).prompts.seed_share == 0.25
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["variant=temporal", "update=sft"], "needs update=dpo"),
+        (["variant=meta", "judge=logprob"], "judge.samples' >= 2"),
+        (["variant=meta", "variant.meta.share=1.5"], "'variant.meta.share' must be in (0, 1)"),
+        (["variant=consistency", "variant.consistency.method=sampled"], "second judge that differs"),
+        (["variant=length", "variant.length.rho=[]"], "'variant.length.rho'"),
+        (["variant=seed_anchored", "prompts.seed_share=0"], "'prompts.seed_share' > 0"),
+        (["variant=temporal", "variant.temporal.anchored_rejection=false", "variant.temporal.future_chosen=false"],
+         "is variant=base"),
+        (["variant=nope"], "Valid choices: base, consistency, length, meta, seed_anchored, temporal"),
+    ],
+)
+def test_bad_variant_settings_name_the_key(overrides, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        compose(overrides)
+
+
+def test_round_stages_and_changed_variant_settings():
+    assert round_stages(compose([])) == ["prompts", "candidates", "judge", "pairs", "update", "evaluate"]
+    assert "meta_judge" in round_stages(compose(["variant=meta"]))
+    temporal = round_stages(compose(["variant=temporal"]))
+    assert temporal[3:8] == ["anchor_candidates", "anchor_judge", "lookahead", "future_candidates", "future_judge"]
+    no_anchor = round_stages(compose(["variant=temporal", "variant.temporal.anchored_rejection=false"]))
+    assert "anchor_candidates" not in no_anchor and "lookahead" in no_anchor
+    assert first_affected("variant.length.rho") == "pairs"
+    assert first_affected("variant.meta.share") == "meta_judge"
+    assert first_affected("variant.name") == "second_judge"
+
+
+def test_length_window_excludes_long_rejected():
+    # scores: a-0 best and short; a-1 worst but far longer; a-2 mid and inside the window
+    cands = [cand("a", 0, "x " * 10), cand("a", 1, "x " * 40), cand("a", 2, "x " * 12)]
+    judgs = [judg("a", 0, 5.0), judg("a", 1, 1.0), judg("a", 2, 3.0)]
+    lengths = {("a", 0): 10, ("a", 1): 40, ("a", 2): 12}
+    (pair,), _ = build_pairs(cands, judgs, select=windowed_select(lengths, 0.5))
+    assert (pair["chosen_id"], pair["rejected_id"]) == (0, 2)
+    (base,), _ = build_pairs(cands, judgs)
+    assert base["rejected_id"] == 1
+    # rho = 0: only the shortest top response is inside, nothing to pair with
+    pairs, drops = build_pairs(cands, judgs, select=windowed_select(lengths, 0.0))
+    assert pairs == [] and drops["dropped_tie"] == 1
+    rows = [{"prompt_id": "a", "candidate_id": i, "score": s} for i, s in ((0, 5.0), (1, 4.0), (2, 4.0))]
+    assert [r["candidate_id"] for r in within_window(rows, lengths, 0.5)] == [0, 2]
+
+
+def test_anchored_rejection_takes_the_other_models_worst():
+    cands, judgs = [cand("a", i) for i in range(2)], [judg("a", 0, 4.0), judg("a", 1, 2.0)]
+    anchor = [cand("a", i, f"old-{i}") for i in range(2)]
+    (pair,), _ = build_pairs(cands, judgs, rejected_from=(anchor, [judg("a", 0, 3.0), judg("a", 1, 1.0)]))
+    assert (pair["chosen"], pair["rejected"]) == ("a-0", "old-1")
+    pairs, drops = build_pairs(cands, judgs, rejected_from=(anchor, [judg("a", 0, 5.0), judg("a", 1, 4.5)]))
+    assert pairs == [] and drops == {"dropped_unscored": 0, "dropped_chosen_not_better": 1}
+
+
+def test_consistency_keeps_only_agreeing_pairs():
+    pairs = [{"prompt_id": p, "chosen_id": 0, "rejected_id": 1} for p in "abc"]
+    second = [judg("a", 0, 4.0), judg("a", 1, 2.0), judg("b", 0, 2.0), judg("b", 1, 2.0), judg("c", 0, 1.0)]
+    kept, dropped = agreeing(pairs, second)
+    assert [p["prompt_id"] for p in kept] == ["a"] and dropped == 2
+
+
+def test_meta_cap_keeps_the_most_decisive():
+    records = [{"prompt_id": "p", "candidate_id": i, "margin": m} for i, m in enumerate([0.1, 0.0, 0.3, 0.2])]
+    # share 0.5 of all pairs with 2 response pairs: at most 2 judge pairs; a zero margin never counts
+    assert [r["candidate_id"] for r in capped(records, 2, 0.5)] == [2, 3]
+    assert capped(records, 4, 0.15) == []  # 0.15 * 4 / 0.85 < 1
+    assert len(capped(records, 20, 0.15)) == 3
+
+
+# -- each variant on a real tiny round ---------------------------------------------------------------
+
+FAST = ["recipe=tiny", *SMALL, "launch.accelerate_config=null", "eval.enabled=false"]
+
+
+def rows(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_meta_adds_capped_judge_pairs(run_from_init):
+    run_dir = run_from_init()
+    selfreward("run", *FAST, "rounds=1", "variant=meta", "variant.meta.share=0.4", f"run_dir={run_dir}")
+    r1 = run_dir / "round_1"
+    pairs = rows(r1 / "pairs.jsonl")
+    judge_pairs = [p for p in pairs if p["kind"] == "judge"]
+    assert judge_pairs, "no judge pairs"
+    assert len(judge_pairs) / len(pairs) <= 0.4
+    judgments = {(j["prompt_id"], j["candidate_id"]): j["judgments"] for j in rows(r1 / "judgments.jsonl")}
+    for p in judge_pairs:
+        assert {p["chosen"], p["rejected"]} <= set(judgments[(p["prompt_id"], p["candidate_id"])])
+        assert p["chosen"] != p["rejected"] and p["prompt"].startswith("Review the user's question")
+    metrics = json.loads((r1 / "metrics.json").read_text())
+    assert metrics["counts"]["judge_pairs"] == len(judge_pairs) and metrics["variant"] == "meta"
+    update = json.loads((r1 / "manifest.json").read_text())["update"]
+    assert update["records"] == len(pairs)  # judge and response pairs trained in the one update
+
+
+@pytest.mark.slow
+def test_temporal_rejects_from_m1_and_chooses_from_lookahead(run_from_init):
+    run_dir = run_from_init()
+    selfreward("run", *FAST, "rounds=2", "variant=temporal", f"run_dir={run_dir}")
+    r2 = run_dir / "round_2"
+    manifest = json.loads((r2 / "manifest.json").read_text())
+    assert str(run_dir / "init" / "model") in manifest["anchor_candidates"]["inputs"]  # sampled by M1
+    assert str(run_dir / "round_1" / "model") in manifest["candidates"]["inputs"]  # sampled by M2
+    assert str(r2 / "lookahead" / "model") in manifest["future_candidates"]["inputs"]
+    assert manifest["lookahead"]["records"] == len(rows(r2 / "lookahead" / "pairs.jsonl"))
+    anchor = {c["response"] for c in rows(r2 / "anchor_candidates.jsonl")}
+    future = {c["response"] for c in rows(r2 / "future_candidates.jsonl")}
+    pairs = rows(r2 / "pairs.jsonl")
+    assert pairs
+    assert all(p["rejected"] in anchor and p["chosen"] in future for p in pairs)
+    assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
+
+
+@pytest.mark.slow
+def test_consistency_drops_pairs_the_second_judge_orders_otherwise(run_from_init):
+    run_dir = run_from_init()
+    selfreward("run", *FAST, "rounds=1", "variant=consistency", f"run_dir={run_dir}")
+    r1 = run_dir / "round_1"
+    base, _ = build_pairs(rows(r1 / "candidates.jsonl"), rows(r1 / "judgments.jsonl"))
+    second = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in rows(r1 / "judgments_second.jsonl")}
+    assert all(j["judgments"] == [] for j in rows(r1 / "judgments_second.jsonl"))  # the logprob judge
+    agree = [p for p in base if second[(p["prompt_id"], p["chosen_id"])] > second[(p["prompt_id"], p["rejected_id"])]]
+    kept = rows(r1 / "pairs.jsonl")
+    assert [(p["prompt_id"], p["chosen_id"], p["rejected_id"]) for p in kept] == [
+        (p["prompt_id"], p["chosen_id"], p["rejected_id"]) for p in agree
+    ]
+    assert json.loads((r1 / "manifest.json").read_text())["pairs"]["dropped_judges_disagree"] == len(base) - len(kept)
+
+
+@pytest.mark.slow
+def test_length_pairs_stay_inside_the_window(run_from_init, tiny_checkpoint):
+    from transformers import AutoTokenizer
+
+    run_dir = run_from_init()
+    selfreward("run", *FAST, "rounds=1", "variant=length", "variant.length.rho=[0.3]", f"run_dir={run_dir}")
+    r1 = run_dir / "round_1"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    length = {(c["prompt_id"], c["candidate_id"]): len(tokenizer(c["response"], add_special_tokens=False)["input_ids"])
+              for c in rows(r1 / "candidates.jsonl")}
+    scores = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in rows(r1 / "judgments.jsonl")}
+    pairs = rows(r1 / "pairs.jsonl")
+    for p in pairs:
+        scored = [(k, s) for k, s in scores.items() if k[0] == p["prompt_id"] and s is not None]
+        top = max(s for _, s in scored)
+        shortest = min(length[k] for k, s in scored if s == top)
+        for side in ("chosen_id", "rejected_id"):
+            assert abs(length[(p["prompt_id"], p[side])] - shortest) <= 0.3 * shortest
+    assert json.loads((r1 / "manifest.json").read_text())["pairs"]["length_rho"] == 0.3
+
+
+@pytest.mark.slow
+def test_seed_anchored_prompts_with_sft(run_from_init):
+    run_dir = run_from_init()
+    selfreward("run", *FAST, "rounds=1", "variant=seed_anchored", "prompts.seed_share=0.5", "update=sft",
+               "pairs.sft_threshold=0", f"run_dir={run_dir}")
+    r1 = run_dir / "round_1"
+    prompts = rows(r1 / "prompts.jsonl")
+    seeds = [p for p in prompts if p.get("source") == "seed"]
+    assert len(prompts) == 6 and len(seeds) == 3
+    assert {p["prompt"] for p in seeds} <= {r["instruction"] for r in load_seed(None, "ift")}
+    assert {c["prompt_id"] for c in rows(r1 / "candidates.jsonl")} >= {p["id"] for p in seeds}
+    assert (r1 / "sft.jsonl").is_file() and (r1 / "model").is_dir()
