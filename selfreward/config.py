@@ -175,52 +175,31 @@ class UpdateConfig:
 
 
 @dataclass
-class MetaConfig:
-    """Meta-Rewarding (arXiv 2407.19594): the model judges its own judgments."""
-
-    share: float = field(
-        default=0.15, metadata={"help": "Most judge pairs may be of all pairs (above it judges collapse)."}
-    )
-    template: str = field(default="meta_judge.txt", metadata={"help": "File in prompts/ or a path."})
-
-
-@dataclass
-class TemporalConfig:
-    """Temporal Self-Rewarding (arXiv 2508.06026)."""
-
-    anchored_rejection: bool = field(default=True, metadata={"help": "Rejected responses come from M1."})
-    future_chosen: bool = field(
-        default=True, metadata={"help": "Chosen responses come from a look-ahead model trained one step ahead."}
-    )
-
-
-@dataclass
-class ConsistencyConfig:
-    """Keep a pair only when a second judge agrees on its order (after SCIR, arXiv 2502.08922)."""
-
-    method: JudgeMethod = field(default=JudgeMethod.logprob, metadata={"help": "The second judge's method."})
-    template: Optional[str] = field(default=None, metadata={"help": "Its template; null = judge.template."})
-
-
-@dataclass
-class LengthConfig:
-    """Length-controlled pairs: best and worst within a length window around the shortest top response."""
-
-    rho: list[float] = field(
-        default_factory=lambda: [0.5],
-        metadata={"help": "Window half-width relative to that length, per round (the last repeats)."},
-    )
-
-
-@dataclass
 class VariantConfig:
-    """Which self-rewarding variant runs (`variant=<name>` picks recipes/variant/<name>.yaml)."""
+    """Which self-rewarding variant runs (`variant=<name>` picks recipes/variant/<name>.yaml) and the
+    settings of each; a setting is read only by its variant."""
 
     name: VariantName = VariantName.base
-    meta: MetaConfig = field(default_factory=MetaConfig)
-    temporal: TemporalConfig = field(default_factory=TemporalConfig)
-    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
-    length: LengthConfig = field(default_factory=LengthConfig)
+    # meta: Meta-Rewarding (arXiv 2407.19594)
+    meta_share: float = field(
+        default=0.15, metadata={"help": "meta: most judge pairs may be of all pairs (more collapses the judge)."}
+    )
+    meta_template: str = field(default="meta_judge.txt", metadata={"help": "meta: file in prompts/ or a path."})
+    # temporal: Temporal Self-Rewarding (arXiv 2508.06026)
+    anchored_rejection: bool = field(default=True, metadata={"help": "temporal: rejected responses come from M1."})
+    future_chosen: bool = field(
+        default=True, metadata={"help": "temporal: chosen responses come from a look-ahead model one step ahead."}
+    )
+    # consistency: keep a pair only when a second judge agrees on its order (after SCIR, arXiv 2502.08922)
+    second_judge: JudgeMethod = field(default=JudgeMethod.logprob, metadata={"help": "consistency: its method."})
+    second_template: Optional[str] = field(
+        default=None, metadata={"help": "consistency: its template; null = judge.template."}
+    )
+    # length: best and worst within a length window around the shortest top-scored response
+    rho: list[float] = field(
+        default_factory=lambda: [0.5],
+        metadata={"help": "length: window half-width relative to that length, per round (the last repeats)."},
+    )
 
 
 @dataclass
@@ -415,8 +394,8 @@ def validate(cfg) -> Config:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
     _validate_variant(obj)
     templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
-                 ("eval.template", obj.eval.template), ("variant.meta.template", obj.variant.meta.template),
-                 ("variant.consistency.template", obj.variant.consistency.template or obj.judge.template))
+                 ("eval.template", obj.eval.template), ("variant.meta_template", obj.variant.meta_template),
+                 ("variant.second_template", obj.variant.second_template or obj.judge.template))
     for key, value in templates:
         find_prompt(value, key)
     if obj.launch.accelerate_config is not None:
@@ -440,20 +419,20 @@ def _validate_variant(obj: Config) -> None:
             got = f"method={obj.judge.method.value}, samples={obj.judge.samples}"
             raise ConfigError("variant=meta compares judgments of one response: it needs judge=sampled and "
                               f"'judge.samples' >= 2 (got {got}).")
-        if not 0.0 < v.meta.share < 1.0:
-            raise ConfigError(f"'variant.meta.share' must be in (0, 1), got {v.meta.share}.")
+        if not 0.0 < v.meta_share < 1.0:
+            raise ConfigError(f"'variant.meta_share' must be in (0, 1), got {v.meta_share}.")
     if name is VariantName.temporal:
         if obj.update.method is not UpdateMethod.dpo:
             raise ConfigError("variant=temporal shapes both sides of a preference pair: it needs update=dpo.")
-        if not (v.temporal.anchored_rejection or v.temporal.future_chosen):
-            raise ConfigError("variant=temporal with both 'variant.temporal.anchored_rejection' and "
-                              "'variant.temporal.future_chosen' false is variant=base.")
-    if name is VariantName.consistency and v.consistency.method is obj.judge.method and (
-        v.consistency.template or obj.judge.template) == obj.judge.template:
+        if not (v.anchored_rejection or v.future_chosen):
+            raise ConfigError("variant=temporal with both 'variant.anchored_rejection' and "
+                              "'variant.future_chosen' false is variant=base.")
+    if name is VariantName.consistency and v.second_judge is obj.judge.method and (
+        v.second_template or obj.judge.template) == obj.judge.template:
         raise ConfigError("variant=consistency needs a second judge that differs from the first: set "
-                          "'variant.consistency.method' or 'variant.consistency.template'.")
-    if name is VariantName.length and (not v.length.rho or any(r < 0 for r in v.length.rho)):
-        raise ConfigError(f"'variant.length.rho' must be a non-empty list of values >= 0, got {v.length.rho}.")
+                          "'variant.second_judge' (method) or 'variant.second_template'.")
+    if name is VariantName.length and (not v.rho or any(r < 0 for r in v.rho)):
+        raise ConfigError(f"'variant.rho' must be a non-empty list of values >= 0, got {v.rho}.")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -41,8 +41,10 @@ FIRST_AFFECTED = {
     "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init",
     "judge.template": "init",  # the EFT data is rendered through it
     "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
-    "eval": "evaluate", "variant.name": "second_judge", "variant.consistency": "second_judge",
-    "variant.meta": "meta_judge", "variant.temporal": "anchor_candidates", "variant.length": "pairs",
+    "eval": "evaluate", "variant.name": "second_judge", "variant.second_judge": "second_judge",
+    "variant.second_template": "second_judge", "variant.meta_template": "meta_judge",
+    "variant.anchored_rejection": "anchor_candidates", "variant.future_chosen": "lookahead",
+    "variant.meta_share": "pairs", "variant.rho": "pairs",
 }
 STAGES = ("init", *ROUND_STAGES)
 
@@ -132,8 +134,7 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
 
 
 def first_affected(key: str) -> str | None:
-    parts = key.split(".")
-    for prefix in (key, ".".join(parts[:2]), parts[0]):
+    for prefix in (key, key.split(".")[0]):
         if prefix in FIRST_AFFECTED:
             return FIRST_AFFECTED[prefix]
     return None
@@ -219,8 +220,8 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
             )
         console.log(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.output(t, stage), records)
-    inputs = [rd.output(t, s) for s in variants.round_stages(cfg) if s not in ("pairs", "update", "evaluate")]
-    rd.mark_done(t, "pairs", [p for p in inputs[1:] if p.is_file()],
+    inputs = [rd.output(t, s) for s in variants.round_stages(cfg) if s.endswith(("candidates", "judge"))]
+    rd.mark_done(t, "pairs", inputs,
                  seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
 
 

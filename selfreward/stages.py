@@ -144,7 +144,8 @@ def stage_model(cfg: Config, rd: RunDir, t: int, stage: str) -> str:
 def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
     files = {"prompts": seed_path(cfg.data.ift_path, "ift"), "candidates": rd.output(t, "prompts"),
              "anchor_candidates": rd.output(t, "prompts"), "future_candidates": rd.output(t, "prompts"),
-             "anchor_judge": rd.output(t, "anchor_candidates"), "future_judge": rd.output(t, "future_candidates")}
+             "anchor_judge": rd.output(t, "anchor_candidates"), "future_judge": rd.output(t, "future_candidates"),
+             "meta_judge": rd.output(t, "judge")}
     return [files.get(stage, rd.output(t, "candidates")), stage_model(cfg, rd, t, stage)]
 
 

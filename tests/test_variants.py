@@ -32,11 +32,11 @@ def test_every_variant_composes_with_both_updates():
     [
         (["variant=temporal", "update=sft"], "needs update=dpo"),
         (["variant=meta", "judge=logprob"], "judge.samples' >= 2"),
-        (["variant=meta", "variant.meta.share=1.5"], "'variant.meta.share' must be in (0, 1)"),
-        (["variant=consistency", "variant.consistency.method=sampled"], "second judge that differs"),
-        (["variant=length", "variant.length.rho=[]"], "'variant.length.rho'"),
+        (["variant=meta", "variant.meta_share=1.5"], "'variant.meta_share' must be in (0, 1)"),
+        (["variant=consistency", "variant.second_judge=sampled"], "second judge that differs"),
+        (["variant=length", "variant.rho=[]"], "'variant.rho'"),
         (["variant=seed_anchored", "prompts.seed_share=0"], "'prompts.seed_share' > 0"),
-        (["variant=temporal", "variant.temporal.anchored_rejection=false", "variant.temporal.future_chosen=false"],
+        (["variant=temporal", "variant.anchored_rejection=false", "variant.future_chosen=false"],
          "is variant=base"),
         (["variant=nope"], "Valid choices: base, consistency, length, meta, seed_anchored, temporal"),
     ],
@@ -51,10 +51,10 @@ def test_round_stages_and_changed_variant_settings():
     assert "meta_judge" in round_stages(compose(["variant=meta"]))
     temporal = round_stages(compose(["variant=temporal"]))
     assert temporal[3:8] == ["anchor_candidates", "anchor_judge", "lookahead", "future_candidates", "future_judge"]
-    no_anchor = round_stages(compose(["variant=temporal", "variant.temporal.anchored_rejection=false"]))
+    no_anchor = round_stages(compose(["variant=temporal", "variant.anchored_rejection=false"]))
     assert "anchor_candidates" not in no_anchor and "lookahead" in no_anchor
-    assert first_affected("variant.length.rho") == "pairs"
-    assert first_affected("variant.meta.share") == "meta_judge"
+    assert first_affected("variant.rho") == "pairs"
+    assert first_affected("variant.meta_share") == "pairs" and first_affected("variant.meta_template") == "meta_judge"
     assert first_affected("variant.name") == "second_judge"
 
 
@@ -110,7 +110,7 @@ def rows(path):
 @pytest.mark.slow
 def test_meta_adds_capped_judge_pairs(run_from_init):
     run_dir = run_from_init()
-    selfreward("run", *FAST, "rounds=1", "variant=meta", "variant.meta.share=0.4", f"run_dir={run_dir}")
+    selfreward("run", *FAST, "rounds=1", "variant=meta", "variant.meta_share=0.4", f"run_dir={run_dir}")
     r1 = run_dir / "round_1"
     pairs = rows(r1 / "pairs.jsonl")
     judge_pairs = [p for p in pairs if p["kind"] == "judge"]
@@ -165,7 +165,7 @@ def test_length_pairs_stay_inside_the_window(run_from_init, tiny_checkpoint):
     from transformers import AutoTokenizer
 
     run_dir = run_from_init()
-    selfreward("run", *FAST, "rounds=1", "variant=length", "variant.length.rho=[0.3]", f"run_dir={run_dir}")
+    selfreward("run", *FAST, "rounds=1", "variant=length", "variant.rho=[0.3]", f"run_dir={run_dir}")
     r1 = run_dir / "round_1"
     tokenizer = AutoTokenizer.from_pretrained(tiny_checkpoint)
     length = {(c["prompt_id"], c["candidate_id"]): len(tokenizer(c["response"], add_special_tokens=False)["input_ids"])

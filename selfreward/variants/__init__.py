@@ -29,12 +29,12 @@ def generation_stages(cfg: Config) -> list[str]:
     return {
         VariantName.meta: ["meta_judge"],
         VariantName.consistency: ["second_judge"],
-        VariantName.temporal: ["anchor_candidates", "anchor_judge"] if v.temporal.anchored_rejection else [],
+        VariantName.temporal: ["anchor_candidates", "anchor_judge"] if v.anchored_rejection else [],
     }.get(v.name, [])
 
 
 def uses_lookahead(cfg: Config) -> bool:
-    return cfg.variant.name is VariantName.temporal and cfg.variant.temporal.future_chosen
+    return cfg.variant.name is VariantName.temporal and cfg.variant.future_chosen
 
 
 def round_stages(cfg: Config) -> list[str]:
@@ -47,8 +47,8 @@ def round_stages(cfg: Config) -> list[str]:
 
 def second_judge(cfg: Config) -> JudgeConfig:
     """The consistency variant's second judge: the round's judge with another method or template."""
-    c = cfg.variant.consistency
-    return replace(cfg.judge, method=c.method, template=c.template or cfg.judge.template)
+    v = cfg.variant
+    return replace(cfg.judge, method=v.second_judge, template=v.second_template or cfg.judge.template)
 
 
 def _read(rd: RunDir, t: int, *stages: str) -> list[list[dict]]:
@@ -61,9 +61,9 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     v, extra = cfg.variant, {}
     chosen_stages = ("candidates", "judge")
     if v.name is VariantName.temporal:
-        if v.temporal.anchored_rejection:
+        if v.anchored_rejection:
             extra["rejected_from"] = tuple(_read(rd, t, "anchor_candidates", "anchor_judge"))
-        if v.temporal.future_chosen and future:
+        if v.future_chosen and future:
             chosen_stages = ("future_candidates", "future_judge")
     if v.name is VariantName.length:
         candidates = read_jsonl(rd.output(t, "candidates"))
@@ -75,7 +75,7 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     if v.name is VariantName.consistency:
         pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
     if v.name is VariantName.meta:
-        judge_pairs = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(pairs), v.meta.share)
+        judge_pairs = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(pairs), v.meta_share)
         drops["judge_pairs"] = len(judge_pairs)
         pairs += [meta.as_pair(r) for r in judge_pairs]
     if v.name is VariantName.length:
@@ -109,7 +109,7 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
         kept = length.within_window(rows, lengths, length.rho(cfg, t))
         rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)
     if v.name is VariantName.meta:
-        judge_rows = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(rows), v.meta.share)
+        judge_rows = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(rows), v.meta_share)
         drops["judge_pairs"] = len(judge_rows)
         rows += [meta.as_sft(r) for r in judge_rows]
     return rows, drops

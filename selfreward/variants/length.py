@@ -3,7 +3,7 @@
 Self-judges reward length, and DPO on best-vs-worst pairs then teaches "longer is better". Here the
 pair is picked only among candidates whose token length lies within a window around the shortest
 top-scored candidate of the prompt, L: |length - L| <= rho * L. rho is set per round
-(`variant.length.rho`, the last value repeats): small rho forbids length gaps, large rho is the base
+(`variant.rho`, the last value repeats): small rho forbids length gaps, large rho is the base
 method.
 """
 
@@ -19,7 +19,7 @@ Lengths = dict[tuple[str, int], int]
 
 
 def rho(cfg: Config, t: int) -> float:
-    values = cfg.variant.length.rho
+    values = cfg.variant.rho
     return values[min(t, len(values)) - 1]
 
 

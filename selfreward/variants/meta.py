@@ -1,10 +1,10 @@
 """Meta-Rewarding (arXiv 2407.19594): the model judges its own judgments.
 
 For every candidate with at least two distinct parsed judgments, M_t compares each two of them with
-the meta-judge template (`variant.meta.template`), in both orders so position bias cancels, reading
+the meta-judge template (`variant.meta_template`), in both orders so position bias cancels, reading
 P("1") vs P("2") after a forced "Better:". A judgment's strength is its mean soft win rate; the
 strongest and the weakest judgment form a judge pair (prompt = the judge prompt). Judge pairs join
-the response pairs in the same update, capped at `variant.meta.share` of all pairs, most decisive
+the response pairs in the same update, capped at `variant.meta_share` of all pairs, most decisive
 first: a larger share is known to collapse the judge to constant scores.
 """
 
@@ -37,8 +37,8 @@ def judged_twice(candidates: list[dict], judgments: list[dict]) -> list[dict]:
 def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) -> list[dict]:
     """One record per item: {prompt_id, candidate_id, judge_prompt, chosen, rejected, strengths, margin}.
     Deterministic (no sampling), so `seed` is unused."""
-    template = Template(cfg.variant.meta.template, ("instruction", "response", "judgment_1", "judgment_2"),
-                        key="variant.meta.template")
+    template = Template(cfg.variant.meta_template, ("instruction", "response", "judgment_1", "judgment_2"),
+                        key="variant.meta_template")
     prefix, ids = option_token_ids(generator.tokenizer, "Better", ["1", "2"])
     comparisons = [(i, a, b) for i, item in enumerate(items)
                    for a, b in itertools.permutations(range(len(item["judgments"])), 2)]
