@@ -17,8 +17,13 @@ Scored = tuple[float, int, dict]  # (score, candidate_id, candidate record)
 Select = Callable[[list[Scored], list[Scored]], tuple[Scored, Scored]]
 
 
+def score_index(judgments: list[dict]) -> dict[tuple[str, int], float | None]:
+    """(prompt_id, candidate_id) -> the candidate's score (None when no judgment parsed)."""
+    return {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
+
+
 def scored_by_prompt(candidates: list[dict], judgments: list[dict]) -> dict[str, list[Scored]]:
-    score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
+    score = score_index(judgments)
     groups: dict[str, list[Scored]] = defaultdict(list)
     for c in candidates:
         s = score.get((c["prompt_id"], c["candidate_id"]))

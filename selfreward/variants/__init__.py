@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from selfreward.config import Config, JudgeConfig, VariantName
-from selfreward.pairs import build_pairs, build_sft
+from selfreward.pairs import build_pairs, build_sft, score_index
 from selfreward.rundir import ROUND_STAGES, VARIANT_STAGES, RunDir, read_jsonl
 from selfreward.variants import length, meta
 
@@ -59,19 +59,19 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     """The round's DPO pairs. `future=False` gives the temporal variant's draft pairs, which train
     the look-ahead model before the future candidates exist."""
     v, extra = cfg.variant, {}
-    chosen_stages = ("candidates", "judge")
+    chosen_from = rejected_from = "candidates"
     if v.name is VariantName.temporal:
         if v.anchored_rejection:
+            rejected_from = "anchor_candidates"
             extra["rejected_from"] = tuple(_read(rd, t, "anchor_candidates", "anchor_judge"))
         if v.future_chosen and future:
-            chosen_stages = ("future_candidates", "future_judge")
+            chosen_from = "future_candidates"
+    candidates, judgments = _read(rd, t, chosen_from, chosen_from.replace("candidates", "judge"))
     if v.name is VariantName.length:
-        candidates = read_jsonl(rd.output(t, "candidates"))
         extra["select"] = length.windowed_select(length.token_lengths(cfg, rd, t, candidates), length.rho(cfg, t))
-    pairs, drops = build_pairs(*_read(rd, t, *chosen_stages), cfg.pairs.min_margin, **extra)
+    pairs, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin, **extra)
     for p in pairs:
-        p["chosen_from"], p["rejected_from"] = chosen_stages[0], ("anchor_candidates" if "rejected_from" in extra
-                                                                  else "candidates")
+        p["chosen_from"], p["rejected_from"] = chosen_from, rejected_from
     if v.name is VariantName.consistency:
         pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
     if v.name is VariantName.meta:
@@ -85,7 +85,7 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
 
 def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
     """Keep the pairs the second judge also orders chosen > rejected (a pair it cannot score is dropped)."""
-    score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in second}
+    score = score_index(second)
     kept = []
     for p in pairs:
         c, r = score.get((p["prompt_id"], p["chosen_id"])), score.get((p["prompt_id"], p["rejected_id"]))
@@ -101,7 +101,7 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
     rows = [{**r, "kind": "response"} for r in build_sft(candidates, judgments, threshold)]
     drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
     if v.name is VariantName.consistency:
-        second = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in read_jsonl(rd.output(t, "second_judge"))}
+        second = score_index(read_jsonl(rd.output(t, "second_judge")))
         kept = [r for r in rows if (second.get((r["prompt_id"], r["candidate_id"])) or -1) >= threshold]
         rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
     if v.name is VariantName.length:
