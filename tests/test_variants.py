@@ -90,6 +90,20 @@ def test_consistency_keeps_only_agreeing_pairs():
     assert [p["prompt_id"] for p in kept] == ["a"] and dropped == 2
 
 
+def test_consistency_sft_keeps_a_zero_score_at_threshold_zero(tmp_path):
+    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.variants import sft_examples
+
+    cfg = compose(["variant=consistency", "update=sft", "pairs.sft_threshold=0", f"run_dir={tmp_path}"])
+    rd = RunDir(tmp_path)
+    rd.round_dir(1).mkdir()
+    write_jsonl(rd.output(1, "candidates"), [cand("a", 0), cand("a", 1)])
+    write_jsonl(rd.output(1, "judge"), [judg("a", 0, 3.0), judg("a", 1, 2.0)])
+    write_jsonl(rd.output(1, "second_judge"), [judg("a", 0, 0.0), judg("a", 1, None)])
+    rows, drops = sft_examples(cfg, rd, 1)
+    assert [r["candidate_id"] for r in rows] == [0] and drops["dropped_judges_disagree"] == 1
+
+
 def test_meta_cap_keeps_the_most_decisive():
     records = [{"prompt_id": "p", "candidate_id": i, "margin": m} for i, m in enumerate([0.1, 0.0, 0.3, 0.2])]
     # share 0.5 of all pairs with 2 response pairs: at most 2 judge pairs; a zero margin never counts

@@ -102,7 +102,8 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
     drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
     if v.name is VariantName.consistency:
         second = score_index(read_jsonl(rd.output(t, "second_judge")))
-        kept = [r for r in rows if (second.get((r["prompt_id"], r["candidate_id"])) or -1) >= threshold]
+        both = [(r, second.get((r["prompt_id"], r["candidate_id"]))) for r in rows]
+        kept = [r for r, s in both if s is not None and s >= threshold]
         rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
     if v.name is VariantName.length:
         lengths = length.token_lengths(cfg, rd, t, candidates)
