@@ -80,6 +80,25 @@ class ModelConfig:
 
 
 @dataclass
+class LoraConfig:
+    """LoRA via peft for the init SFT and every update. DPO's reference is then the same model with
+    the adapter disabled: no second copy of the weights in memory."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Module names to adapt (e.g. [q_proj,v_proj]); [all-linear] = every linear layer."},
+    )
+    merge: bool = field(
+        default=True,
+        metadata={"help": "Save each round's model merged; false saves the adapter and its base model's path."},
+    )
+
+
+@dataclass
 class DataConfig:
     ift_path: Optional[str] = field(
         default=None, metadata={"help": "JSONL {instruction, response}; null = the shipped seed set."}
@@ -129,6 +148,11 @@ class PromptsConfig:
         default=0.0,
         metadata={"help": "Share of each round's prompts drawn from the seed set instead of generated."},
     )
+    evolve: bool = field(
+        default=False, metadata={"help": "Rewrite a share of the generated prompts into harder versions."}
+    )
+    evolve_share: float = 0.5
+    evolve_template: str = field(default="evolve.txt", metadata={"help": "File in prompts/ or a path."})
 
 
 @dataclass
@@ -144,6 +168,17 @@ class GenerationConfig:
 class JudgeConfig:
     method: JudgeMethod = JudgeMethod.sampled
     template: str = field(default="judge.txt", metadata={"help": "File in prompts/ or a path."})
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "A fixed other model judges (checkpoint path or hub id); null = the policy M_t itself."},
+    )
+    score_names: list[str] = field(
+        default_factory=lambda: ["Score"],
+        metadata={"help": "The labelled scores the template asks for, each parsed from '<name>: X'."},
+    )
+    combine: str = field(
+        default="mean", metadata={"help": "How several scores rank a candidate: 'mean' or one of score_names."}
+    )
     samples: int = field(default=3, metadata={"help": "Sampled judgments per candidate (method=sampled)."})
     temperature: float = 0.7
     top_p: float = 0.9
@@ -158,7 +193,12 @@ class JudgeConfig:
 @dataclass
 class PairsConfig:
     min_margin: float = field(default=0.0, metadata={"help": "DPO: keep a pair only if best - worst >= this."})
-    sft_threshold: float = field(default=4.0, metadata={"help": "SFT: keep candidates scoring >= this."})
+    sft_threshold: float = field(
+        default=4.0, metadata={"help": "SFT: keep candidates whose every score is >= this (or its own threshold)."}
+    )
+    sft_thresholds: dict[str, float] = field(
+        default_factory=dict, metadata={"help": "SFT: a threshold per score name, overriding sft_threshold."}
+    )
     min_pairs: int = field(default=1, metadata={"help": "Fewest pairs (DPO) or examples (SFT) to train on."})
     on_too_few: OnProblem = field(
         default=OnProblem.stop, metadata={"help": "stop | skip (M_{t+1} = M_t, the round trains nothing)"}
@@ -228,13 +268,29 @@ class VllmConfig:
     tensor_parallel_size: int = 1
     gpu_memory_utilization: float = 0.85
     max_model_len: int = 4096
+    enable_prefix_caching: bool = field(
+        default=True, metadata={"help": "Reuse the KV cache of shared prefixes (the judge rubric)."}
+    )
 
 
 @dataclass
 class LaunchConfig:
+    """How stages are started; may change between reruns of a run."""
+
     accelerate_config: Optional[str] = field(
         default="cpu_zero2",
         metadata={"help": "Name of a file in launch/ or a path; null trains in one plain python process."},
+    )
+    launcher: Optional[str] = field(
+        default=None,
+        metadata={"help": "Command that replaces `accelerate launch --config_file <file>` for training, e.g. "
+                          "'srun --ntasks-per-node=1 bash launch/slurm_node.sh' (gets '-m module args...')."},
+    )
+    generation_processes: int = field(
+        default=1, metadata={"help": "HF backend: data-parallel generation ranks (e.g. one per GPU)."}
+    )
+    generation_device_map: Optional[str] = field(
+        default=None, metadata={"help": "HF backend, one rank: 'auto' spreads a model too big for one GPU."}
     )
 
 
@@ -253,6 +309,7 @@ class Config:
     judge: JudgeConfig = field(default_factory=JudgeConfig)
     pairs: PairsConfig = field(default_factory=PairsConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     variant: VariantConfig = field(default_factory=VariantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
@@ -393,7 +450,10 @@ def validate(cfg) -> Config:
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
     _validate_variant(obj)
+    _validate_judge(obj)
+    _validate_scale(obj)
     templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
+                 ("prompts.evolve_template", obj.prompts.evolve_template),
                  ("eval.template", obj.eval.template), ("variant.meta_template", obj.variant.meta_template),
                  ("variant.second_template", obj.variant.second_template or obj.judge.template))
     for key, value in templates:
@@ -406,6 +466,57 @@ def validate(cfg) -> Config:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"'{key}': no such file: {value}")
     return obj
+
+
+def _validate_judge(obj: Config) -> None:
+    j = obj.judge
+    if not j.score_names or len(set(j.score_names)) != len(j.score_names):
+        raise ConfigError(f"'judge.score_names' must be a non-empty list of distinct names, got {j.score_names}.")
+    if j.combine != "mean" and j.combine not in j.score_names:
+        raise ConfigError(f"Unknown choice '{j.combine}' for 'judge.combine'. Valid choices: "
+                          f"{', '.join(['mean', *j.score_names])}.")
+    if j.method is JudgeMethod.logprob and len(j.score_names) > 1:
+        raise ConfigError("judge=logprob reads one score after a forced '<name>:'; 'judge.score_names' "
+                          f"{j.score_names} needs judge=sampled.")
+    unknown = sorted(set(obj.pairs.sft_thresholds) - set(j.score_names))
+    if unknown:
+        raise ConfigError(f"'pairs.sft_thresholds' names {unknown}, which are not in 'judge.score_names' "
+                          f"({', '.join(j.score_names)}).")
+    if j.model and j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().is_dir():
+        raise ConfigError(f"'judge.model': no such checkpoint directory: {j.model}")
+
+
+def launch_zero_stage(accelerate_config: Optional[str]) -> Optional[int]:
+    """The DeepSpeed ZeRO stage a launch config asks for (None: no DeepSpeed)."""
+    if accelerate_config is None:
+        return None
+    launch = OmegaConf.load(find_launch_config(accelerate_config))
+    return OmegaConf.select(launch, "deepspeed_config.zero_stage", default=None)
+
+
+def _validate_scale(obj: Config) -> None:
+    """LoRA, data-parallel generation and prompt evolution: combinations that cannot work."""
+    lora, launch = obj.lora, obj.launch
+    if lora.enabled:
+        if lora.r < 1 or lora.alpha <= 0 or not 0.0 <= lora.dropout < 1.0 or not lora.target_modules:
+            raise ConfigError(f"LoRA needs 'lora.r' >= 1, 'lora.alpha' > 0, 'lora.dropout' in [0, 1) and some "
+                              f"'lora.target_modules'; got r={lora.r}, alpha={lora.alpha}, dropout={lora.dropout}, "
+                              f"target_modules={lora.target_modules}.")
+        if not lora.merge and obj.backend is Backend.vllm:
+            raise ConfigError("backend=vllm loads full checkpoints: it needs lora.merge=true.")
+        if not lora.merge and launch.launcher is None and launch_zero_stage(launch.accelerate_config) == 3:
+            # ZeRO-3 partitions the base model while it loads, so the adapter chain cannot be merged there.
+            raise ConfigError("lora.merge=false cannot start a round's training under ZeRO-3 (the saved "
+                              f"adapter must be merged into unpartitioned weights); 'launch.accelerate_config'="
+                              f"{launch.accelerate_config} is ZeRO-3. Use lora.merge=true or a ZeRO-2 config.")
+    if launch.generation_processes < 1:
+        raise ConfigError(f"'launch.generation_processes' must be at least 1, got {launch.generation_processes}.")
+    if launch.generation_processes > 1 and (obj.backend is Backend.vllm or launch.generation_device_map):
+        raise ConfigError("'launch.generation_processes' > 1 is the HF backend's data parallelism, one model copy "
+                          "per rank: use it without backend=vllm (vllm.tensor_parallel_size) and without "
+                          "'launch.generation_device_map'.")
+    if obj.prompts.evolve and not 0.0 < obj.prompts.evolve_share <= 1.0:
+        raise ConfigError(f"'prompts.evolve_share' must be in (0, 1], got {obj.prompts.evolve_share}.")
 
 
 def _validate_variant(obj: Config) -> None:

@@ -1,7 +1,7 @@
 """Stage 6, evaluate: did the round help? Written to `round_<t>/eval.json`.
 
-- judge quality: M_t (the model that judged this round) scores a held-out EFT split with the round's
-  judge settings; pairwise accuracy, exact-score match, Spearman and Kendall tau against the
+- judge quality: M_t (the model that judged this round; `judge.model` when set) scores a held-out
+  EFT split with the round's judge settings; pairwise accuracy, exact-score match, Spearman and Kendall tau against the
   reference scores, parse-failure rate;
 - policy quality: a fixed evaluator (M1 by default, or `eval.judge=<path>`) compares M_{t+1}'s greedy
   answers on held-out prompts with M_t's and M1's, each pair in both orders (position bias cancels),
@@ -109,11 +109,16 @@ def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = heldout_prompts(cfg)
     seed = cfg.seed * 100_003 + t * 101 + 7
     # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
-    gen = load_generator(cfg, rd.policy(cfg, t))
-    judge = {"model": rd.policy(cfg, t), **judge_quality(gen, cfg, seed)}
-    previous = answers(cfg, rd.policy(cfg, t), rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
+    policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
+    gen = load_generator(cfg, judge_model)
+    judge = {"model": judge_model, **judge_quality(gen, cfg, seed)}
+    if judge_model != policy:
+        gen = None  # one model in memory at a time
+        gc.collect()
+        gen = load_generator(cfg, policy)
+    previous = answers(cfg, policy, rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
     tokenizer = gen.tokenizer
-    del gen  # one model in memory at a time
+    del gen
     gc.collect()
     new = answers(cfg, str(rd.model(t)), rd.round_dir(t) / "eval_responses.jsonl", prompts)
     initial = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts)

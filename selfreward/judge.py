@@ -4,32 +4,40 @@
 score is the mean of the parsed ones (None if none parsed). Raw texts are kept, failures counted.
 `judge=logprob`: the judge's reply is forced to start with "Score:" and the expected score is read
 from the next-token probabilities of the score tokens 0..max_score (one forward pass, no sampling).
+
+A template may ask for several named scores (`judge.score_names`, e.g. I-SHEEP's self-assessment
+"Quality: X" and "Following: Y"): a judgment counts only when every one parses; each candidate gets
+their means in `named_scores` and a ranking `score` (`judge.combine`: their mean or one of them).
 """
 
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 from selfreward.config import ConfigError, JudgeConfig, JudgeMethod
 from selfreward.generation import Generator, Sampling
 from selfreward.templates import Template, chat_prompt
 
-_SCORE = re.compile(
-    r"(?<![a-z])score\s*[*_]*\s*:\s*[*_]*\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?",
-    re.IGNORECASE,
-)
+_VALUE = r"\s*[*_]*\s*:\s*[*_]*\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?"
 # Below this total probability on the score tokens, the judge was not answering with a score.
 MIN_SCORE_MASS = 0.01
 
 
-def parse_score(text: str, max_score: float = 5) -> float | None:
-    """The last "Score: X" in `text`, or None.
+@lru_cache(maxsize=None)
+def _pattern(label: str) -> re.Pattern:
+    words = r"\s+".join(re.escape(w) for w in label.split())
+    return re.compile(rf"(?<![a-z]){words}{_VALUE}", re.IGNORECASE)
+
+
+def parse_score(text: str, max_score: float = 5, label: str = "Score") -> float | None:
+    """The last "Score: X" (or "<label>: X") in `text`, or None.
 
     X is an integer or decimal, possibly wrapped in markdown emphasis (`**Score:** 4`, `Score: *4*`)
     and followed by "/5", "points" or punctuation. X outside [0, max_score], or a "/N" whose N is not
     max_score (a different scale), gives None.
     """
-    matches = _SCORE.findall(text or "")
+    matches = _pattern(label).findall(text or "")
     if not matches:
         return None
     value, scale = matches[-1]
@@ -37,6 +45,17 @@ def parse_score(text: str, max_score: float = 5) -> float | None:
     if scale and float(scale) != float(max_score):
         return None
     return score if 0 <= score <= max_score else None
+
+
+def parse_scores(text: str, names: list[str], max_score: float = 5) -> dict[str, float | None]:
+    return {name: parse_score(text, max_score, name) for name in names}
+
+
+def combined(cfg: JudgeConfig, named: dict[str, float | None]) -> float | None:
+    """The ranking score of one judgment (or of a candidate's means); None unless every score parsed."""
+    if any(v is None for v in named.values()):
+        return None
+    return sum(named.values()) / len(named) if cfg.combine == "mean" else named[cfg.combine]
 
 
 def judge_template(cfg: JudgeConfig) -> Template:
@@ -63,33 +82,36 @@ def option_token_ids(tokenizer, label: str, options: list[str]) -> tuple[str, li
     )
 
 
-def score_token_ids(tokenizer, max_score: int) -> tuple[str, list[int]]:
+def score_token_ids(tokenizer, max_score: int, label: str = "Score") -> tuple[str, list[int]]:
     """(forced prefix, token id of each score 0..max_score)."""
-    return option_token_ids(tokenizer, "Score", [str(s) for s in range(max_score + 1)])
+    return option_token_ids(tokenizer, label, [str(s) for s in range(max_score + 1)])
 
 
 def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
-    """Return [{prompt_id, candidate_id, score, scores, judgments}] in candidate order."""
+    """Return [{prompt_id, candidate_id, score, scores, named_scores, judgments}] in candidate order."""
     template = judge_template(cfg)
     rendered = [
         chat_prompt(generator.tokenizer, template.render(instruction=c["prompt"], response=c["response"]))
         for c in candidates
     ]
     if cfg.method is JudgeMethod.logprob:
-        prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score)
+        name = cfg.score_names[0]  # config validation allows one score with this method
+        prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score, name)
         probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
         rows = []
         for p in probs:
             mass = sum(p)
             score = sum(s * q for s, q in enumerate(p)) / mass if mass >= MIN_SCORE_MASS else None
-            rows.append({"score": score, "scores": [score], "judgments": [], "score_probs": p})
+            rows.append({"score": score, "scores": [score], "named_scores": {name: score}, "judgments": [],
+                         "score_probs": p})
     else:
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=cfg.samples, seed=seed)
         texts = generator.generate(rendered, sampling, desc="judge (sampled)")
         rows = []
         for judgments in texts:
-            scores = [parse_score(j, cfg.max_score) for j in judgments]
-            parsed = [s for s in scores if s is not None]
-            score = sum(parsed) / len(parsed) if parsed else None
-            rows.append({"score": score, "scores": scores, "judgments": judgments})
+            named = [parse_scores(j, cfg.score_names, cfg.max_score) for j in judgments]
+            complete = [n for n in named if combined(cfg, n) is not None]
+            means = {k: sum(n[k] for n in complete) / len(complete) if complete else None for k in cfg.score_names}
+            rows.append({"score": combined(cfg, means), "scores": [combined(cfg, n) for n in named],
+                         "named_scores": means, "judgments": judgments})
     return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row} for c, row in zip(candidates, rows)]

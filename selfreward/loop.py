@@ -13,7 +13,9 @@ look-ahead training step, or other rules for building the pairs; the round keeps
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -23,7 +25,7 @@ import yaml
 from rich.console import Console
 
 from selfreward import variants
-from selfreward.config import Config, ConfigError, OnProblem, UpdateMethod, to_yaml
+from selfreward.config import Backend, Config, ConfigError, OnProblem, UpdateMethod, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.judge import judge_template
 from selfreward.metrics import round_metrics, summary_table
@@ -92,18 +94,24 @@ def preflight(cfg: Config) -> None:
     load_seed(cfg.data.eft_path, "eft")
     Template(cfg.prompts.template, ("examples",), key="prompts.template")
     judge_template(cfg.judge)
-    if cfg.model.name_or_path is not None:
-        from transformers import AutoTokenizer
+    if cfg.prompts.evolve:
+        Template(cfg.prompts.evolve_template, ("instruction",), key="prompts.evolve_template")
+    for key, path in (("model.name_or_path", cfg.model.name_or_path), ("judge.model", cfg.judge.model)):
+        if path is not None:
+            check_tokenizer(cfg, key, path)
+    if cfg.backend is Backend.vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' "
+                          "(a CUDA machine), or use backend=hf.")
 
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(
-                cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code
-            )
-        except (OSError, ValueError) as e:
-            raise ConfigError(
-                f"'model.name_or_path': cannot load a tokenizer from {cfg.model.name_or_path!r} ({e})"
-            ) from None
-        chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
+
+def check_tokenizer(cfg: Config, key: str, path: str) -> None:
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"'{key}': cannot load a tokenizer from {path!r} ({e})") from None
+    chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
 
 
 def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
@@ -172,18 +180,26 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
     todo = [s for s in stages if not rd.is_done(t, s)]
     if todo:
-        cmd = [sys.executable, "-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
-        run_stage(cmd, f"round {t} generation ({', '.join(todo)})")
+        args = ["-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
+        n = cfg.launch.generation_processes
+        launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
+        run_stage([sys.executable, *launch, *args], f"round {t} generation ({', '.join(todo)})")
 
 
 def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
+    run_stage(train_command(cfg, rd, t, module, stage), f"training ({module}, round {t}, {stage})")
+
+
+def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> list[str]:
+    """`accelerate launch --config_file <launch.accelerate_config> -m <module> ...`, or `launch.launcher`
+    in its place (a Slurm `srun` that starts accelerate on every node), or one plain process."""
     args = ["-m", module, "--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
+    if cfg.launch.launcher:
+        return [*shlex.split(cfg.launch.launcher), *args]
     if cfg.launch.accelerate_config is None:
-        cmd = [sys.executable, *args]
-    else:
-        config_file = find_launch_config(cfg.launch.accelerate_config)
-        cmd = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
-    run_stage(cmd, f"training ({module}, round {t}, {stage})")
+        return [sys.executable, *args]
+    config_file = find_launch_config(cfg.launch.accelerate_config)
+    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:

@@ -4,7 +4,7 @@ DPO: per prompt, chosen = highest score, rejected = lowest (ties go to the lowes
 A prompt is dropped when fewer than two of its candidates have a parsed score, when all its scores
 are equal, or when best - worst < min_margin. Variants change where each side comes from
 (`rejected_from`), how the two are picked (`select`), or filter the result (`selfreward.variants`).
-SFT (I-SHEEP style filtering): every candidate whose score is >= threshold.
+SFT (I-SHEEP style filtering): every candidate whose every named score is >= its threshold.
 """
 
 from __future__ import annotations
@@ -79,12 +79,16 @@ def build_pairs(
     return pairs, dict(drops)
 
 
-def build_sft(candidates: list[dict], judgments: list[dict], threshold: float) -> list[dict]:
-    """Return [{prompt_id, prompt, response, score, candidate_id}] for candidates scoring >= threshold."""
+def build_sft(candidates: list[dict], judgments: list[dict], thresholds: dict[str, float]) -> list[dict]:
+    """Return [{prompt_id, prompt, response, score, named_scores, candidate_id}] for the candidates whose
+    every named score (`named_scores`; one "Score" in the default template) is >= its threshold."""
+    named = {(j["prompt_id"], j["candidate_id"]): j.get("named_scores") or {"Score": j["score"]} for j in judgments}
     groups = scored_by_prompt(candidates, judgments)
-    return [
-        {"prompt_id": pid, "prompt": c["prompt"], "response": c["response"], "score": s, "candidate_id": cid}
-        for pid, scored in groups.items()
-        for s, cid, c in sorted(scored, key=lambda x: x[1])
-        if s >= threshold
-    ]
+    rows = []
+    for pid, scored in groups.items():
+        for s, cid, c in sorted(scored, key=lambda x: x[1]):
+            scores = named[(pid, cid)]
+            if all(scores.get(k) is not None and scores[k] >= v for k, v in thresholds.items()):
+                rows.append({"prompt_id": pid, "prompt": c["prompt"], "response": c["response"], "score": s,
+                             "named_scores": scores, "candidate_id": cid})
+    return rows

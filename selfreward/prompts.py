@@ -4,6 +4,10 @@ Self-instruct style: each request shows `num_shots` random seed tasks; the first
 becomes the new prompt. Exact duplicates (after normalization) and near-duplicates (word-bigram
 Jaccard above `max_similarity` with the seed set or an already kept prompt) are dropped, as are
 prompts outside [min_words, max_words].
+
+With `prompts.evolve=true`, `evolve_prompts` then rewrites a share of the kept prompts into harder
+versions with `prompts/evolve.txt` (Evol-Instruct's "in-depth" evolving, as WizardLM does); a rewrite
+that is empty, of bad length or a duplicate leaves the original in place.
 """
 
 from __future__ import annotations
@@ -121,3 +125,25 @@ def generate_prompts(
             on_pass(new, dict(stats))
     records = [{"id": f"p{i:05d}", "prompt": p} for i, p in enumerate(kept)]
     return records, {"kept": len(records), **stats}
+
+
+def evolve_prompts(generator: Generator, cfg: PromptsConfig, records: list[dict], seed: int) -> tuple[list[dict], dict]:
+    """Return (records with `round(evolve_share * n)` of them rewritten, stats). A rewritten record keeps
+    its id and gets `evolved_from` (the original prompt)."""
+    template = Template(cfg.evolve_template, ("instruction",), key="prompts.evolve_template")
+    rng = random.Random(seed)
+    chosen = sorted(rng.sample(range(len(records)), round(len(records) * cfg.evolve_share)))
+    requests = [chat_prompt(generator.tokenizer, template.render(instruction=records[i]["prompt"])) for i in chosen]
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=1, seed=rng.randrange(2**31))
+    replies = generator.generate(requests, sampling, desc="evolve prompts") if requests else []
+    taken = {_normalize(r["prompt"]) for r in records}
+    out, stats = list(records), Counter()
+    for i, (reply,) in zip(chosen, replies):
+        text = extract_instruction(reply)
+        if text is None or not cfg.min_words <= len(text.split()) <= cfg.max_words or _normalize(text) in taken:
+            stats["evolve_kept_original"] += 1
+            continue
+        taken.add(_normalize(text))
+        out[i] = {**records[i], "prompt": text, "evolved_from": records[i]["prompt"]}
+        stats["evolved"] += 1
+    return out, dict(stats)

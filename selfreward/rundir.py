@@ -164,8 +164,13 @@ class ChunkLog:
             self.append(new)
         return records
 
-    def finish(self) -> None:
-        os.replace(self.partial, self.final)
+    def finish(self, records: list[dict] | None = None) -> None:
+        """Publish the committed records, or `records` instead (a stage that rewrote them at the end)."""
+        if records is None:
+            os.replace(self.partial, self.final)
+        else:
+            write_jsonl(self.final, records)
+            self.partial.unlink(missing_ok=True)
         self.progress.unlink(missing_ok=True)
 
     def discard(self) -> None:

@@ -25,11 +25,11 @@ from selfreward import variants
 from selfreward.candidates import sample_candidates
 from selfreward.config import Config, ConfigError, JudgeConfig, OnProblem, load_frozen
 from selfreward.data import load_seed, seed_path
-from selfreward.generation import Generator, load_generator
+from selfreward.generation import Generator, distributed, load_generator
 from selfreward.judge import judge_candidates
 from selfreward.metrics import score_histogram
 from selfreward.process import die_with_parent
-from selfreward.prompts import generate_prompts
+from selfreward.prompts import evolve_prompts, generate_prompts
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
 from selfreward.variants.meta import run_meta_judge
 
@@ -58,14 +58,19 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     if not records:
         log.discard()
         raise ConfigError(f"Round {t}: the model wrote no usable prompt ({stats}); loosen prompts.* filters.")
+    seeds = []
     if n_seed:
         drawn = random.Random(stage_seed(cfg, t, "prompts")).sample(seed_instructions, n_seed)
         seeds = [{"id": f"s{i:05d}", "prompt": p, "source": "seed"} for i, p in enumerate(drawn)]
         if not seeds_committed:
             log.append(seeds, stats)
-        records += seeds
-    log.finish()
-    return {"records": len(records), "seed_prompts": n_seed, **stats}
+    if cfg.prompts.evolve:  # rewrites only the generated prompts, after all are committed
+        records, evolve_stats = evolve_prompts(gen, cfg.prompts, records, stage_seed(cfg, t, "prompts") + 1)
+        stats = {**stats, **evolve_stats}
+        log.finish(records + seeds)
+    else:
+        log.finish()
+    return {"records": len(records) + len(seeds), "seed_prompts": n_seed, **stats}
 
 
 def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:
@@ -132,8 +137,14 @@ RUNNERS = {
 }
 
 
+JUDGING_STAGES = ("judge", "second_judge", "meta_judge", "anchor_judge", "future_judge")
+
+
 def stage_model(cfg: Config, rd: RunDir, t: int, stage: str) -> str:
-    """M_t does every stage except sampling for the temporal variant (M1, and the look-ahead model)."""
+    """M_t does every stage except sampling for the temporal variant (M1, and the look-ahead model) and,
+    with `judge.model` set, judging (a fixed third-party judge instead of self-judging)."""
+    if stage in JUDGING_STAGES and cfg.judge.model:
+        return cfg.judge.model
     if stage == "anchor_candidates":
         return rd.initial(cfg)
     if stage == "future_candidates":
@@ -173,11 +184,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("stages", nargs="+", choices=GENERATION_STAGES)
     args = parser.parse_args(argv)
     die_with_parent()
+    if distributed():  # launch.generation_processes > 1: rank 0 runs the stages, the others serve it
+        from selfreward.generation import parallel
+
+        if parallel.is_follower():
+            parallel.follow(load_frozen(args.run_dir))
+            return 0
     try:
         run_generation_stages(args.run_dir, args.round, args.stages)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    finally:
+        if distributed():
+            parallel.stop_followers()
     return 0
 
 

@@ -43,11 +43,27 @@ def test_sampled_judge_averages_parsed_and_keeps_failures(tokenizer):
         "candidate_id": 0,
         "score": 4.5,
         "scores": [4.0, 5.0],
+        "named_scores": {"Score": 4.5},
         "judgments": ["ok\nScore: 4", "Score: 5"],
     }
     assert rows[1]["score"] is None and rows[1]["scores"] == [None, None]
     assert rows[1]["judgments"] == ["no score at all", "Score: 9"]  # raw text kept for inspection
     assert "Question: What is 2 plus 2?" in gen.prompts[0] and gen.prompts[0].endswith("<|im_start|>assistant\n")
+
+
+def test_two_named_scores_each_parsed_a_judgment_counts_only_when_both_do(tokenizer):
+    judgments = [["Quality: 8/10\nFollowing: 6", "**Quality:** 6\nFollowing: 10/10"],
+                 ["Quality: 9", "Quality: 7\nInstruction Following: 5"]]
+    cfg = JudgeConfig(samples=2, max_score=10, score_names=["Quality", "Following"])
+    rows = judge_candidates(FixedJudge(tokenizer, judgments=judgments), cfg, CANDS, seed=0)
+    assert rows[0]["named_scores"] == {"Quality": 7.0, "Following": 8.0}
+    assert rows[0]["scores"] == [7.0, 8.0] and rows[0]["score"] == 7.5
+    # the first judgment lacks "Following": only the second counts ("Instruction Following" holds the label)
+    assert rows[1]["named_scores"] == {"Quality": 7.0, "Following": 5.0} and rows[1]["scores"] == [None, 6.0]
+    ranked_by_one = judge_candidates(FixedJudge(tokenizer, judgments=judgments),
+                                     JudgeConfig(samples=2, max_score=10, score_names=["Quality", "Following"],
+                                                 combine="Following"), CANDS, seed=0)
+    assert [r["score"] for r in ranked_by_one] == [8.0, 5.0]
 
 
 def test_score_tokens_are_single_digits(tokenizer):

@@ -74,6 +74,16 @@ def test_pairs_follow_prompt_order():
 def test_sft_threshold_inclusive_and_skips_unscored():
     cands = [cand("a", i) for i in range(4)]
     judgs = [judg("a", 0, 4.0), judg("a", 1, 3.99), judg("a", 2, None), judg("a", 3, 5.0)]
-    rows = build_sft(cands, judgs, threshold=4.0)
+    rows = build_sft(cands, judgs, {"Score": 4.0})
     assert [(r["response"], r["score"]) for r in rows] == [("a-0", 4.0), ("a-3", 5.0)]
-    assert set(rows[0]) == {"prompt_id", "prompt", "response", "score", "candidate_id"}
+    assert set(rows[0]) == {"prompt_id", "prompt", "response", "score", "named_scores", "candidate_id"}
+
+
+def test_sft_needs_every_named_score_at_its_threshold():
+    cands = [cand("a", i) for i in range(4)]
+    named = [{"Quality": 9, "Following": 7}, {"Quality": 10, "Following": 6}, {"Quality": 7, "Following": 9},
+             {"Quality": 8, "Following": None}]
+    judgs = [{**judg("a", i, 8.0), "named_scores": n} for i, n in enumerate(named)]
+    # the mean (8.0) clears both thresholds for all four; only candidate 0 clears each score's own
+    rows = build_sft(cands, judgs, {"Quality": 8.0, "Following": 7.0})
+    assert [r["candidate_id"] for r in rows] == [0]

@@ -6,6 +6,7 @@ back, so both backends see identical inputs and stop at the tokenizer's EOS.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,11 +32,20 @@ class Generator(Protocol):
         """For each prompt, the probability of each of `token_ids` as the next token."""
 
 
+def distributed() -> bool:
+    """Whether this process is one of several started by `accelerate launch` / torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
 def load_generator(cfg: Config, model_path: str) -> Generator:
     if cfg.backend is Backend.vllm:
         from selfreward.generation.vllm import VLLMGenerator
 
         return VLLMGenerator(model_path, cfg)
+    if distributed():
+        from selfreward.generation.parallel import DataParallelGenerator
+
+        return DataParallelGenerator(cfg, model_path)
     from selfreward.generation.hf import HFGenerator
 
     return HFGenerator(model_path, cfg)

@@ -1,27 +1,39 @@
-"""HF `model.generate` backend: length-sorted, left-padded batches."""
+"""HF `model.generate` backend: length-sorted, left-padded batches, bf16 on GPU.
+
+A model saved as a LoRA adapter (`lora.merge=false`) is loaded on its base and merged. With
+`launch.generation_device_map=auto` one process spreads a model too big for one GPU over all visible
+GPUs; with `launch.generation_processes>1` each rank holds a copy (see `generation.parallel`).
+"""
 
 from __future__ import annotations
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoTokenizer
 
+from selfreward.checkpoint import load_causal_lm
 from selfreward.config import Config
 from selfreward.generation import Sampling
 
 
 class HFGenerator:
-    def __init__(self, model_path: str, cfg: Config):
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+    def __init__(self, model_path: str, cfg: Config, device: str | None = None, progress: bool = True):
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.progress = progress
         self.tokenizer = AutoTokenizer.from_pretrained(
             model_path, padding_side="left", trust_remote_code=cfg.model.trust_remote_code
         )
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if (cfg.train.bf16 and self.device == "cuda") else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(
-            model_path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code
-        ).to(self.device)
+        device_map = cfg.launch.generation_device_map
+        self.model = load_causal_lm(
+            model_path, dtype, cfg.model.trust_remote_code, **({"device_map": device_map} if device_map else {})
+        )
+        if device_map:
+            self.device = self.model.device  # where the inputs go: the first layer's device
+        else:
+            self.model.to(self.device)
         self.model.eval()
         self.batch_size = cfg.generation.batch_size
 
@@ -29,7 +41,8 @@ class HFGenerator:
         """Yield (indices, encoded batch); sorting by length keeps padding, and wasted compute, small."""
         ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
         order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
-        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False):
+        for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
+                          disable=not self.progress):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             yield idx, batch.to(self.device)

@@ -8,6 +8,7 @@ import shutil
 import time
 from pathlib import Path
 
+from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base
 from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
 from selfreward.rundir import RunDir, last_checkpoint
@@ -53,14 +54,16 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
     )
 
 
+def train_dtype(cfg: Config):
+    import torch
+
+    return torch.bfloat16 if cfg.train.bf16 else torch.float32
+
+
 def load_model(path: str, cfg: Config):
     """Call only after the TRL config exists: under ZeRO-3 that config is what makes
     `from_pretrained` partition the weights as they load."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    dtype = torch.bfloat16 if cfg.train.bf16 else torch.float32
-    return AutoModelForCausalLM.from_pretrained(path, dtype=dtype, trust_remote_code=cfg.model.trust_remote_code)
+    return load_causal_lm(path, train_dtype(cfg), cfg.model.trust_remote_code)
 
 
 def load_tokenizer(path: str, cfg: Config):
@@ -76,9 +79,12 @@ def output_model(rd: RunDir, t: int, stage: str) -> Path:
     return rd.lookahead_dir(t) / "model" if stage == "lookahead" else rd.model(t)
 
 
-def train_and_save(trainer, tokenizer, rd: RunDir, t: int, stage: str, records: int, inputs: list) -> None:
+def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: str, records: int, inputs: list,
+                   start_from: str) -> None:
     """Train (resuming from the last checkpoint if one exists), save the model atomically, and record
-    the stage in the manifest. Every rank calls this: under ZeRO-3 saving gathers shards from all."""
+    the stage in the manifest. Every rank calls this: under ZeRO-3 saving gathers shards from all.
+    With LoRA the trainer saves the adapter; it is then merged onto `start_from` (`lora.merge=true`)
+    or kept with `start_from` recorded as its base."""
     start = time.perf_counter()
     resume = last_checkpoint(Path(trainer.args.output_dir))
     result = trainer.train(resume_from_checkpoint=resume)
@@ -90,6 +96,10 @@ def train_and_save(trainer, tokenizer, rd: RunDir, t: int, stage: str, records: 
     accel.wait_for_everyone()
     trainer.save_model(str(tmp))
     if accel.is_main_process:
+        if cfg.lora.enabled:
+            set_adapter_base(tmp, start_from)
+            if cfg.lora.merge:
+                _merge_in_place(tmp, cfg)
         tokenizer.save_pretrained(tmp)
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -109,6 +119,19 @@ def train_and_save(trainer, tokenizer, rd: RunDir, t: int, stage: str, records: 
             log_history=trainer.state.log_history,
         )
     accel.wait_for_everyone()
+
+
+def _merge_in_place(adapter_dir: Path, cfg: Config) -> None:
+    """Replace the adapter in `adapter_dir` by base + adapter merged. Loads on this process alone, so
+    ZeRO-3's partition-on-load must be off for it (the training engine is done with the weights)."""
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+    merged = adapter_dir.with_name(adapter_dir.name + ".merged")
+    shutil.rmtree(merged, ignore_errors=True)
+    merge_adapter(adapter_dir, merged, train_dtype(cfg), cfg.model.trust_remote_code)
+    shutil.rmtree(adapter_dir)
+    os.replace(merged, adapter_dir)
 
 
 def _zero_stage(trainer) -> int | None:

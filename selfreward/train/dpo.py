@@ -1,6 +1,8 @@
 """DPO update of round t with TRL's DPOTrainer: `round_<t>/pairs.jsonl` -> M_{t+1}.
 
-The reference is M_t (`update.reference=previous`, the paper's choice) or M1 (`initial`).
+The reference is M_t (`update.reference=previous`, the paper's choice) or M1 (`initial`). With LoRA
+(`lora.enabled=true`) and reference M_t, the reference is the policy with its adapter disabled: TRL
+does that when no `ref_model` is given, so no second copy of the weights is loaded.
 `--stage lookahead` trains the temporal variant's look-ahead model on `round_<t>/lookahead/pairs.jsonl`
 into `round_<t>/lookahead/model` the same way.
 
@@ -11,8 +13,9 @@ from __future__ import annotations
 
 import sys
 
-from selfreward.config import Reference
-from selfreward.rundir import read_jsonl
+from selfreward.checkpoint import peft_config
+from selfreward.config import Config, Reference
+from selfreward.rundir import RunDir, read_jsonl
 from selfreward.train.common import (
     load_model,
     load_tokenizer,
@@ -23,11 +26,11 @@ from selfreward.train.common import (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
+    """(trainer, tokenizer, number of pairs, input paths, starting model) for round t's DPO."""
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    cfg, rd, t, stage = parse_args(__doc__, argv)
     pairs_path = rd.lookahead_dir(t) / "pairs.jsonl" if stage == "lookahead" else rd.output(t, "pairs")
     pairs = read_jsonl(pairs_path)
     # Conversational format: TRL renders prompt and responses with the tokenizer's chat template.
@@ -48,14 +51,22 @@ def main(argv: list[str] | None = None) -> int:
         **trainer_kwargs(cfg, out_dir, cfg.update.epochs, cfg.update.learning_rate, cfg.seed + t),
     )
     tokenizer = load_tokenizer(policy, cfg)
+    lora = peft_config(cfg.lora)
     trainer = DPOTrainer(
         model=load_model(policy, cfg),
-        ref_model=load_model(reference, cfg),
+        ref_model=None if lora and reference == policy else load_model(reference, cfg),
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
+        peft_config=lora,
     )
-    train_and_save(trainer, tokenizer, rd, t, stage, records=len(examples), inputs=[pairs_path, policy, reference])
+    return trainer, tokenizer, len(examples), [pairs_path, policy, reference], policy
+
+
+def main(argv: list[str] | None = None) -> int:
+    cfg, rd, t, stage = parse_args(__doc__, argv)
+    trainer, tokenizer, records, inputs, policy = build_trainer(cfg, rd, t, stage)
+    train_and_save(trainer, tokenizer, cfg, rd, t, stage, records, inputs, start_from=policy)
     return 0
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 
+from selfreward.checkpoint import peft_config
 from selfreward.config import Config
 from selfreward.data import load_seed, seed_path
 from selfreward.judge import judge_template
@@ -57,8 +58,9 @@ def main(argv: list[str] | None = None) -> int:
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
+        peft_config=peft_config(cfg.lora),
     )
-    train_and_save(trainer, tokenizer, rd, t, stage, records=len(examples), inputs=inputs)
+    train_and_save(trainer, tokenizer, cfg, rd, t, stage, len(examples), inputs, start_from=start_from)
     return 0
 
 
