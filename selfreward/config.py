@@ -77,6 +77,10 @@ class ModelConfig:
     )
     tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
     trust_remote_code: bool = False
+    chat_template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Jinja chat template (file in prompts/ or a path) for a tokenizer that has none."},
+    )
 
 
 @dataclass
@@ -196,8 +200,9 @@ class PairsConfig:
     sft_threshold: float = field(
         default=4.0, metadata={"help": "SFT: keep candidates whose every score is >= this (or its own threshold)."}
     )
-    sft_thresholds: dict[str, float] = field(
-        default_factory=dict, metadata={"help": "SFT: a threshold per score name, overriding sft_threshold."}
+    sft_thresholds: list[float] = field(
+        default_factory=list,
+        metadata={"help": "SFT: one threshold per judge.score_names entry; empty = sft_threshold for each."},
     )
     min_pairs: int = field(default=1, metadata={"help": "Fewest pairs (DPO) or examples (SFT) to train on."})
     on_too_few: OnProblem = field(
@@ -458,6 +463,8 @@ def validate(cfg) -> Config:
                  ("variant.second_template", obj.variant.second_template or obj.judge.template))
     for key, value in templates:
         find_prompt(value, key)
+    if obj.model.chat_template:
+        find_prompt(obj.model.chat_template, "model.chat_template", suffix=".jinja")
     if obj.launch.accelerate_config is not None:
         find_launch_config(obj.launch.accelerate_config)
     paths = (("data.ift_path", obj.data.ift_path), ("data.eft_path", obj.data.eft_path),
@@ -478,10 +485,9 @@ def _validate_judge(obj: Config) -> None:
     if j.method is JudgeMethod.logprob and len(j.score_names) > 1:
         raise ConfigError("judge=logprob reads one score after a forced '<name>:'; 'judge.score_names' "
                           f"{j.score_names} needs judge=sampled.")
-    unknown = sorted(set(obj.pairs.sft_thresholds) - set(j.score_names))
-    if unknown:
-        raise ConfigError(f"'pairs.sft_thresholds' names {unknown}, which are not in 'judge.score_names' "
-                          f"({', '.join(j.score_names)}).")
+    if obj.pairs.sft_thresholds and len(obj.pairs.sft_thresholds) != len(j.score_names):
+        raise ConfigError(f"'pairs.sft_thresholds' {obj.pairs.sft_thresholds} must give one threshold per "
+                          f"'judge.score_names' entry ({', '.join(j.score_names)}), or be empty.")
     if j.model and j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().is_dir():
         raise ConfigError(f"'judge.model': no such checkpoint directory: {j.model}")
 

@@ -34,8 +34,8 @@ def _find(value: str, folder: Path, suffix: str, key: str) -> Path:
     raise ConfigError(f"'{key}': no file '{value}' (give a path or one of: {shipped}).")
 
 
-def find_prompt(value: str, key: str = "template") -> Path:
-    return _find(value, PROMPTS_DIR, ".txt", key)
+def find_prompt(value: str, key: str = "template", suffix: str = ".txt") -> Path:
+    return _find(value, PROMPTS_DIR, suffix, key)
 
 
 def find_launch_config(value: str) -> Path:

@@ -39,11 +39,21 @@ def chat_prompt(tokenizer, user_message: str) -> str:
     return render_chat(tokenizer, [{"role": "user", "content": user_message}])
 
 
+def ensure_chat_template(tokenizer, chat_template: str | None):
+    """Give a tokenizer without a chat template (a base checkpoint) the one `model.chat_template`
+    names; the trainers save it with every round's model, so later stages find it there."""
+    if chat_template and not getattr(tokenizer, "chat_template", None):
+        path = find_prompt(chat_template, "model.chat_template", ".jinja")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    return tokenizer
+
+
 def render_chat(tokenizer, messages: list[dict]) -> str:
     """A conversation so far plus the assistant header, via the tokenizer's chat template."""
     if not getattr(tokenizer, "chat_template", None):
         raise ConfigError(
-            f"The tokenizer at {tokenizer.name_or_path} has no chat template; set one with "
+            f"The tokenizer at {tokenizer.name_or_path} has no chat template; set model.chat_template="
+            "plain_chat.jinja (shipped in prompts/) or a Jinja file of your own, or save one with "
             "`tokenizer.chat_template = ...; tokenizer.save_pretrained(path)`."
         )
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)

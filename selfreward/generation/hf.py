@@ -14,6 +14,7 @@ from transformers import AutoTokenizer
 from selfreward.checkpoint import load_causal_lm
 from selfreward.config import Config
 from selfreward.generation import Sampling
+from selfreward.templates import ensure_chat_template
 
 
 class HFGenerator:
@@ -23,6 +24,7 @@ class HFGenerator:
         self.tokenizer = AutoTokenizer.from_pretrained(
             model_path, padding_side="left", trust_remote_code=cfg.model.trust_remote_code
         )
+        ensure_chat_template(self.tokenizer, cfg.model.chat_template)
         if self.tokenizer.pad_token is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if (cfg.train.bf16 and self.device == "cuda") else torch.float32

@@ -10,6 +10,7 @@ import math
 
 from selfreward.config import Config, ConfigError
 from selfreward.generation import Sampling
+from selfreward.templates import ensure_chat_template
 
 # Enough top log-probs that the score tokens of a trained judge are among them.
 TOP_LOGPROBS = 20
@@ -29,11 +30,11 @@ class VLLMGenerator:
             tensor_parallel_size=cfg.vllm.tensor_parallel_size,
             gpu_memory_utilization=cfg.vllm.gpu_memory_utilization,
             max_model_len=cfg.vllm.max_model_len,
-            enable_prefix_caching=True,
+            enable_prefix_caching=cfg.vllm.enable_prefix_caching,
             seed=cfg.seed,
             trust_remote_code=cfg.model.trust_remote_code,
         )
-        self.tokenizer = self.llm.get_tokenizer()
+        self.tokenizer = ensure_chat_template(self.llm.get_tokenizer(), cfg.model.chat_template)
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
         params = self._vllm.SamplingParams(

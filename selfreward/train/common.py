@@ -12,6 +12,7 @@ from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_bas
 from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
 from selfreward.rundir import RunDir, last_checkpoint
+from selfreward.templates import ensure_chat_template
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int, str]:
@@ -70,6 +71,7 @@ def load_tokenizer(path: str, cfg: Config):
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+    ensure_chat_template(tokenizer, cfg.model.chat_template)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer

@@ -97,7 +97,8 @@ def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
 def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
     """The round's score-filtered SFT set, under the same variant rules where they apply."""
     v, threshold = cfg.variant, cfg.pairs.sft_threshold
-    thresholds = {name: cfg.pairs.sft_thresholds.get(name, threshold) for name in cfg.judge.score_names}
+    names = cfg.judge.score_names
+    thresholds = dict(zip(names, cfg.pairs.sft_thresholds or [threshold] * len(names)))
     candidates, judgments = _read(rd, t, "candidates", "judge")
     rows = [{**r, "kind": "response"} for r in build_sft(candidates, judgments, thresholds)]
     drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
