@@ -112,24 +112,6 @@ def test_dpo_round_zero3_reference_initial(run_from_init):
     assert update["world_size"] == 2 and update["deepspeed_zero_stage"] == 3
 
 
-def test_sft_round_zero2(run_from_init):
-    run_dir = run_from_init()
-    selfreward(
-        "run",
-        "recipe=tiny",
-        *SMALL,
-        "rounds=1",
-        "update=sft",
-        "judge=logprob",
-        "pairs.sft_threshold=0",
-        "launch.accelerate_config=cpu_zero2",
-        f"run_dir={run_dir}",
-    )
-    check_round(run_dir, 1, "sft.jsonl")
-    assert not (run_dir / "round_1" / "pairs.jsonl").exists()
-    assert manifest(run_dir, 1)["update"]["deepspeed_zero_stage"] == 2
-
-
 def test_default_recipe_end_to_end(tmp_path):
     """The README's main command, unchanged but for run_dir: init + 2 rounds of sampled-judge DPO."""
     run_dir = tmp_path / "tiny"
