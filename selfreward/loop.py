@@ -40,7 +40,7 @@ console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 # Settings not listed (rounds, run_dir, launch.*, backend, vllm.*) change how or how long the run
 # goes on, not what a finished stage wrote.
 FIRST_AFFECTED = {
-    "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init",
+    "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init", "lora": "init",
     "judge.template": "init",  # the EFT data is rendered through it
     "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
     "eval": "evaluate", "variant.name": "second_judge", "variant.second_judge": "second_judge",
