@@ -166,6 +166,10 @@ class GenerationConfig:
     top_p: float = 0.9
     max_new_tokens: int = 256
     batch_size: int = 32
+    prefix_cache: bool = field(
+        default=True,
+        metadata={"help": "HF backend, scoring (logprob judge, win rates): run the prompts' shared prefix once."},
+    )
 
 
 @dataclass
@@ -217,6 +221,10 @@ class UpdateConfig:
     epochs: float = 1.0
     learning_rate: float = 1e-6
     beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
+    precompute_ref: bool = field(
+        default=False,
+        metadata={"help": "DPO: compute the reference log-probs once before training, then free the reference."},
+    )
 
 
 @dataclass

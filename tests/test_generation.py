@@ -41,6 +41,31 @@ def test_hf_next_token_probs(hf):
     assert all(0.0 <= x <= 1.0 for p in probs for x in p)
 
 
+def test_common_prefix_leaves_every_prompt_a_token_of_its_own():
+    from selfreward.generation.hf import _common_prefix
+
+    assert _common_prefix([[1, 2, 3, 4], [1, 2, 5], [1, 2, 3]]) == 2
+    assert _common_prefix([[1, 2, 3], [1, 2, 3]]) == 2  # identical: the last token is still read
+    assert _common_prefix([[7], [7, 8]]) == 0
+
+
+def test_shared_prefix_scoring_equals_full_scoring(hf):
+    from selfreward.config import JudgeConfig
+    from selfreward.judge import judge_template, score_token_ids
+    from selfreward.templates import chat_prompt
+
+    template = judge_template(JudgeConfig())
+    answers = ["Paris.", "It is the capital city of France, Paris.", "no", "London is the answer here, I think."]
+    prefix, ids = score_token_ids(hf.tokenizer, 5)
+    prompts = [chat_prompt(hf.tokenizer, template.render(instruction="What is the capital of France?", response=a))
+               + prefix for a in answers]
+    hf.prefix_cache = False
+    full = hf.next_token_probs(prompts, ids)
+    hf.prefix_cache = True
+    shared = hf.next_token_probs(prompts, ids)  # the rubric and question are computed once
+    assert [x for row in shared for x in row] == pytest.approx([x for row in full for x in row], abs=1e-5)
+
+
 class _FakeVLLM(types.ModuleType):
     """A stand-in for vLLM's documented API: LLM(model=...), LLM.generate(prompts, SamplingParams),
     LLM.get_tokenizer(), outputs[i].outputs[j].text and .logprobs[pos][token_id].logprob."""

@@ -169,6 +169,8 @@ def test_lora_dpo_reference_is_the_starting_model_with_the_adapter_disabled(run_
     lora = trainer_for("lora.enabled=true", "lora.r=4")
     full = trainer_for()  # no LoRA: the reference is a second copy of M1
     assert lora.ref_model is None and full.ref_model is not None
+    precomputed = trainer_for("update.precompute_ref=true")  # reference log-probs once, then no copy
+    assert precomputed.ref_model is None and "ref_chosen_logps" in precomputed.train_dataset.column_names
     for name, p in lora.model.named_parameters():
         if "lora_B" in name:
             p.data.normal_(0, 0.5)  # as after some training: the policy now differs from M1

@@ -7,6 +7,8 @@ GPUs; with `launch.generation_processes>1` each rank holds a copy (see `generati
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from tqdm.auto import tqdm
 from transformers import AutoTokenizer
@@ -14,6 +16,7 @@ from transformers import AutoTokenizer
 from selfreward.checkpoint import load_causal_lm
 from selfreward.config import Config
 from selfreward.generation import Sampling
+from selfreward.profiling import model_time
 from selfreward.templates import ensure_chat_template
 
 
@@ -29,28 +32,40 @@ class HFGenerator:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = torch.bfloat16 if (cfg.train.bf16 and self.device == "cuda") else torch.float32
         device_map = cfg.launch.generation_device_map
-        self.model = load_causal_lm(
-            model_path, dtype, cfg.model.trust_remote_code, **({"device_map": device_map} if device_map else {})
-        )
+        with model_time("load"):
+            self.model = load_causal_lm(
+                model_path, dtype, cfg.model.trust_remote_code, **({"device_map": device_map} if device_map else {})
+            )
         if device_map:
             self.device = self.model.device  # where the inputs go: the first layer's device
         else:
             self.model.to(self.device)
         self.model.eval()
         self.batch_size = cfg.generation.batch_size
+        self.prefix_cache = cfg.generation.prefix_cache
 
-    def _batches(self, prompts: list[str], desc: str):
-        """Yield (indices, encoded batch); sorting by length keeps padding, and wasted compute, small."""
-        ids = self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
-        order = sorted(range(len(prompts)), key=lambda i: len(ids[i]))
+    def _encode(self, prompts: list[str]) -> list[list[int]]:
+        return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
+
+    def _batches(self, ids: list[list[int]], desc: str):
+        """Yield (indices, padded batch); sorting by length keeps padding, and wasted compute, small."""
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
                           disable=not self.progress):
             idx = order[start : start + self.batch_size]
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             yield idx, batch.to(self.device)
 
-    @torch.inference_mode()
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
+        with model_time("generate"):
+            return self._generate(prompts, sampling, desc)
+
+    def next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str = "score") -> list[list[float]]:
+        with model_time("score"):
+            return self._next_token_probs(prompts, token_ids, desc)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: list[str], sampling: Sampling, desc: str) -> list[list[str]]:
         torch.manual_seed(sampling.seed)
         out: list[list[str]] = [[] for _ in prompts]
         kwargs = dict(max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n)
@@ -58,7 +73,7 @@ class HFGenerator:
             kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
         else:
             kwargs.update(do_sample=False)
-        for idx, batch in self._batches(prompts, desc):
+        for idx, batch in self._batches(self._encode(prompts), desc):
             seqs = self.model.generate(
                 **batch, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
             )
@@ -69,11 +84,57 @@ class HFGenerator:
         return out
 
     @torch.inference_mode()
-    def next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str = "score") -> list[list[float]]:
+    def _next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str) -> list[list[float]]:
+        ids = self._encode(prompts)
+        shared = _common_prefix(ids) if self.prefix_cache and len(prompts) > 1 else 0
+        if shared >= MIN_SHARED_PREFIX:
+            return self._probs_after_prefix(ids, shared, token_ids, desc)
         out: list[list[float]] = [[] for _ in prompts]
-        for idx, batch in self._batches(prompts, desc):
+        for idx, batch in self._batches(ids, desc):
             logits = self.model(**batch).logits[:, -1, :].float()  # left padding: last position is real
             probs = torch.softmax(logits, dim=-1)[:, token_ids]
             for j, i in enumerate(idx):
                 out[i] = probs[j].tolist()
         return out
+
+    def _probs_after_prefix(self, ids: list[list[int]], shared: int, token_ids: list[int], desc: str):
+        """The judge rubric (or comparison template) opens every scoring prompt: run those `shared`
+        tokens once, then only each prompt's own tokens against a copy of their KV cache, right-padded
+        (the prefix fixes the left edge), reading each row's logits at its own last token."""
+        prefix = torch.tensor([ids[0][:shared]], device=self.device)
+        cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        pad = self.tokenizer.pad_token_id
+        out: list[list[float]] = [[] for _ in ids]
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in tqdm(range(0, len(order), self.batch_size), desc=f"{desc} (shared prefix)", unit="batch",
+                          leave=False, disable=not self.progress):
+            idx = order[start : start + self.batch_size]
+            tails = [ids[i][shared:] for i in idx]
+            width = max(map(len, tails))
+            inputs = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)
+            mask = torch.tensor([[1] * (shared + len(t)) + [0] * (width - len(t)) for t in tails], device=self.device)
+            batch_cache = copy.deepcopy(cache)
+            batch_cache.batch_repeat_interleave(len(idx))
+            logits = self.model(input_ids=inputs, attention_mask=mask, past_key_values=batch_cache).logits
+            last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
+            probs = torch.softmax(logits[torch.arange(len(idx)), last].float(), dim=-1)[:, token_ids]
+            for j, i in enumerate(idx):
+                out[i] = probs[j].tolist()
+        return out
+
+
+# Below this many shared tokens, reusing their KV cache saves less than the copy costs.
+MIN_SHARED_PREFIX = 16
+
+
+def _common_prefix(ids: list[list[int]]) -> int:
+    """Tokens every sequence starts with, leaving each at least one token of its own (whose logits
+    are read). Compared in token space, so a BPE merge across the boundary cannot misalign it."""
+    shared = min(len(x) for x in ids) - 1
+    first = ids[0]
+    for seq in ids[1:]:
+        n = 0
+        while n < shared and seq[n] == first[n]:
+            n += 1
+        shared = n
+    return max(shared, 0)

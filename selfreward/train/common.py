@@ -11,6 +11,7 @@ from pathlib import Path
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base
 from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
+from selfreward.profiling import model_time
 from selfreward.rundir import RunDir, last_checkpoint
 from selfreward.templates import ensure_chat_template
 
@@ -89,7 +90,8 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     or kept with `start_from` recorded as its base."""
     start = time.perf_counter()
     resume = last_checkpoint(Path(trainer.args.output_dir))
-    result = trainer.train(resume_from_checkpoint=resume)
+    with model_time("train"):
+        result = trainer.train(resume_from_checkpoint=resume)
     final = output_model(rd, t, stage)
     tmp = final.with_name(".model.tmp")
     accel = trainer.accelerator

@@ -48,13 +48,16 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     out_dir = output_model(rd, t, stage).with_name("train")
     args = DPOConfig(
         beta=cfg.update.beta,
+        precompute_ref_log_probs=cfg.update.precompute_ref,
         **trainer_kwargs(cfg, out_dir, cfg.update.epochs, cfg.update.learning_rate, cfg.seed + t),
     )
     tokenizer = load_tokenizer(policy, cfg)
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(
         model=load_model(policy, cfg),
-        ref_model=None if lora and reference == policy else load_model(reference, cfg),
+        # TRL needs no reference copy when it can disable the adapter, or compute the reference's
+        # log-probs with the policy itself before the first step (they are the same model then).
+        ref_model=None if (lora or cfg.update.precompute_ref) and reference == policy else load_model(reference, cfg),
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
