@@ -50,7 +50,8 @@ def test_tokenizer_without_chat_template(tiny_checkpoint, tmp_path):
     config = json.loads((model / "tokenizer_config.json").read_text())
     config.pop("chat_template", None)
     (model / "tokenizer_config.json").write_text(json.dumps(config))
-    fails(f"model.name_or_path={model}", f"run_dir={tmp_path / 'run'}", match="has no chat template; set model.chat_template=plain_chat.jinja")
+    fails(f"model.name_or_path={model}", f"run_dir={tmp_path / 'run'}",
+          match="has no chat template; set model.chat_template=plain_chat.jinja")
     assert not (tmp_path / "run").exists()
 
 
