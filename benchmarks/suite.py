@@ -36,15 +36,16 @@ class Size:
     round_prompts: int  # prompts of the round in row 5
     scale_prompts: tuple[int, ...]  # row 6
     scale_candidates: tuple[int, ...]
+    model: tuple[str, ...] = ()  # overrides of the tiny recipe's model
 
 
+# The test suite's shrunken tiny model: the minimal size only checks that every row still runs.
+SHRUNK = ("model.tiny.vocab_size=512", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
+          "model.tiny.num_hidden_layers=2")
 SIZES = {
-    "tiny": Size(4, 32, 32, 96, 32, 16, (8, 16, 32), (2, 4, 8)),
-    "minimal": Size(0, 4, 4, 8, 4, 2, (1, 2), (2, 4)),
+    "tiny": Size(3, 64, 32, 96, 32, 16, (8, 16, 32), (2, 4, 8)),  # the tiny recipe's model and batch size
+    "minimal": Size(0, 4, 4, 8, 4, 2, (1, 2), (2, 4), SHRUNK),
 }
-# The tiny model of the test suite: small enough that a CPU runs every row in a few minutes.
-TINY = ["model.tiny.vocab_size=512", "model.tiny.hidden_size=64", "model.tiny.intermediate_size=128",
-        "model.tiny.num_hidden_layers=2", "train.per_device_batch_size=8"]
 
 
 def row(name: str, ratio: float | None, target: float | None, higher_is_better: bool, detail: str) -> dict:
@@ -61,7 +62,7 @@ def _selfreward(*args: str, env: dict | None = None) -> None:
 def prepare(work: Path, size: Size, model: str | None, overrides: list[str]) -> tuple[Config, str]:
     """A run directory holding M1 (the tiny model after a short init SFT, or `model` as is)."""
     run_dir = work / "run"
-    common = ["recipe=tiny", *TINY, *overrides, "launch.accelerate_config=null", f"run_dir={run_dir}"]
+    common = ["recipe=tiny", *size.model, *overrides, "launch.accelerate_config=null", f"run_dir={run_dir}"]
     if model:
         common += [f"model.name_or_path={model}", "init.skip=true"]
     elif size.init_epochs == 0:
@@ -197,7 +198,7 @@ def outside_model_share(cfg: Config, work: Path, size: Size, overrides: list[str
             shutil.copytree(source.root / part, run_dir / part)
     profile = work / "profile.jsonl"
     profile.unlink(missing_ok=True)
-    args = ["recipe=tiny", *TINY, *overrides, "rounds=1", "launch.accelerate_config=null", "eval.enabled=false",
+    args = ["recipe=tiny", *size.model, *overrides, "rounds=1", "launch.accelerate_config=null", "eval.enabled=false",
             f"prompts.num_prompts={size.round_prompts}", "generation.num_candidates=4", "judge=logprob",
             f"generation.max_new_tokens={size.new_tokens}", f"run_dir={run_dir}",
             *(["init.skip=true"] if cfg.init.skip else [])]
@@ -256,7 +257,6 @@ def run(size_name: str = "tiny", model: str | None = None, device: str | None = 
     try:
         progress("preparing M1")
         cfg, m1 = prepare(work, size, model, overrides)
-        cfg = replace(cfg, generation=replace(cfg.generation, batch_size=max(size.prompts, 8)))
         gen = HFGenerator(m1, cfg, device=device, progress=False)
         rows = []
         progress("1. batched generation")
