@@ -518,7 +518,7 @@ def _validate_scale(obj: Config) -> None:
                               f"target_modules={lora.target_modules}.")
         if not lora.merge and obj.backend is Backend.vllm:
             raise ConfigError("backend=vllm loads full checkpoints: it needs lora.merge=true.")
-        if not lora.merge and launch.launcher is None and launch_zero_stage(launch.accelerate_config) == 3:
+        if not lora.merge and launch_zero_stage(launch.accelerate_config) == 3:
             # ZeRO-3 partitions the base model while it loads, so the adapter chain cannot be merged there.
             raise ConfigError("lora.merge=false cannot start a round's training under ZeRO-3 (the saved "
                               f"adapter must be merged into unpartitioned weights); 'launch.accelerate_config'="
