@@ -76,16 +76,18 @@ class _FakeVLLM(types.ModuleType):
 
         class SamplingParams:
             def __init__(
-                self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None, skip_special_tokens=True
+                self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None,
+                skip_special_tokens=True, stop_token_ids=None,
             ):
                 self.n, self.max_tokens, self.logprobs = n, max_tokens, logprobs
+                fake.stop_token_ids = stop_token_ids
 
         class LLM:
             def __init__(self, model, **kwargs):
                 fake.init_kwargs = {"model": model, **kwargs}
 
             def get_tokenizer(self):
-                return "tokenizer"
+                return types.SimpleNamespace(eos_token_id=3, chat_template="{{ messages }}")
 
             def generate(self, prompts, params, use_tqdm=True):
                 ns = types.SimpleNamespace
@@ -104,6 +106,7 @@ def test_vllm_adapter_against_stand_in(monkeypatch):
     assert fake.init_kwargs["model"] == "/ckpt" and fake.init_kwargs["tensor_parallel_size"] == 2
     assert fake.init_kwargs["enable_prefix_caching"] is True
     assert gen.generate(["a", "b"], Sampling(1.0, 0.9, 5, n=2)) == [["a#0", "a#1"], ["b#0", "b#1"]]
+    assert fake.stop_token_ids == [3]  # stops at the tokenizer's EOS, as the HF backend does
     probs = gen.next_token_probs(["x"], [7, 8, 9])
     assert probs[0][1] == 0.0 and abs(probs[0][0] - 0.6065) < 1e-3 and abs(probs[0][2] - 0.1353) < 1e-3
 

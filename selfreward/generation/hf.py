@@ -43,6 +43,11 @@ class HFGenerator:
         self.model.eval()
         self.batch_size = cfg.generation.batch_size
         self.prefix_cache = cfg.generation.prefix_cache
+        # Stop where vLLM stops: at the tokenizer's EOS and at every EOS of the model's generation config
+        # (chat models often end turns with a token the tokenizer does not call EOS).
+        configured = self.model.generation_config.eos_token_id
+        configured = configured if isinstance(configured, list) else [configured]
+        self.stop_ids = sorted({self.tokenizer.eos_token_id, *configured} - {None})
 
     def _encode(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
@@ -75,7 +80,7 @@ class HFGenerator:
             kwargs.update(do_sample=False)
         for idx, batch in self._batches(self._encode(prompts), desc):
             seqs = self.model.generate(
-                **batch, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.tokenizer.eos_token_id
+                **batch, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids
             )
             new = seqs[:, batch["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)

@@ -44,6 +44,8 @@ class VLLMGenerator:
             max_tokens=sampling.max_new_tokens,
             seed=sampling.seed,
             skip_special_tokens=True,
+            # vLLM stops at the generation config's EOS; the HF backend also stops at the tokenizer's
+            stop_token_ids=[self.tokenizer.eos_token_id],
         )
         outputs = self.llm.generate(prompts, params, use_tqdm=True)
         return [[c.text.strip() for c in o.outputs] for o in outputs]
