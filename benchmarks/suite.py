@@ -84,7 +84,7 @@ def _timed(fn, *args, repeat: int = 1):
     return result, best
 
 
-def _prompts(gen, n: int) -> list[dict]:
+def _prompts(n: int) -> list[dict]:
     from selfreward.data import load_seed
 
     seeds = [r["instruction"] for r in load_seed(None, "ift")]
@@ -92,7 +92,7 @@ def _prompts(gen, n: int) -> list[dict]:
 
 
 def batched_generation(gen: HFGenerator, size: Size) -> dict:
-    prompts = [chat_prompt(gen.tokenizer, p["prompt"]) for p in _prompts(gen, size.prompts)]
+    prompts = [chat_prompt(gen.tokenizer, p["prompt"]) for p in _prompts(size.prompts)]
     sampling = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=size.new_tokens, seed=0)
     gen.generate(prompts[:2], sampling)  # warm up
 
@@ -224,7 +224,7 @@ def scaling(gen: HFGenerator, cfg: Config, size: Size) -> dict:
     judge = JudgeConfig(method=JudgeMethod.logprob)
 
     def one_round(n_prompts: int, n_candidates: int) -> float:
-        prompts = _prompts(gen, n_prompts)
+        prompts = _prompts(n_prompts)
         gcfg = replace(cfg.generation, num_candidates=n_candidates, max_new_tokens=size.new_tokens)
         start = time.perf_counter()
         candidates = sample_candidates(gen, gcfg, prompts, seed=0)
@@ -262,7 +262,7 @@ def run(size_name: str = "tiny", model: str | None = None, device: str | None = 
         progress("1. batched generation")
         rows.append(batched_generation(gen, size))
         candidates = sample_candidates(gen, replace(cfg.generation, num_candidates=2, max_new_tokens=size.new_tokens),
-                                       _prompts(gen, size.prompts // 2 or 1), seed=1)
+                                       _prompts(size.prompts // 2 or 1), seed=1)
         progress("2-3. judges and the prefix cache")
         rows += judges(gen, size, candidates)
         progress("6. scaling")

@@ -47,6 +47,20 @@ def load_causal_lm(path: str | Path, dtype, trust_remote_code: bool = False, **k
     return PeftModel.from_pretrained(base, str(path)).merge_and_unload()
 
 
+def load_tokenizer(path: str | Path, cfg, **kwargs):
+    """The tokenizer saved with a model, with `model.chat_template` when it has none and a pad token
+    (its EOS when it has none). Every stage that renders prompts loads tokenizers through here."""
+    from transformers import AutoTokenizer
+
+    from selfreward.templates import ensure_chat_template
+
+    tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=cfg.model.trust_remote_code, **kwargs)
+    ensure_chat_template(tokenizer, cfg.model.chat_template)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
 def peft_config(lora):
     """A peft LoraConfig from `cfg.lora`, or None when LoRA is off."""
     if not lora.enabled:

@@ -1,8 +1,8 @@
 """Stage 6, evaluate: did the round help? Written to `round_<t>/eval.json`.
 
 - judge quality: M_t (the model that judged this round; `judge.model` when set) scores a held-out
-  EFT split with the round's judge settings; pairwise accuracy, exact-score match, Spearman and Kendall tau against the
-  reference scores, parse-failure rate;
+  EFT split with the round's judge settings; pairwise accuracy, exact-score match, Spearman and
+  Kendall tau against the reference scores, parse-failure rate;
 - policy quality: a fixed evaluator (M1 by default, or `eval.judge=<path>`) compares M_{t+1}'s greedy
   answers on held-out prompts with M_t's and M1's, each pair in both orders (position bias cancels),
   reading P("1") vs P("2") after a forced "Better:"; ties count half;

@@ -110,8 +110,9 @@ def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[di
         rows = []
         for judgments in texts:
             named = [parse_scores(j, cfg.score_names, cfg.max_score) for j in judgments]
-            complete = [n for n in named if combined(cfg, n) is not None]
+            scores = [combined(cfg, n) for n in named]
+            complete = [n for n, s in zip(named, scores) if s is not None]
             means = {k: sum(n[k] for n in complete) / len(complete) if complete else None for k in cfg.score_names}
-            rows.append({"score": combined(cfg, means), "scores": [combined(cfg, n) for n in named],
-                         "named_scores": means, "judgments": judgments})
+            rows.append({"score": combined(cfg, means), "scores": scores, "named_scores": means,
+                         "judgments": judgments})
     return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row} for c, row in zip(candidates, rows)]

@@ -32,7 +32,7 @@ from selfreward.metrics import round_metrics, summary_table
 from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
 from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, write_jsonl
-from selfreward.templates import Template, chat_prompt, ensure_chat_template
+from selfreward.templates import Template, chat_prompt
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -105,13 +105,12 @@ def preflight(cfg: Config) -> None:
 
 
 def check_tokenizer(cfg: Config, key: str, path: str) -> None:
-    from transformers import AutoTokenizer
+    from selfreward.checkpoint import load_tokenizer
 
     try:
-        tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
+        tokenizer = load_tokenizer(path, cfg)
     except (OSError, ValueError) as e:
         raise ConfigError(f"'{key}': cannot load a tokenizer from {path!r} ({e})") from None
-    ensure_chat_template(tokenizer, cfg.model.chat_template)
     chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
 
 

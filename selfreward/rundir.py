@@ -215,6 +215,11 @@ class RunDir:
         """Temporal variant: draft pairs, training checkpoints and the look-ahead model of round t."""
         return self.output(t, "lookahead")
 
+    def trained_model(self, t: int | None, stage: str) -> Path:
+        """Where a training stage saves its model (its TRL checkpoints go to the sibling `train/`):
+        the round's `model/`, or `lookahead/model/` for the temporal variant's look-ahead stage."""
+        return self.lookahead_dir(t) / "model" if stage == "lookahead" else self.model(t)
+
     # -- which model plays which part ---------------------------------------------------------
     def base(self, cfg) -> str:
         """The starting checkpoint: the user's path or hub id, or the embedded tiny model."""

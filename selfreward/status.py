@@ -15,7 +15,7 @@ def _training(rd: RunDir, t: int, stage: str) -> str:
     if rd.is_done(t, stage):
         entry = rd.manifest(t)[stage]
         return "done (skipped: too few pairs)" if entry.get("skipped") else f"done ({entry.get('steps')} steps)"
-    checkpoint = last_checkpoint((rd.lookahead_dir(t) if stage == "lookahead" else rd.stage_dir(t)) / "train")
+    checkpoint = last_checkpoint(rd.trained_model(t, stage).with_name("train"))
     return f"partial (checkpoint at step {checkpoint.rsplit('-', 1)[1]})" if checkpoint else "not started"
 
 

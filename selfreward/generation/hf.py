@@ -11,25 +11,18 @@ import copy
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoTokenizer
 
-from selfreward.checkpoint import load_causal_lm
+from selfreward.checkpoint import load_causal_lm, load_tokenizer
 from selfreward.config import Config
 from selfreward.generation import Sampling
 from selfreward.profiling import model_time
-from selfreward.templates import ensure_chat_template
 
 
 class HFGenerator:
     def __init__(self, model_path: str, cfg: Config, device: str | None = None, progress: bool = True):
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.progress = progress
-        self.tokenizer = AutoTokenizer.from_pretrained(
-            model_path, padding_side="left", trust_remote_code=cfg.model.trust_remote_code
-        )
-        ensure_chat_template(self.tokenizer, cfg.model.chat_template)
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
+        self.tokenizer = load_tokenizer(model_path, cfg, padding_side="left")
         dtype = torch.bfloat16 if (cfg.train.bf16 and self.device == "cuda") else torch.float32
         device_map = cfg.launch.generation_device_map
         with model_time("load"):
@@ -52,12 +45,16 @@ class HFGenerator:
     def _encode(self, prompts: list[str]) -> list[list[int]]:
         return self.tokenizer(prompts, add_special_tokens=False)["input_ids"]
 
-    def _batches(self, ids: list[list[int]], desc: str):
-        """Yield (indices, padded batch); sorting by length keeps padding, and wasted compute, small."""
+    def _length_sorted(self, ids: list[list[int]], desc: str):
+        """Yield the indices of each batch; sorting by length keeps padding, and wasted compute, small."""
         order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
         for start in tqdm(range(0, len(order), self.batch_size), desc=desc, unit="batch", leave=False,
                           disable=not self.progress):
-            idx = order[start : start + self.batch_size]
+            yield order[start : start + self.batch_size]
+
+    def _batches(self, ids: list[list[int]], desc: str):
+        """Yield (indices, left-padded batch)."""
+        for idx in self._length_sorted(ids, desc):
             batch = self.tokenizer.pad({"input_ids": [ids[i] for i in idx]}, return_tensors="pt")
             yield idx, batch.to(self.device)
 
@@ -110,10 +107,7 @@ class HFGenerator:
         cache = self.model(input_ids=prefix, use_cache=True).past_key_values
         pad = self.tokenizer.pad_token_id
         out: list[list[float]] = [[] for _ in ids]
-        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
-        for start in tqdm(range(0, len(order), self.batch_size), desc=f"{desc} (shared prefix)", unit="batch",
-                          leave=False, disable=not self.progress):
-            idx = order[start : start + self.batch_size]
+        for idx in self._length_sorted(ids, f"{desc} (shared prefix)"):
             tails = [ids[i][shared:] for i in idx]
             width = max(map(len, tails))
             inputs = torch.tensor([t + [pad] * (width - len(t)) for t in tails], device=self.device)

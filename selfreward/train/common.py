@@ -13,7 +13,6 @@ from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
 from selfreward.profiling import model_time
 from selfreward.rundir import RunDir, last_checkpoint
-from selfreward.templates import ensure_chat_template
 
 
 def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int, str]:
@@ -68,20 +67,6 @@ def load_model(path: str, cfg: Config):
     return load_causal_lm(path, train_dtype(cfg), cfg.model.trust_remote_code)
 
 
-def load_tokenizer(path: str, cfg: Config):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=cfg.model.trust_remote_code)
-    ensure_chat_template(tokenizer, cfg.model.chat_template)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def output_model(rd: RunDir, t: int, stage: str) -> Path:
-    return rd.lookahead_dir(t) / "model" if stage == "lookahead" else rd.model(t)
-
-
 def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: str, records: int, inputs: list,
                    start_from: str) -> None:
     """Train (resuming from the last checkpoint if one exists), save the model atomically, and record
@@ -92,7 +77,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     resume = last_checkpoint(Path(trainer.args.output_dir))
     with model_time("train"):
         result = trainer.train(resume_from_checkpoint=resume)
-    final = output_model(rd, t, stage)
+    final = rd.trained_model(t, stage)
     tmp = final.with_name(".model.tmp")
     accel = trainer.accelerator
     if accel.is_main_process:

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import sys
 
-from selfreward.checkpoint import peft_config
+from selfreward.checkpoint import load_tokenizer, peft_config
 from selfreward.config import Config, Reference
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.train.common import (
     load_model,
-    load_tokenizer,
-    output_model,
     parse_args,
     train_and_save,
     trainer_kwargs,
@@ -45,7 +43,7 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     policy = rd.policy(cfg, t)
     reference = policy if cfg.update.reference is Reference.previous else rd.initial(cfg)
     # The TRL config must exist before any model loads (ZeRO-3 partitions weights while loading).
-    out_dir = output_model(rd, t, stage).with_name("train")
+    out_dir = rd.trained_model(t, stage).with_name("train")
     args = DPOConfig(
         beta=cfg.update.beta,
         precompute_ref_log_probs=cfg.update.precompute_ref,

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import sys
 
-from selfreward.checkpoint import peft_config
+from selfreward.checkpoint import load_tokenizer, peft_config
 from selfreward.config import Config
 from selfreward.data import load_seed, seed_path
 from selfreward.judge import judge_template
 from selfreward.rundir import read_jsonl
-from selfreward.train.common import load_model, load_tokenizer, parse_args, train_and_save, trainer_kwargs
+from selfreward.train.common import load_model, parse_args, train_and_save, trainer_kwargs
 
 
 def _example(prompt: str, completion: str) -> dict:
@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         start_from, epochs, lr = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate
         examples = [_example(r["prompt"], r["response"]) for r in rows]
         inputs = [rd.output(t, "sft_data"), start_from]
-    args = SFTConfig(**trainer_kwargs(cfg, rd.stage_dir(t) / "train", epochs, lr, cfg.seed + t))
+    args = SFTConfig(**trainer_kwargs(cfg, rd.trained_model(t, stage).with_name("train"), epochs, lr, cfg.seed + t))
     tokenizer = load_tokenizer(start_from, cfg)
     trainer = SFTTrainer(
         model=load_model(start_from, cfg),
