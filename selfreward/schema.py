@@ -1,0 +1,318 @@
+"""The configuration schema: one typed dataclass per part of the round, with help text on every
+field whose name does not say it all. `selfreward.config` composes recipes against it (Hydra) and
+validates what the types alone cannot; `selfreward config` prints it resolved."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Optional
+
+from omegaconf import MISSING
+
+
+class UpdateMethod(str, Enum):
+    dpo = "dpo"
+    sft = "sft"
+
+
+class JudgeMethod(str, Enum):
+    sampled = "sampled"
+    logprob = "logprob"
+
+
+class Reference(str, Enum):
+    previous = "previous"  # M_t, the paper's choice
+    initial = "initial"  # M_1
+
+
+class OnProblem(str, Enum):
+    stop = "stop"
+    warn = "warn"
+    skip = "skip"  # pairs.on_too_few only: keep M_t as M_{t+1}
+
+
+class Backend(str, Enum):
+    hf = "hf"
+    vllm = "vllm"
+
+
+class VariantName(str, Enum):
+    base = "base"
+    meta = "meta"
+    temporal = "temporal"
+    consistency = "consistency"
+    length = "length"
+    seed_anchored = "seed_anchored"
+
+
+@dataclass
+class TinyModelConfig:
+    """The random-initialized Llama used when `model.name_or_path` is null (no download needed)."""
+
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary trained on the seed text."})
+    hidden_size: int = 128
+    intermediate_size: int = 256
+    num_hidden_layers: int = 4
+    num_attention_heads: int = 4
+    max_position_embeddings: int = 1024
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Local checkpoint or hub id of an instruction model; null builds the tiny model."},
+    )
+    tiny: TinyModelConfig = field(default_factory=TinyModelConfig)
+    trust_remote_code: bool = False
+    chat_template: Optional[str] = field(
+        default=None,
+        metadata={"help": "Jinja chat template (file in prompts/ or a path) for a tokenizer that has none."},
+    )
+
+
+@dataclass
+class LoraConfig:
+    """LoRA via peft for the init SFT and every update. DPO's reference is then the same model with
+    the adapter disabled: no second copy of the weights in memory."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["all-linear"],
+        metadata={"help": "Module names to adapt (e.g. [q_proj,v_proj]); [all-linear] = every linear layer."},
+    )
+    merge: bool = field(
+        default=True,
+        metadata={"help": "Save each round's model merged; false saves the adapter and its base model's path."},
+    )
+
+
+@dataclass
+class DataConfig:
+    ift_path: Optional[str] = field(
+        default=None, metadata={"help": "JSONL {instruction, response}; null = the shipped seed set."}
+    )
+    eft_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "JSONL {instruction, response, judgment}; null = the shipped seed set."},
+    )
+
+
+@dataclass
+class TrainConfig:
+    """Settings shared by every training stage (init SFT, DPO and SFT updates)."""
+
+    per_device_batch_size: int = 8
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    bf16: bool = False
+    gradient_checkpointing: bool = False
+    logging_steps: int = 1
+    save_steps: int = 500
+
+
+@dataclass
+class InitConfig:
+    skip: bool = field(default=False, metadata={"help": "Start from model.name_or_path as is (no IFT+EFT SFT)."})
+    epochs: float = 3.0
+    learning_rate: float = 1e-5
+    use_eft: bool = field(default=True, metadata={"help": "Add the judge-format EFT data to the init SFT."})
+
+
+@dataclass
+class PromptsConfig:
+    template: str = field(default="self_instruct.txt", metadata={"help": "File in prompts/ or a path."})
+    num_prompts: int = 32
+    num_shots: int = 8
+    max_attempts: int = field(default=4, metadata={"help": "Generate at most num_prompts * max_attempts."})
+    temperature: float = 1.0
+    top_p: float = 0.95
+    max_new_tokens: int = 128
+    min_words: int = 3
+    max_words: int = 200
+    max_similarity: float = field(
+        default=0.7, metadata={"help": "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this."}
+    )
+    seed_share: float = field(
+        default=0.0,
+        metadata={"help": "Share of each round's prompts drawn from the seed set instead of generated."},
+    )
+    evolve: bool = field(
+        default=False, metadata={"help": "Rewrite a share of the generated prompts into harder versions."}
+    )
+    evolve_share: float = 0.5
+    evolve_template: str = field(default="evolve.txt", metadata={"help": "File in prompts/ or a path."})
+
+
+@dataclass
+class GenerationConfig:
+    num_candidates: int = 4
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    batch_size: int = 32
+    prefix_cache: bool = field(
+        default=True,
+        metadata={"help": "HF backend, scoring (logprob judge, win rates): run the prompts' shared prefix once."},
+    )
+
+
+@dataclass
+class JudgeConfig:
+    method: JudgeMethod = JudgeMethod.sampled
+    template: str = field(default="judge.txt", metadata={"help": "File in prompts/ or a path."})
+    model: Optional[str] = field(
+        default=None,
+        metadata={"help": "A fixed other model judges (checkpoint path or hub id); null = the policy M_t itself."},
+    )
+    score_names: list[str] = field(
+        default_factory=lambda: ["Score"],
+        metadata={"help": "The labelled scores the template asks for, each parsed from '<name>: X'."},
+    )
+    combine: str = field(
+        default="mean", metadata={"help": "How several scores rank a candidate: 'mean' or one of score_names."}
+    )
+    samples: int = field(default=3, metadata={"help": "Sampled judgments per candidate (method=sampled)."})
+    temperature: float = 0.7
+    top_p: float = 0.9
+    max_new_tokens: int = 256
+    max_score: int = 5
+    max_mode_share: float = field(
+        default=0.9, metadata={"help": "Warn or stop when one score is more than this share of judgments."}
+    )
+    on_collapse: OnProblem = field(default=OnProblem.warn, metadata={"help": "warn | stop"})
+
+
+@dataclass
+class PairsConfig:
+    min_margin: float = field(default=0.0, metadata={"help": "DPO: keep a pair only if best - worst >= this."})
+    sft_threshold: float = field(
+        default=4.0, metadata={"help": "SFT: keep candidates whose every score is >= this (or its own threshold)."}
+    )
+    sft_thresholds: list[float] = field(
+        default_factory=list,
+        metadata={"help": "SFT: one threshold per judge.score_names entry; empty = sft_threshold for each."},
+    )
+    min_pairs: int = field(default=1, metadata={"help": "Fewest pairs (DPO) or examples (SFT) to train on."})
+    on_too_few: OnProblem = field(
+        default=OnProblem.stop, metadata={"help": "stop | skip (M_{t+1} = M_t, the round trains nothing)"}
+    )
+
+
+@dataclass
+class UpdateConfig:
+    method: UpdateMethod = UpdateMethod.dpo
+    reference: Reference = Reference.previous
+    epochs: float = 1.0
+    learning_rate: float = 1e-6
+    beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
+    precompute_ref: bool = field(
+        default=False,
+        metadata={"help": "DPO: compute the reference log-probs once before training, then free the reference."},
+    )
+
+
+@dataclass
+class VariantConfig:
+    """Which self-rewarding variant runs (`variant=<name>` picks recipes/variant/<name>.yaml) and the
+    settings of each; a setting is read only by its variant."""
+
+    name: VariantName = VariantName.base
+    # meta: Meta-Rewarding (arXiv 2407.19594)
+    meta_share: float = field(
+        default=0.15, metadata={"help": "meta: most judge pairs may be of all pairs (more collapses the judge)."}
+    )
+    meta_template: str = field(default="meta_judge.txt", metadata={"help": "meta: file in prompts/ or a path."})
+    # temporal: Temporal Self-Rewarding (arXiv 2508.06026)
+    anchored_rejection: bool = field(default=True, metadata={"help": "temporal: rejected responses come from M1."})
+    future_chosen: bool = field(
+        default=True, metadata={"help": "temporal: chosen responses come from a look-ahead model one step ahead."}
+    )
+    # consistency: keep a pair only when a second judge agrees on its order (after SCIR, arXiv 2502.08922)
+    second_judge: JudgeMethod = field(default=JudgeMethod.logprob, metadata={"help": "consistency: its method."})
+    second_template: Optional[str] = field(
+        default=None, metadata={"help": "consistency: its template; null = judge.template."}
+    )
+    # length: best and worst within a length window around the shortest top-scored response
+    rho: list[float] = field(
+        default_factory=lambda: [0.5],
+        metadata={"help": "length: window half-width relative to that length, per round (the last repeats)."},
+    )
+
+
+@dataclass
+class EvalConfig:
+    """The evaluation stage after each update (`round_<t>/eval.json`)."""
+
+    enabled: bool = True
+    prompts_path: Optional[str] = field(
+        default=None, metadata={"help": "Held-out JSONL {id, prompt} for win rates; null = shipped set."}
+    )
+    eft_path: Optional[str] = field(
+        default=None,
+        metadata={"help": "Held-out JSONL {instruction, response, judgment, score} for judge quality."},
+    )
+    judge: str = field(
+        default="initial", metadata={"help": "Fixed evaluator for win rates: 'initial' (M1) or a checkpoint."}
+    )
+    template: str = field(default="compare.txt", metadata={"help": "Pairwise template in prompts/ or a path."})
+    max_new_tokens: int = 128
+
+
+@dataclass
+class VllmConfig:
+    """Used only with backend=vllm."""
+
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.85
+    max_model_len: int = 4096
+    enable_prefix_caching: bool = field(
+        default=True, metadata={"help": "Reuse the KV cache of shared prefixes (the judge rubric)."}
+    )
+
+
+@dataclass
+class LaunchConfig:
+    """How stages are started; may change between reruns of a run."""
+
+    accelerate_config: Optional[str] = field(
+        default="cpu_zero2",
+        metadata={"help": "Name of a file in launch/ or a path; null trains in one plain python process."},
+    )
+    launcher: Optional[str] = field(
+        default=None,
+        metadata={"help": "Command that replaces `accelerate launch --config_file <file>` for training, e.g. "
+                          "'srun --ntasks-per-node=1 bash launch/slurm_node.sh' (gets '-m module args...')."},
+    )
+    generation_processes: int = field(
+        default=1, metadata={"help": "HF backend: data-parallel generation ranks (e.g. one per GPU)."}
+    )
+    generation_device_map: Optional[str] = field(
+        default=None, metadata={"help": "HF backend, one rank: 'auto' spreads a model too big for one GPU."}
+    )
+
+
+@dataclass
+class Config:
+    run_dir: str = MISSING
+    seed: int = 0
+    rounds: int = 2
+    backend: Backend = Backend.hf
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    init: InitConfig = field(default_factory=InitConfig)
+    prompts: PromptsConfig = field(default_factory=PromptsConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    judge: JudgeConfig = field(default_factory=JudgeConfig)
+    pairs: PairsConfig = field(default_factory=PairsConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    variant: VariantConfig = field(default_factory=VariantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    vllm: VllmConfig = field(default_factory=VllmConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
