@@ -31,6 +31,7 @@ from selfreward.schema import (
     PairsConfig,
     PromptsConfig,
     Reference,
+    TestbedConfig,
     TinyModelConfig,
     TrainConfig,
     UpdateConfig,
@@ -181,6 +182,7 @@ def validate(cfg) -> Config:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
     _validate_variant(obj)
     _validate_judge(obj)
+    _validate_testbed(obj)
     _validate_scale(obj)
     templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
                  ("prompts.evolve_template", obj.prompts.evolve_template),
@@ -215,6 +217,30 @@ def _validate_judge(obj: Config) -> None:
                           f"'judge.score_names' entry ({', '.join(j.score_names)}), or be empty.")
     if j.model and j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().is_dir():
         raise ConfigError(f"'judge.model': no such checkpoint directory: {j.model}")
+
+
+def _validate_testbed(obj: Config) -> None:
+    tb = obj.testbed
+    if not tb.enabled:
+        return
+    from selfreward.testbed import TASKS
+
+    unknown = [t for t in tb.tasks if t not in TASKS]
+    if unknown or not tb.tasks:
+        raise ConfigError(f"Unknown choice {unknown or tb.tasks} for 'testbed.tasks'. "
+                          f"Valid choices: {', '.join(TASKS)}.")
+    if not tb.alphabet.isalpha() or not tb.alphabet.islower() or not 1 <= tb.min_len <= tb.max_len <= 12:
+        raise ConfigError("'testbed.alphabet' must be lowercase letters and 1 <= 'testbed.min_len' <= "
+                          f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")
+    if not 0 <= tb.max_number <= 999:
+        raise ConfigError(f"'testbed.max_number' must be in [0, 999], got {tb.max_number}.")
+    for key in ("n_ift", "n_eft", "n_heldout"):
+        if getattr(tb, key) < len(tb.tasks):
+            raise ConfigError(f"'testbed.{key}' must be at least one per task ({len(tb.tasks)}), "
+                              f"got {getattr(tb, key)}.")
+    if tb.n_self_instruct < 0 or tb.n_ift < obj.prompts.num_shots:
+        raise ConfigError("'testbed.n_self_instruct' must be >= 0 and 'testbed.n_ift' >= "
+                          "'prompts.num_shots'.")
 
 
 def launch_zero_stage(accelerate_config: Optional[str]) -> Optional[int]:
@@ -306,6 +332,7 @@ __all__ = [
     "PairsConfig",
     "PromptsConfig",
     "Reference",
+    "TestbedConfig",
     "TinyModelConfig",
     "TrainConfig",
     "UpdateConfig",

@@ -38,6 +38,12 @@ def load_seed(path: str | Path | None, kind: str) -> list[dict]:
     return rows
 
 
+def seed_instructions(cfg: Config) -> list[str]:
+    """The seed tasks self-instruct samples its k shots from: IFT instructions, except records marked
+    `kind: self_instruct` (demonstrations of the prompt-writing request itself)."""
+    return [r["instruction"] for r in load_seed(cfg.data.ift_path, "ift") if r.get("kind") != "self_instruct"]
+
+
 def seed_texts(cfg: Config) -> list[str]:
     """All shipped text, for training the tiny tokenizer."""
     texts = []

@@ -5,7 +5,10 @@
   Kendall tau against the reference scores, parse-failure rate;
 - policy quality: a fixed evaluator (M1 by default, or `eval.judge=<path>`) compares M_{t+1}'s greedy
   answers on held-out prompts with M_t's and M1's, each pair in both orders (position bias cancels),
-  reading P("1") vs P("2") after a forced "Better:"; ties count half;
+  reading P("1") vs P("2") after a forced "Better:"; ties count half (`eval.win_rates=false` skips it);
+- testbed (`recipe=testbed`): M_{t+1}'s held-out accuracy and judge accuracy checked by the program,
+  and the share of the round's chosen / rejected responses that are right / wrong; `--round 0`
+  writes the same for M1 to `init/eval.json`;
 - drift: length and distinct-n of the round's responses, distinct-n of its prompts, and the share of
   its prompts that repeat an earlier round's.
 
@@ -23,7 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 from selfreward import stats
-from selfreward.config import Config, ConfigError, load_frozen
+from selfreward.config import Config, ConfigError, UpdateMethod, load_frozen
 from selfreward.data import DATA_DIR, load_seed
 from selfreward.generation import Sampling, load_generator
 from selfreward.judge import judge_candidates, option_token_ids
@@ -37,13 +40,17 @@ def heldout_prompts(cfg: Config) -> list[dict]:
     return read_jsonl(Path(cfg.eval.prompts_path) if cfg.eval.prompts_path else DATA_DIR / "heldout_prompts.jsonl")
 
 
+def eft_items(rows: list[dict]) -> list[dict]:
+    """Held-out EFT records as candidates for `judge_candidates` (one group per instruction)."""
+    return [{"prompt_id": r["instruction"], "prompt": r["instruction"], "candidate_id": i, "response": r["response"]}
+            for i, r in enumerate(rows)]
+
+
 def judge_quality(gen, cfg: Config, seed: int) -> dict:
     rows = load_seed(cfg.eval.eft_path or DATA_DIR / "heldout_eft.jsonl", "eft")
     if any("score" not in r for r in rows):
         raise ConfigError("eval.eft_path: every held-out EFT record needs a reference 'score'")
-    items = [{"prompt_id": r["instruction"], "prompt": r["instruction"], "candidate_id": i, "response": r["response"]}
-             for i, r in enumerate(rows)]
-    judged = judge_candidates(gen, cfg.judge, items, seed)
+    judged = judge_candidates(gen, cfg.judge, eft_items(rows), seed)
     scored = [(r["instruction"], j["score"], float(r["score"])) for r, j in zip(rows, judged) if j["score"] is not None]
     groups, judge, reference = (list(x) for x in zip(*scored)) if scored else ([], [], [])
     accuracy, n_pairs = stats.pairwise_accuracy(groups, judge, reference)
@@ -56,6 +63,23 @@ def judge_quality(gen, cfg: Config, seed: int) -> dict:
         "spearman": stats.spearman(judge, reference),
         "kendall_tau": stats.kendall_tau(judge, reference),
     }
+
+
+def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], responses: list[str],
+                    seed: int) -> dict:
+    """The testbed's ground truth for the model in `gen` (M_{t+1}; M1 when t = 0): its held-out answers
+    and judgments checked by the program, and how correct round t's training data was."""
+    from selfreward import testbed
+
+    eft = load_seed(cfg.eval.eft_path, "eft")
+    scores = [j["score"] for j in judge_candidates(gen, cfg.judge, eft_items(eft), seed)]
+    training = None
+    if t:
+        training = read_jsonl(rd.output(t, "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"))
+    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training)
+    if t:
+        out.update(testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))))
+    return out
 
 
 def answers(cfg: Config, model: str, path: Path, prompts: list[dict], gen=None) -> list[str]:
@@ -111,30 +135,61 @@ def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
     policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
     gen = load_generator(cfg, judge_model)
-    judge = {"model": judge_model, **judge_quality(gen, cfg, seed)}
-    if judge_model != policy:
-        gen = None  # one model in memory at a time
-        gc.collect()
-        gen = load_generator(cfg, policy)
-    previous = answers(cfg, policy, rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
-    tokenizer = gen.tokenizer
-    del gen
+    result = {"round": t, "judge": {"model": judge_model, **judge_quality(gen, cfg, seed)}}
+    if cfg.eval.win_rates:
+        if judge_model != policy:
+            gen = None  # one model in memory at a time
+            gc.collect()
+            gen = load_generator(cfg, policy)
+        previous = answers(cfg, policy, rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
+    gen = None
     gc.collect()
-    new = answers(cfg, str(rd.model(t)), rd.round_dir(t) / "eval_responses.jsonl", prompts)
-    initial = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts)
-    evaluator = rd.initial(cfg) if cfg.eval.judge == "initial" else cfg.eval.judge
-    gen = load_generator(cfg, evaluator)
-    others = {"previous": previous} if t == 1 else {"previous": previous, "initial": initial}
-    policy = {"evaluator": evaluator, **win_rates(gen, cfg, prompts, new, others)}
-    if t == 1:  # M_t is M1: the same comparison
-        policy["vs_initial"] = policy["vs_previous"]
-    return {"round": t, "judge": judge, "policy": policy, "drift": drift(rd, t, tokenizer)}
+    # M_{t+1}: its answers; on the testbed also its judgments, both checked against the truth.
+    gen = load_generator(cfg, str(rd.model(t)))
+    new = answers(cfg, str(rd.model(t)), rd.round_dir(t) / "eval_responses.jsonl", prompts, gen)
+    if cfg.testbed.enabled:
+        result["testbed"] = testbed_quality(gen, cfg, rd, t, prompts, new, seed)
+    tokenizer = gen.tokenizer
+    gen = None
+    gc.collect()
+    if cfg.eval.win_rates:
+        initial = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts)
+        evaluator = rd.initial(cfg) if cfg.eval.judge == "initial" else cfg.eval.judge
+        gen = load_generator(cfg, evaluator)
+        others = {"previous": previous} if t == 1 else {"previous": previous, "initial": initial}
+        result["policy"] = {"evaluator": evaluator, **win_rates(gen, cfg, prompts, new, others)}
+        if t == 1:  # M_t is M1: the same comparison
+            result["policy"]["vs_initial"] = result["policy"]["vs_previous"]
+    result["drift"] = drift(rd, t, tokenizer)
+    return result
+
+
+def evaluate_initial(cfg: Config, rd: RunDir) -> dict:
+    """`init/eval.json` (testbed runs): M1's ground-truth metrics, the baseline every round is read against."""
+    prompts = heldout_prompts(cfg)
+    gen = load_generator(cfg, rd.initial(cfg))
+    responses = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts, gen)
+    return {"round": 0, "model": rd.initial(cfg),
+            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, cfg.seed * 100_003 + 7)}
+
+
+def summary(result: dict) -> str:
+    parts = []
+    if "judge" in result:
+        parts.append(f"judge pairwise accuracy {result['judge']['pairwise_accuracy']}")
+    if "policy" in result:
+        p = result["policy"]
+        parts.append(f"win rate vs previous {p['vs_previous']['win_rate']}, vs M1 {p['vs_initial']['win_rate']}")
+    if "testbed" in result:
+        tb = result["testbed"]
+        parts.append(f"testbed accuracy {tb['accuracy']}, judge accuracy {tb['judge_accuracy']}")
+    return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--round", type=int, required=True)
+    parser.add_argument("--round", type=int, required=True, help="t >= 1, or 0: M1 (testbed runs)")
     args = parser.parse_args(argv)
     die_with_parent()
     cfg, rd = load_frozen(args.run_dir), RunDir(args.run_dir)
@@ -142,16 +197,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         start = time.perf_counter()
-        result = evaluate_round(cfg, rd, args.round)
+        result = evaluate_round(cfg, rd, args.round) if args.round else evaluate_initial(cfg, rd)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    write_json(rd.round_dir(args.round) / "eval.json", result)
+    write_json(rd.stage_dir(args.round) / "eval.json", result)
     rd.mark_done(args.round, "evaluate", [rd.model(args.round)], records=len(heldout_prompts(cfg)),
                  seconds=round(time.perf_counter() - start, 3))
-    j, p = result["judge"], result["policy"]
-    print(f"[round {args.round}] evaluate: judge pairwise accuracy {j['pairwise_accuracy']}, "
-          f"win rate vs previous {p['vs_previous']['win_rate']}, vs M1 {p['vs_initial']['win_rate']}", file=sys.stderr)
+    print(f"[{f'round {args.round}' if args.round else 'init'}] evaluate: {summary(result)}", file=sys.stderr)
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from selfreward import variants
+from selfreward import testbed, variants
 from selfreward.config import Backend, Config, ConfigError, OnProblem, UpdateMethod, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.judge import judge_template
@@ -43,7 +43,7 @@ FIRST_AFFECTED = {
     "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init", "lora": "init",
     "judge.template": "init",  # the EFT data is rendered through it
     "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
-    "eval": "evaluate", "variant.name": "second_judge", "variant.second_judge": "second_judge",
+    "eval": "evaluate", "testbed": "init", "variant.name": "second_judge", "variant.second_judge": "second_judge",
     "variant.second_template": "second_judge", "variant.meta_template": "meta_judge",
     "variant.anchored_rejection": "anchor_candidates", "variant.future_chosen": "lookahead",
     "variant.meta_share": "pairs", "variant.rho": "pairs",
@@ -53,8 +53,12 @@ STAGES = ("init", *ROUND_STAGES)
 
 def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
+    if cfg.testbed.enabled:
+        cfg = testbed.attach(cfg, rd)
     preflight(cfg)
     freeze(cfg, rd, restart_from)
+    if cfg.testbed.enabled:  # after freeze: changed testbed settings are refused once init is done
+        testbed.write(cfg, rd)
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
         from selfreward.tiny import build_tiny_model
 
@@ -63,6 +67,8 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     if not cfg.init.skip and not rd.is_done(None, "init"):
         console.rule("init: SFT on IFT + EFT -> M1")
         train(cfg, rd, 0, "selfreward.train.sft")
+    if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
+        evaluate_stage(rd, 0, "M1 evaluation (testbed ground truth)")
 
     all_metrics = []
     for t in range(1, cfg.rounds + 1):
@@ -79,8 +85,7 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
         update(cfg, rd, t)
         # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
         if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
-            cmd = [sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)]
-            run_stage(cmd, f"round {t} evaluation")
+            evaluate_stage(rd, t, f"round {t} evaluation")
         all_metrics.append(evaluate(cfg, rd, t))
     if all_metrics:
         console.print(summary_table(all_metrics))
@@ -90,8 +95,9 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
 
 def preflight(cfg: Config) -> None:
     """Check every input before any work, so bad input stops the run with nothing written."""
-    load_seed(cfg.data.ift_path, "ift")
-    load_seed(cfg.data.eft_path, "eft")
+    if not cfg.testbed.enabled:  # the testbed writes its data itself
+        load_seed(cfg.data.ift_path, "ift")
+        load_seed(cfg.data.eft_path, "eft")
     Template(cfg.prompts.template, ("examples",), key="prompts.template")
     judge_template(cfg.judge)
     if cfg.prompts.evolve:
@@ -200,6 +206,10 @@ def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "up
         return [sys.executable, *args]
     config_file = find_launch_config(cfg.launch.accelerate_config)
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
+
+
+def evaluate_stage(rd: RunDir, t: int, what: str) -> None:
+    run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what)
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:

@@ -76,15 +76,34 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     eval_path = rd.round_dir(t) / "eval.json"
     if eval_path.is_file():
         ev = json.loads(eval_path.read_text())
+        policy = ev.get("policy", {})
         metrics["eval"] = {
             "judge_pairwise_accuracy": ev["judge"]["pairwise_accuracy"],
             "judge_kendall_tau": ev["judge"]["kendall_tau"],
-            "win_rate_vs_previous": ev["policy"]["vs_previous"]["win_rate"],
-            "win_rate_vs_initial": ev["policy"]["vs_initial"]["win_rate"],
+            "win_rate_vs_previous": policy.get("vs_previous", {}).get("win_rate"),
+            "win_rate_vs_initial": policy.get("vs_initial", {}).get("win_rate"),
         }
+        if "testbed" in ev:
+            metrics["eval"].update(testbed_headline(rd, ev["testbed"]))
     metrics["seconds"] = {stage: entry.get("seconds") for stage, entry in manifest.items()}
     write_json(rd.round_dir(t) / "metrics.json", metrics)
     return metrics
+
+
+def testbed_headline(rd: RunDir, tb: dict) -> dict:
+    """The testbed numbers a report plots: M_{t+1}'s, M1's (init/eval.json) and the gain."""
+    init_eval = rd.init_dir / "eval.json"
+    m1 = json.loads(init_eval.read_text())["testbed"] if init_eval.is_file() else {}
+    gain = tb["accuracy"] - m1["accuracy"] if m1.get("accuracy") is not None and tb["accuracy"] is not None else None
+    return {
+        "testbed_accuracy": tb["accuracy"],
+        "testbed_judge_accuracy": tb["judge_accuracy"],
+        "testbed_pair_precision": tb.get("pair_precision"),
+        "testbed_judge_own_pairwise_accuracy": tb.get("judge_own_pairwise_accuracy"),
+        "testbed_m1_accuracy": m1.get("accuracy"),
+        "testbed_m1_judge_accuracy": m1.get("judge_accuracy"),
+        "testbed_accuracy_gain": round(gain, 4) if gain is not None else None,
+    }
 
 
 def _fmt(value, spec: str) -> str:
@@ -95,20 +114,26 @@ def summary_table(all_metrics: list[dict]):
     from rich.table import Table
 
     table = Table(title="selfreward: rounds")
-    columns = ("round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on",
-               "len chosen/rej", "loss", "reward acc", "judge acc", "win vs prev", "win vs M1", "seconds")
+    columns = ["round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on",
+               "len chosen/rej", "loss", "reward acc", "judge acc", "win vs prev", "win vs M1", "seconds"]
+    testbed = any("testbed_accuracy" in m.get("eval", {}) for m in all_metrics)
+    if testbed:  # the ground truth: held-out accuracy and judge accuracy of M_{t+1}, chosen-correct share
+        columns[-1:-1] = ["true acc", "true judge acc", "chosen correct"]
     for col in columns:
         table.add_column(col, justify="right")
     for m in all_metrics:
         c, j, lens, tr, ev = m["counts"], m["judge"], m["lengths_tokens"], m["training"], m.get("eval", {})
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
         length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
-        table.add_row(
+        row = [
             str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["parse_failure_rate"], ".1%"),
             _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
             _fmt(tr.get("train_loss"), ".4f"), _fmt(tr.get("rewards/accuracies"), ".2f"),
             _fmt(ev.get("judge_pairwise_accuracy"), ".2f"), _fmt(ev.get("win_rate_vs_previous"), ".2f"),
             _fmt(ev.get("win_rate_vs_initial"), ".2f"),
-            _fmt(sum(v for v in m["seconds"].values() if v), ".0f"),
-        )
+        ]
+        if testbed:
+            keys = ("testbed_accuracy", "testbed_judge_accuracy", "testbed_pair_precision")
+            row += [_fmt(ev.get(k), ".2f") for k in keys]
+        table.add_row(*row, _fmt(sum(v for v in m["seconds"].values() if v), ".0f"))
     return table

@@ -70,6 +70,11 @@ class NearDuplicateIndex:
         return None
 
 
+def instruction_request(template: Template, shots: list[str]) -> str:
+    """The self-instruct request for these seed tasks (before the chat template)."""
+    return template.render(examples="\n".join(f"Task: {s}" for s in shots))
+
+
 def generate_prompts(
     generator: Generator,
     cfg: PromptsConfig,
@@ -77,13 +82,15 @@ def generate_prompts(
     seed: int,
     resumed: tuple[list[str], dict] = ((), {}),
     on_pass: Callable[[list[dict], dict], None] | None = None,
+    reject: Callable[[str], str | None] | None = None,
 ) -> tuple[list[dict], dict]:
     """Return ([{id, prompt}], stats). Generates in passes until `num_prompts` are kept or the
     budget of `num_prompts * max_attempts` requests is spent.
 
     Each pass depends only on (seed, pass number, prompts kept so far), so a run resumed from
     `resumed` = (kept prompts, stats) after any pass continues exactly as an uninterrupted one;
-    `on_pass(new records, stats)` is called after every pass to commit them.
+    `on_pass(new records, stats)` is called after every pass to commit them. `reject(prompt)` may
+    name a reason to drop a prompt (the testbed drops tasks its checker cannot parse).
     """
     template = Template(cfg.template, ("examples",), key="prompts.template")
     index = NearDuplicateIndex(cfg.max_similarity)
@@ -99,8 +106,7 @@ def generate_prompts(
         requests = []
         for _ in range(n):
             shots = rng.sample(seed_instructions, min(cfg.num_shots, len(seed_instructions)))
-            examples = "\n".join(f"Task: {s}" for s in shots)
-            requests.append(chat_prompt(generator.tokenizer, template.render(examples=examples)))
+            requests.append(chat_prompt(generator.tokenizer, instruction_request(template, shots)))
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=1, seed=rng.randrange(2**31))
         replies = generator.generate(requests, sampling, desc=f"prompts ({len(kept)}/{cfg.num_prompts})")
         stats["requested"] += n
@@ -114,7 +120,7 @@ def generate_prompts(
             elif not cfg.min_words <= len(text.split()) <= cfg.max_words:
                 reason = "length"
             else:
-                reason = index.why_duplicate(text)
+                reason = (reject and reject(text)) or index.why_duplicate(text)
             if reason:
                 stats[f"dropped_{reason}"] += 1
             elif len(kept) < cfg.num_prompts:

@@ -26,12 +26,31 @@ CURVES = {
     "chosen length (tokens)": lambda m: m["lengths_tokens"].get("chosen", m["lengths_tokens"].get("selected")),
     "rejected length (tokens)": lambda m: m["lengths_tokens"].get("rejected"),
     "all candidates length (tokens)": lambda m: m["lengths_tokens"]["all"],
+    # recipe=testbed: the truth, for M_{t+1} (round 0 = M1)
+    "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy"),
+    "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_accuracy"),
+    "accuracy gain vs M1 (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy_gain"),
+    "chosen correct (testbed)": lambda m: m.get("eval", {}).get("testbed_pair_precision"),
+    "judge on own candidates (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_own_pairwise_accuracy"),
+}
+# Curves that also have a point for M1 (round 0), read from round 1's metrics.
+AT_M1 = {
+    "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_accuracy"),
+    "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_judge_accuracy"),
 }
 
 
 def load_rounds(run_dir: Path) -> list[dict]:
     paths = sorted(run_dir.glob("round_*/metrics.json"), key=lambda p: int(p.parent.name.split("_")[1]))
     return [json.loads(p.read_text()) for p in paths]
+
+
+def points(name: str, rounds: list[dict]) -> list[tuple[int, float]]:
+    """(round, value) of one curve over a run's rounds; (0, M1's value) first where there is one."""
+    get = CURVES[name]
+    out = [(m["round"], get(m)) for m in rounds if get(m) is not None]
+    m1 = AT_M1[name](rounds[0]) if name in AT_M1 and rounds and rounds[0]["round"] == 1 else None
+    return [(0, m1), *out] if m1 is not None else out
 
 
 def _fmt(v, spec=".2f") -> str:
@@ -82,8 +101,7 @@ def report_run(run_dir: Path) -> Path:
     rounds = load_rounds(run_dir)
     if not rounds:
         raise FileNotFoundError(f"{run_dir} has no finished round (round_*/metrics.json)")
-    series = {name: {"run": [(m["round"], get(m), 0.0) for m in rounds if get(m) is not None]}
-              for name, get in CURVES.items()}
+    series = {name: {"run": [(t, v, 0.0) for t, v in points(name, rounds)]} for name in CURVES}
     _plot_curves(series, run_dir / "rounds.png", str(run_dir))
     _plot_histograms(rounds, run_dir / "scores.png")
     lines = [f"# selfreward report: {run_dir}", "", "![per round](rounds.png)", "", "![scores](scores.png)", "",
@@ -98,6 +116,12 @@ def report_run(run_dir: Path) -> Path:
             f"| {_fmt(ev.get('win_rate_vs_initial'))} | {_fmt(CURVES['chosen length (tokens)'](m), '.1f')} "
             f"| {_fmt(m['lengths_tokens'].get('rejected'), '.1f')} | {_fmt(m['training'].get('train_loss'), '.4f')} |"
         )
+    accuracy = points("held-out accuracy (testbed)", rounds)
+    if accuracy:
+        judge = dict(points("judge accuracy (testbed)", rounds))
+        lines += ["", "Testbed, checked by the program (model M_{t+1} after round t; round 0 = M1):", "",
+                  "| after round | held-out accuracy | judge accuracy |", "| --- | --- | --- |"]
+        lines += [f"| {t} | {_fmt(v)} | {_fmt(judge.get(t))} |" for t, v in accuracy]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -114,18 +138,20 @@ def report_sweep(sweep_dir: Path) -> Path:
     series = {name: {} for name in CURVES}
     rows = []
     for label, runs in groups.items():
-        for name, get in CURVES.items():
+        for name in CURVES:
             by_round = defaultdict(list)
             for rounds in runs:
-                for m in rounds:
-                    if get(m) is not None:
-                        by_round[m["round"]].append(get(m))
+                for t, v in points(name, rounds):
+                    by_round[t].append(v)
             series[name][label] = [(t, mean(v), pstdev(v)) for t, v in sorted(by_round.items())]
         last = {name: series[name][label][-1] if series[name][label] else None for name in CURVES}
         rows.append((label, len(runs), last))
     _plot_curves(series, sweep_dir / "sweep.png", f"{sweep_dir}: mean ± sd over seeds")
     cols = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy (M_t)",
             "training examples (pairs / SFT)", "chosen length (tokens)"]
+    if any(last[c] for _, _, last in rows for c in ("accuracy gain vs M1 (testbed)",)):
+        cols = ["accuracy gain vs M1 (testbed)", "held-out accuracy (testbed)", "judge accuracy (testbed)",
+                "judge on own candidates (testbed)", "chosen correct (testbed)", "training examples (pairs / SFT)"]
     over = ", ".join(sorted(set(info["swept"]) - set(compared))) or "runs"
     lines = [f"# selfreward sweep report: {sweep_dir}", "",
              f"Compared: {', '.join(compared)}; mean ± sd over {over} at the last round.", "",
@@ -134,6 +160,11 @@ def report_sweep(sweep_dir: Path) -> Path:
     for label, n, last in rows:
         cells = [f"{_fmt(last[c][1])} ± {_fmt(last[c][2])}" if last[c] else "–" for c in cols]
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    gains = [(label, n, last["accuracy gain vs M1 (testbed)"]) for label, n, last in rows]
+    if all(g for _, _, g in gains) and gains:
+        lines += ["", "Held-out accuracy gain over M1 (checked by the program), mean ± sd over seeds:"]
+        lines += [f"- {label}: {100 * g[1]:+.1f} ± {100 * g[2]:.1f} points after round {g[0]} ({n} runs)"
+                  for label, n, g in gains]
     failed = [r["name"] for r in info["runs"] if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]

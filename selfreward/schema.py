@@ -111,6 +111,9 @@ class TrainConfig:
     max_length: int = 512
     bf16: bool = False
     gradient_checkpointing: bool = False
+    group_by_length: bool = field(
+        default=False, metadata={"help": "Batch examples of similar length together (less padding, less shuffling)."}
+    )
     logging_steps: int = 1
     save_steps: int = 500
 
@@ -119,6 +122,7 @@ class TrainConfig:
 class InitConfig:
     skip: bool = field(default=False, metadata={"help": "Start from model.name_or_path as is (no IFT+EFT SFT)."})
     epochs: float = 3.0
+    max_steps: int = field(default=-1, metadata={"help": "Init budget in optimizer steps; -1 = run init.epochs."})
     learning_rate: float = 1e-5
     use_eft: bool = field(default=True, metadata={"help": "Add the judge-format EFT data to the init SFT."})
 
@@ -260,7 +264,30 @@ class EvalConfig:
         default="initial", metadata={"help": "Fixed evaluator for win rates: 'initial' (M1) or a checkpoint."}
     )
     template: str = field(default="compare.txt", metadata={"help": "Pairwise template in prompts/ or a path."})
+    win_rates: bool = field(
+        default=True, metadata={"help": "Compare M_{t+1} with M_t and M1 through the evaluator (eval.judge)."}
+    )
     max_new_tokens: int = 128
+
+
+@dataclass
+class TestbedConfig:
+    """The ground-truth testbed (`recipe=testbed`, `selfreward.testbed`): checkable string tasks whose
+    data is written into `<run_dir>/testbed/`, with held-out accuracy measured by the checker."""
+
+    enabled: bool = False
+    tasks: list[str] = field(
+        default_factory=lambda: ["reverse", "sort", "count", "add"], metadata={"help": "reverse | sort | count | add"}
+    )
+    alphabet: str = "abcdefgh"
+    min_len: int = 3
+    max_len: int = 6
+    max_number: int = field(default=49, metadata={"help": "add: operands are drawn from 0..max_number."})
+    n_ift: int = field(default=2000, metadata={"help": "IFT: task instances with their correct answer."})
+    n_self_instruct: int = field(default=300, metadata={"help": "IFT: k-shot prompt-writing demonstrations."})
+    n_eft: int = field(default=2000, metadata={"help": "EFT: instances with a right or a wrong answer, judged."})
+    n_heldout: int = field(default=200, metadata={"help": "Held-out instances (each judged right and wrong too)."})
+    heldout_seed: int = field(default=1234, metadata={"help": "Fixes the held-out set across run seeds."})
 
 
 @dataclass
@@ -314,5 +341,6 @@ class Config:
     lora: LoraConfig = field(default_factory=LoraConfig)
     variant: VariantConfig = field(default_factory=VariantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    testbed: TestbedConfig = field(default_factory=TestbedConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)
     launch: LaunchConfig = field(default_factory=LaunchConfig)

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from selfreward import variants
 from selfreward.candidates import sample_candidates
 from selfreward.config import Config, ConfigError, JudgeConfig, OnProblem, load_frozen
-from selfreward.data import load_seed, seed_path
+from selfreward.data import seed_instructions, seed_path
 from selfreward.generation import Generator, distributed, load_generator
 from selfreward.judge import judge_candidates
 from selfreward.metrics import score_histogram
@@ -44,23 +44,24 @@ def stage_seed(cfg: Config, t: int, stage: str) -> int:
 
 
 def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
-    seed_instructions = [r["instruction"] for r in load_seed(cfg.data.ift_path, "ift")]
+    instructions = seed_instructions(cfg)
     # seed-anchored prompts: this share of the set comes from the seed data, the rest is generated
-    n_seed = min(round(cfg.prompts.num_prompts * cfg.prompts.seed_share), len(seed_instructions))
+    n_seed = min(round(cfg.prompts.num_prompts * cfg.prompts.seed_share), len(instructions))
     log = ChunkLog(rd.output(t, "prompts"))
     _, kept, stats = log.resume()
     seeds_committed = any(r.get("source") == "seed" for r in kept)  # a kill came after the last chunk
     kept = [r for r in kept if r.get("source") != "seed"]
     records, stats = generate_prompts(
-        gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), seed_instructions,
+        gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), instructions,
         stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
+        reject=partial(testbed_reject, cfg=cfg.testbed) if cfg.testbed.enabled else None,
     )
     if not records:
         log.discard()
         raise ConfigError(f"Round {t}: the model wrote no usable prompt ({stats}); loosen prompts.* filters.")
     seeds = []
     if n_seed:
-        drawn = random.Random(stage_seed(cfg, t, "prompts")).sample(seed_instructions, n_seed)
+        drawn = random.Random(stage_seed(cfg, t, "prompts")).sample(instructions, n_seed)
         seeds = [{"id": f"s{i:05d}", "prompt": p, "source": "seed"} for i, p in enumerate(drawn)]
         if not seeds_committed:
             log.append(seeds, stats)
@@ -71,6 +72,12 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     else:
         log.finish()
     return {"records": len(records) + len(seeds), "seed_prompts": n_seed, **stats}
+
+
+def testbed_reject(prompt: str, cfg) -> str | None:
+    from selfreward.testbed import why_not_a_task
+
+    return why_not_a_task(prompt, cfg)
 
 
 def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:

@@ -28,7 +28,8 @@ def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config,
     return load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage
 
 
-def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int) -> dict:
+def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int,
+                   max_steps: int = -1) -> dict:
     """TrainingArguments shared by SFTConfig and DPOConfig. DeepSpeed comes from the accelerate
     config of the launch, never from here (passing `deepspeed=` too would configure it twice)."""
     import torch
@@ -40,12 +41,14 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
         use_cpu=not torch.cuda.is_available(),
         output_dir=str(out_dir),
         num_train_epochs=epochs,
+        max_steps=max_steps,
         learning_rate=learning_rate,
         per_device_train_batch_size=t.per_device_batch_size,
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_length=t.max_length,
         bf16=t.bf16,
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **({"train_sampling_strategy": "group_by_length"} if t.group_by_length else {}),
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,

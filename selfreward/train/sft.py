@@ -44,14 +44,16 @@ def main(argv: list[str] | None = None) -> int:
     cfg, rd, t, stage = parse_args(__doc__, argv)
     if t == 0:
         start_from, epochs, lr = rd.base(cfg), cfg.init.epochs, cfg.init.learning_rate
+        max_steps = cfg.init.max_steps
         examples = init_examples(cfg)
         inputs = [seed_path(cfg.data.ift_path, "ift"), seed_path(cfg.data.eft_path, "eft"), start_from]
     else:
         rows = read_jsonl(rd.output(t, "sft_data"))
-        start_from, epochs, lr = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate
+        start_from, epochs, lr, max_steps = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate, -1
         examples = [_example(r["prompt"], r["response"]) for r in rows]
         inputs = [rd.output(t, "sft_data"), start_from]
-    args = SFTConfig(**trainer_kwargs(cfg, rd.trained_model(t, stage).with_name("train"), epochs, lr, cfg.seed + t))
+    out_dir = rd.trained_model(t, stage).with_name("train")
+    args = SFTConfig(**trainer_kwargs(cfg, out_dir, epochs, lr, cfg.seed + t, max_steps))
     tokenizer = load_tokenizer(start_from, cfg)
     trainer = SFTTrainer(
         model=load_model(start_from, cfg),

@@ -1,0 +1,253 @@
+"""The ground-truth testbed (`recipe=testbed`): string tasks a program can check, small enough that a
+~1M-parameter model learns to answer and to judge them in CPU minutes.
+
+    reverse cabd -> dbac        sort cabd -> abcd        count a in abca -> 2        add 17 25 -> 42
+
+`write` puts the run's data into `<run_dir>/testbed/` (`attach` points the config at it):
+- `ift.jsonl`: task instances with correct answers, plus self-instruct demonstrations (`kind:
+  self_instruct`: the prompts template with k seed tasks -> one new task), so M1 can write prompts;
+- `eft.jsonl`: instances with a correct or a corrupted answer and the judgment in the recipe's judge
+  format ("Score: <max_score>" or "Score: 0");
+- `heldout_prompts.jsonl`, `heldout_eft.jsonl`: a fixed held-out set (`testbed.heldout_seed`, the same
+  for every run seed), disjoint from the training instances.
+
+The checker is used only by `metrics` (evaluation) and by `parse` (the prompts stage drops tasks it
+cannot parse): no correctness signal reaches training except through the model's own judgments.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Callable
+
+from selfreward.config import Config, ConfigError, TestbedConfig
+from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
+
+WORD = r"([a-z]{1,12})"
+NUMBER = r"(\d{1,3})"
+
+
+@dataclass(frozen=True)
+class Task:
+    pattern: re.Pattern
+    solve: Callable[..., str]
+    sample: Callable[[random.Random, TestbedConfig], tuple]  # the arguments of a new instance
+    render: str  # instruction format, filled with the arguments
+
+
+def _word(rng: random.Random, cfg: TestbedConfig) -> str:
+    return "".join(rng.choice(cfg.alphabet) for _ in range(rng.randint(cfg.min_len, cfg.max_len)))
+
+
+TASKS = {
+    "reverse": Task(re.compile(rf"reverse {WORD}"), lambda w: w[::-1], lambda r, c: (_word(r, c),), "reverse {}"),
+    "sort": Task(re.compile(rf"sort {WORD}"), lambda w: "".join(sorted(w)), lambda r, c: (_word(r, c),), "sort {}"),
+    "count": Task(re.compile(rf"count ([a-z]) in {WORD}"), lambda ch, w: str(w.count(ch)),
+                  lambda r, c: (r.choice(c.alphabet), _word(r, c)), "count {} in {}"),
+    "add": Task(re.compile(rf"add {NUMBER} {NUMBER}"), lambda a, b: str(int(a) + int(b)),
+                lambda r, c: (r.randint(0, c.max_number), r.randint(0, c.max_number)), "add {} {}"),
+}
+
+
+def parse(instruction: str) -> tuple[str, str] | None:
+    """(task name, correct answer) of an instruction, or None when no task's format matches it exactly."""
+    text = instruction.strip()
+    for name, task in TASKS.items():
+        m = task.pattern.fullmatch(text)
+        if m:
+            return name, task.solve(*m.groups())
+    return None
+
+
+def why_not_a_task(instruction: str, cfg: TestbedConfig) -> str | None:
+    """Why a self-written prompt is not an instance of this testbed's tasks (None when it is): it does
+    not parse, or its task, letters, word length or numbers lie outside the configured family."""
+    text = instruction.strip()
+    for name, task in TASKS.items():
+        m = task.pattern.fullmatch(text)
+        if m:
+            break
+    else:
+        return "unparseable"
+    words = () if name == "add" else m.groups()[-1:]  # count's first group is the letter counted
+    letters = "".join(g for g in m.groups() if g.isalpha())
+    in_range = (name in cfg.tasks and set(letters) <= set(cfg.alphabet)
+                and all(cfg.min_len <= len(w) <= cfg.max_len for w in words)
+                and all(int(g) <= cfg.max_number for g in m.groups() if g.isdigit()))
+    return None if in_range else "out_of_range"
+
+
+def check(instruction: str, response: str) -> bool | None:
+    """Whether `response` answers `instruction` correctly (None: not a testbed instruction)."""
+    parsed = parse(instruction)
+    return None if parsed is None else response.strip() == parsed[1]
+
+
+def corrupt(rng: random.Random, answer: str, task: str = "") -> str:
+    """A plausible wrong answer, of the kinds the model's own samples show: a number a little off; two
+    letters swapped, one dropped or doubled, or one replaced by another letter of the answer (same
+    length, same letters: the mistakes a length or alphabet check cannot catch). For `sort` the
+    result is sorted again, as the model's own wrong sorts are."""
+    while True:
+        if answer.isdigit():
+            wrong = str(max(0, int(answer) + rng.choice((-10, -2, -1, 1, 2, 10))))
+        else:
+            i, j = rng.randrange(len(answer)), rng.randrange(len(answer))
+            kind = rng.choice(("swap", "drop", "double", "replace", "replace"))
+            if kind == "swap":
+                chars = list(answer)
+                chars[i], chars[j] = chars[j], chars[i]
+                wrong = "".join(chars)
+            elif kind == "drop" and len(answer) > 1:
+                wrong = answer[:i] + answer[i + 1 :]
+            elif kind == "double":
+                wrong = answer[: i + 1] + answer[i:]
+            else:
+                wrong = answer[:i] + answer[j] + answer[i + 1 :]
+            if task == "sort":
+                wrong = "".join(sorted(wrong))
+        if wrong != answer:
+            return wrong
+
+
+def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[dict]:
+    """`n` distinct instances, the tasks taking turns, none of them in `exclude`."""
+    out, seen = [], set(exclude)
+    while len(out) < n:
+        name = cfg.tasks[len(out) % len(cfg.tasks)]
+        task = TASKS[name]
+        args = task.sample(rng, cfg)
+        instruction = task.render.format(*args)
+        if instruction not in seen:
+            seen.add(instruction)
+            out.append({"task": name, "instruction": instruction, "answer": task.solve(*args)})
+    return out
+
+
+def _judged(rows: list[dict], rng: random.Random, max_score: int, both: bool) -> list[dict]:
+    """EFT records: each instance with its correct answer, a corrupted one, or (both) one of each."""
+    out = []
+    for r in rows:
+        kinds = (True, False) if both else (rng.random() < 0.5,)
+        for right in kinds:
+            response = r["answer"] if right else corrupt(rng, r["answer"], r["task"])
+            score = max_score if right else 0
+            out.append({"task": r["task"], "instruction": r["instruction"], "response": response,
+                        "judgment": f"Score: {score}", "score": score})
+    return out
+
+
+def files(rd: RunDir) -> dict[str, Path]:
+    d = rd.root / "testbed"
+    return {k: d / f"{k}.jsonl" for k in ("ift", "eft", "heldout_prompts", "heldout_eft")}
+
+
+def attach(cfg: Config, rd: RunDir) -> Config:
+    """The config with `data.*` and `eval.*` pointing at the run's testbed files (written by `write`)."""
+    paths = files(rd)
+    taken = {k: v for k, v in (("data.ift_path", cfg.data.ift_path), ("data.eft_path", cfg.data.eft_path),
+                               ("eval.prompts_path", cfg.eval.prompts_path), ("eval.eft_path", cfg.eval.eft_path))
+             if v and Path(v) not in paths.values()}
+    if taken:
+        raise ConfigError(f"testbed.enabled=true writes its own data; leave {', '.join(taken)} unset.")
+    data = replace(cfg.data, ift_path=str(paths["ift"]), eft_path=str(paths["eft"]))
+    ev = replace(cfg.eval, prompts_path=str(paths["heldout_prompts"]), eft_path=str(paths["heldout_eft"]))
+    return replace(cfg, data=data, eval=ev)
+
+
+def write(cfg: Config, rd: RunDir) -> None:
+    """Write the testbed data unless it is there for these settings (it depends on nothing else)."""
+    from selfreward.prompts import instruction_request
+    from selfreward.templates import Template
+
+    tb, paths = cfg.testbed, files(rd)
+    settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "max_score": cfg.judge.max_score,
+                           "template": cfg.prompts.template, "num_shots": cfg.prompts.num_shots}, sort_keys=True)
+    stamp = paths["ift"].with_name("settings.json")
+    if stamp.is_file() and stamp.read_text() == settings and all(p.is_file() for p in paths.values()):
+        return
+    heldout = instances(tb, random.Random(tb.heldout_seed), tb.n_heldout)
+    rng = random.Random(cfg.seed)
+    train = instances(tb, rng, tb.n_ift + tb.n_eft, exclude={r["instruction"] for r in heldout})
+    answered, judged = train[: tb.n_ift], train[tb.n_ift :]
+    template = Template(cfg.prompts.template, ("examples",), key="prompts.template")
+    seeds = [r["instruction"] for r in answered]
+    demos = [{"kind": "self_instruct", "instruction": instruction_request(
+        template, rng.sample(seeds, cfg.prompts.num_shots)), "response": rng.choice(judged)["instruction"]}
+        for _ in range(tb.n_self_instruct)]
+    max_score = cfg.judge.max_score
+    write_jsonl(paths["heldout_prompts"], [{"id": f"tb{i:04d}", "prompt": r["instruction"], "task": r["task"]}
+                                           for i, r in enumerate(heldout)])
+    write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), max_score, both=True))
+    write_jsonl(paths["eft"], _judged(judged, rng, max_score, both=False))
+    write_jsonl(paths["ift"], [{"kind": "task", "instruction": r["instruction"], "response": r["answer"]}
+                               for r in answered] + demos)
+    atomic_write_text(stamp, settings)
+
+
+def _share(flags: list[bool]) -> float | None:
+    return round(sum(flags) / len(flags), 4) if flags else None
+
+
+def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scores: list[float | None],
+            max_score: float, training: list[dict] | None = None) -> dict:
+    """Held-out metrics against the checker.
+
+    accuracy: greedy answers to `prompts` that are correct; judge_accuracy: held-out EFT items whose
+    judge score is on the right side of the scale's midpoint (unparsed = wrong); judge_pairwise_accuracy:
+    instances with a correct and a wrong answer where the correct one scores higher (ties count half);
+    `training` (the round's pairs or SFT set): pair_precision = chosen (kept) responses that are correct,
+    rejected_wrong = rejected responses that are wrong."""
+    right = [bool(check(p["prompt"], a)) for p, a in zip(prompts, answers)]
+    truth = [bool(check(e["instruction"], e["response"])) for e in eft]
+    said = [s is not None and s >= max_score / 2 for s in judge_scores]
+    by_instance: dict[str, dict[bool, float]] = {}
+    for e, t, s in zip(eft, truth, judge_scores):
+        by_instance.setdefault(e["instruction"], {})[t] = -1.0 if s is None else s
+    pairwise = [1.0 if d[True] > d[False] else 0.5 if d[True] == d[False] else 0.0
+                for d in by_instance.values() if len(d) == 2]
+    per_task = {}
+    for name in dict.fromkeys(parse(p["prompt"])[0] for p in prompts):
+        mine = [parse(p["prompt"])[0] == name for p in prompts]
+        judged = [parse(e["instruction"])[0] == name for e in eft]
+        per_task[name] = {"accuracy": _share([r for r, m in zip(right, mine) if m]),
+                          "judge_accuracy": _share([s == t for s, t, m in zip(said, truth, judged) if m])}
+    out = {
+        "accuracy": _share(right),
+        "judge_accuracy": _share([s == t for s, t in zip(said, truth)]),
+        "judge_pairwise_accuracy": round(sum(pairwise) / len(pairwise), 4) if pairwise else None,
+        "n_prompts": len(prompts),
+        "n_judged": len(eft),
+        "per_task": per_task,
+    }
+    if training is not None:
+        kept = [r.get("chosen", r.get("response")) for r in training if r.get("kind", "response") == "response"]
+        rows = [r for r in training if r.get("kind", "response") == "response"]
+        out["pair_precision"] = _share([bool(check(r["prompt"], k)) for r, k in zip(rows, kept)])
+        rejected = [not check(r["prompt"], r["rejected"]) for r in rows if "rejected" in r]
+        out["rejected_wrong"] = _share(rejected)
+    return out
+
+
+def candidate_stats(candidates: list[dict], judgments: list[dict]) -> dict:
+    """On the round's own prompts: the share of sampled candidates that are correct, and how often
+    the round's judge scores a correct candidate above a wrong one of the same prompt (ties count half).
+    The second number is the one pair quality rests on: the judge meets the model's own mistakes here,
+    not the held-out set's."""
+    score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
+    groups: dict[str, dict[bool, list[float]]] = {}
+    right = []
+    for c in candidates:
+        ok = bool(check(c["prompt"], c["response"]))
+        right.append(ok)
+        s = score.get((c["prompt_id"], c["candidate_id"]))
+        groups.setdefault(c["prompt_id"], {True: [], False: []})[ok].append(-1.0 if s is None else s)
+    wins = [1.0 if a > b else 0.5 if a == b else 0.0
+            for g in groups.values() for a in g[True] for b in g[False]]
+    return {"candidate_accuracy": _share(right),
+            "judge_own_pairwise_accuracy": round(sum(wins) / len(wins), 4) if wins else None,
+            "n_own_pairs": len(wins)}

@@ -1,0 +1,172 @@
+"""The ground-truth testbed: tasks and checkers, the data it writes, metrics against the checker,
+and a shortened testbed run whose eval files are recomputed here from the checker."""
+
+import json
+import random
+from functools import partial
+
+import pytest
+
+from selfreward import testbed
+from selfreward.config import ConfigError, compose
+from selfreward.rundir import RunDir, read_jsonl
+from tests.conftest import selfreward
+
+
+@pytest.mark.parametrize(
+    "instruction, answer",
+    [("reverse cabd", "dbac"), ("sort cabd", "abcd"), ("count a in abca", "2"), ("add 17 25", "42")],
+)
+def test_parse_and_check(instruction, answer):
+    assert testbed.parse(instruction)[1] == answer
+    assert testbed.check(instruction, answer) is True
+    assert testbed.check(instruction, f" {answer}\n") is True  # surrounding whitespace is not an error
+    assert testbed.check(instruction, answer + "a") is False
+
+
+@pytest.mark.parametrize("text", ["reverse", "reverse ab cd", "Reverse abc", "add 1", "count ab in abc", "hello"])
+def test_unparseable_instructions(text):
+    assert testbed.parse(text) is None
+    assert testbed.check(text, "x") is None
+
+
+def test_corrupt_is_always_wrong():
+    rng = random.Random(0)
+    for answer in ("a", "abc", "aaaa", "0", "7", "42"):
+        for _ in range(50):
+            assert testbed.corrupt(rng, answer) != answer
+
+
+def test_instances_are_distinct_and_take_turns():
+    cfg = testbed.TestbedConfig(enabled=True)
+    rows = testbed.instances(cfg, random.Random(1), 40, exclude={"reverse abc"})
+    assert len({r["instruction"] for r in rows}) == 40
+    assert [r["task"] for r in rows[:4]] == cfg.tasks
+    assert all(testbed.check(r["instruction"], r["answer"]) for r in rows)
+
+
+def test_metrics_on_a_hand_made_case():
+    prompts = [{"prompt": "reverse abc"}, {"prompt": "sort cba"}, {"prompt": "add 2 3"}, {"prompt": "reverse ab"}]
+    answers = ["cba", "abc", "6", "ab"]  # right, right, wrong, wrong
+    eft = [
+        {"instruction": "reverse abc", "response": "cba"},  # right, judged 0.9 -> said right
+        {"instruction": "reverse abc", "response": "cab"},  # wrong, judged 0.6 -> said right (a judge error)
+        {"instruction": "add 2 3", "response": "5"},  # right, judged 0.2 -> said wrong (an error)
+        {"instruction": "add 2 3", "response": "6"},  # wrong, judged 0.2 -> said wrong; ties the right one
+        {"instruction": "sort cba", "response": "abc"},  # right, unparsed score -> counted as said wrong
+    ]
+    scores = [0.9, 0.6, 0.2, 0.2, None]
+    training = [
+        {"prompt": "reverse abc", "chosen": "cba", "rejected": "abc", "kind": "response"},  # right / wrong
+        {"prompt": "add 2 3", "chosen": "6", "rejected": "5", "kind": "response"},  # wrong / right
+        {"prompt": "Judge this", "chosen": "Score: 1", "rejected": "Score: 0", "kind": "judge"},  # not counted
+    ]
+    m = testbed.metrics(prompts, answers, eft, scores, max_score=1, training=training)
+    assert m["accuracy"] == 0.5
+    assert m["judge_accuracy"] == 0.4  # items 1 and 4 right
+    assert m["judge_pairwise_accuracy"] == 0.75  # reverse: 1, add: tie 0.5
+    assert m["per_task"]["reverse"] == {"accuracy": 0.5, "judge_accuracy": 0.5}
+    assert m["per_task"]["add"] == {"accuracy": 0.0, "judge_accuracy": 0.5}
+    assert m["pair_precision"] == 0.5 and m["rejected_wrong"] == 0.5
+    sft = testbed.metrics(prompts, answers, eft, scores, 1, training=[{"prompt": "add 2 3", "response": "5"}])
+    assert sft["pair_precision"] == 1.0 and sft["rejected_wrong"] is None
+
+
+def test_candidate_stats_on_a_hand_made_round():
+    candidates = [
+        {"prompt_id": "p0", "candidate_id": 0, "prompt": "sort cab", "response": "abc"},  # right, 0.9
+        {"prompt_id": "p0", "candidate_id": 1, "prompt": "sort cab", "response": "abb"},  # wrong, 0.4
+        {"prompt_id": "p0", "candidate_id": 2, "prompt": "sort cab", "response": "acc"},  # wrong, 0.9 (tie)
+        {"prompt_id": "p1", "candidate_id": 0, "prompt": "add 1 1", "response": "3"},  # wrong, unscored
+        {"prompt_id": "p1", "candidate_id": 1, "prompt": "add 1 1", "response": "2"},  # right, 0.1
+    ]
+    judgments = [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "score": s}
+                 for c, s in zip(candidates, [0.9, 0.4, 0.9, None, 0.1])]
+    stats = testbed.candidate_stats(candidates, judgments)
+    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": round(2.5 / 3, 4), "n_own_pairs": 3}
+
+
+def test_write_keeps_truth_out_of_training(tmp_path):
+    cfg = compose(["recipe=testbed", f"run_dir={tmp_path}", "testbed.n_ift=40", "testbed.n_eft=40",
+                   "testbed.n_heldout=20", "testbed.n_self_instruct=5"])
+    rd = RunDir(tmp_path)
+    cfg = testbed.attach(cfg, rd)
+    testbed.write(cfg, rd)
+    files = {k: read_jsonl(p) for k, p in testbed.files(rd).items()}
+    heldout = {r["prompt"] for r in files["heldout_prompts"]}
+    assert len(heldout) == 20 and all("answer" not in r for r in files["heldout_prompts"])
+    train = {r["instruction"] for r in files["ift"] if r["kind"] == "task"} | {r["instruction"] for r in files["eft"]}
+    assert not heldout & train
+    demos = [r for r in files["ift"] if r["kind"] == "self_instruct"]
+    assert len(demos) == 5 and all(testbed.parse(d["response"]) for d in demos)
+    for r in files["eft"] + files["heldout_eft"]:  # the judgment says what the checker says
+        assert r["judgment"] == f"Score: {1 if testbed.check(r['instruction'], r['response']) else 0}"
+    # the held-out set does not depend on the run seed; the training data does
+    other = compose(["recipe=testbed", f"run_dir={tmp_path / 'b'}", "seed=1", "testbed.n_ift=40",
+                     "testbed.n_eft=40", "testbed.n_heldout=20", "testbed.n_self_instruct=5"])
+    rd_b = RunDir(tmp_path / "b")
+    testbed.write(testbed.attach(other, rd_b), rd_b)
+    assert read_jsonl(testbed.files(rd_b)["heldout_prompts"]) == files["heldout_prompts"]
+    assert read_jsonl(testbed.files(rd_b)["ift"]) != files["ift"]
+
+
+def test_testbed_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="testbed.tasks.*Valid choices: reverse, sort, count, add"):
+        compose(["recipe=testbed", "testbed.tasks=[reverse,multiply]"])
+    with pytest.raises(ConfigError, match="leave data.ift_path unset"):
+        ift = tmp_path / "ift.jsonl"
+        ift.write_text('{"instruction": "a", "response": "b"}\n')
+        testbed.attach(compose(["recipe=testbed", f"data.ift_path={ift}"]), RunDir(tmp_path))
+
+
+def test_prompts_the_checker_cannot_parse_are_dropped_and_counted():
+    from selfreward.config import PromptsConfig
+    from selfreward.prompts import generate_prompts
+    from selfreward.stages import testbed_reject
+    from tests.test_prompts import EchoTokenizer, ScriptedGenerator
+
+    gen = ScriptedGenerator(["reverse abc", "Task: sort cab", "reverse the word abc", "add 1", "count a in aab",
+                             "sort ab"])
+    gen.tokenizer = EchoTokenizer()
+    cfg = PromptsConfig(num_prompts=3, max_attempts=2, min_words=2, max_words=5, num_shots=1)
+    reject = partial(testbed_reject, cfg=testbed.TestbedConfig(enabled=True))  # words of 3-6 letters
+    records, stats = generate_prompts(gen, cfg, ["sort abc"], seed=0, reject=reject)
+    assert [r["prompt"] for r in records] == ["reverse abc", "sort cab", "count a in aab"]
+    assert stats["dropped_unparseable"] == 2 and stats["dropped_out_of_range"] == 1
+
+
+def test_self_instruct_demonstrations_are_not_seed_tasks(tmp_path):
+    from selfreward.data import seed_instructions
+
+    cfg = compose(["recipe=testbed", f"run_dir={tmp_path}", "testbed.n_ift=12", "testbed.n_eft=8",
+                   "testbed.n_heldout=8", "testbed.n_self_instruct=3"])
+    cfg = testbed.attach(cfg, RunDir(tmp_path))
+    testbed.write(cfg, RunDir(tmp_path))
+    seeds = seed_instructions(cfg)
+    assert len(seeds) == 12 and all(testbed.parse(s) for s in seeds)
+
+
+@pytest.mark.slow
+def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
+    run_dir = tmp_path / "tb"
+    selfreward("run", "recipe=testbed", f"run_dir={run_dir}", "rounds=1", "init.max_steps=40",
+               "testbed.n_ift=200", "testbed.n_eft=200", "testbed.n_heldout=24", "testbed.n_self_instruct=20",
+               "prompts.num_prompts=12", "pairs.min_margin=0", "pairs.on_too_few=skip", "judge.max_mode_share=1.0")
+    rd = RunDir(run_dir)
+    init, round1 = json.loads((rd.init_dir / "eval.json").read_text()), json.loads(
+        (rd.round_dir(1) / "eval.json").read_text())
+    prompts = read_jsonl(testbed.files(rd)["heldout_prompts"])
+    for ev, folder in ((init, rd.init_dir), (round1, rd.round_dir(1))):
+        answers = {r["id"]: r["response"] for r in read_jsonl(folder / "eval_responses.jsonl")}
+        truth = [bool(testbed.check(p["prompt"], answers[p["id"]])) for p in prompts]
+        assert ev["testbed"]["accuracy"] == round(sum(truth) / len(truth), 4)
+        assert ev["testbed"]["n_judged"] == 2 * len(prompts)
+        assert set(ev["testbed"]["per_task"]) == {"reverse", "sort", "count", "add"}
+    pairs = [p for p in read_jsonl(rd.output(1, "pairs")) if p["kind"] == "response"]
+    if pairs:
+        right = [bool(testbed.check(p["prompt"], p["chosen"])) for p in pairs]
+        assert round1["testbed"]["pair_precision"] == round(sum(right) / len(right), 4)
+    assert all(testbed.parse(p["prompt"]) for p in read_jsonl(rd.output(1, "prompts")))
+    metrics = json.loads((rd.round_dir(1) / "metrics.json").read_text())["eval"]
+    assert metrics["testbed_m1_accuracy"] == init["testbed"]["accuracy"]
+    assert metrics["testbed_accuracy_gain"] == round(round1["testbed"]["accuracy"] - init["testbed"]["accuracy"], 4)
