@@ -170,3 +170,39 @@ def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
     metrics = json.loads((rd.round_dir(1) / "metrics.json").read_text())["eval"]
     assert metrics["testbed_m1_accuracy"] == init["testbed"]["accuracy"]
     assert metrics["testbed_accuracy_gain"] == round(round1["testbed"]["accuracy"] - init["testbed"]["accuracy"], 4)
+
+
+def _fake_round(run_dir, t, accuracy, m1_accuracy):
+    """The part of a round's metrics.json the report reads, for a testbed run."""
+    path = run_dir / f"round_{t}" / "metrics.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({
+        "round": t, "counts": {"prompts": 8, "pairs": 4}, "judge": {"parse_failure_rate": 0.0, "mode_share": 0.5,
+                                                                    "score_histogram": {"0": 3, "1": 5}},
+        "lengths_tokens": {"all": 5.0, "chosen": 5.0, "rejected": 6.0}, "training": {"train_loss": 0.6},
+        "eval": {"judge_pairwise_accuracy": 0.8, "testbed_accuracy": accuracy, "testbed_judge_accuracy": 0.9,
+                 "testbed_m1_accuracy": m1_accuracy, "testbed_m1_judge_accuracy": 0.85,
+                 "testbed_accuracy_gain": round(accuracy - m1_accuracy, 4), "testbed_pair_precision": 0.7},
+    }))
+    (run_dir / "config.yaml").write_text("run_dir: x\n")
+
+
+def test_report_states_the_gain_over_m1_per_update(tmp_path):
+    from selfreward.report import report
+
+    runs = []
+    for update, finals in (("dpo", (0.6, 0.7)), ("sft", (0.5, 0.5))):
+        for seed, final in enumerate(finals):
+            run_dir = tmp_path / f"update={update},seed={seed}"
+            _fake_round(run_dir, 1, 0.55, 0.5)
+            _fake_round(run_dir, 2, final, 0.5)
+            runs.append({"name": run_dir.name, "overrides": {"update": update, "seed": str(seed)},
+                         "run_dir": str(run_dir), "status": "done"})
+    (tmp_path / "sweep.json").write_text(json.dumps({"fixed": [], "swept": ["update", "seed"], "runs": runs}))
+    text = report(str(tmp_path)).read_text()
+    # dpo: gains 0.1 and 0.2 -> +15.0 ± 5.0 points; sft: 0.0 and 0.0
+    assert "- update=dpo: +15.0 ± 5.0 points after round 2 (2 runs)" in text
+    assert "- update=sft: +0.0 ± 0.0 points after round 2 (2 runs)" in text
+    assert "accuracy gain vs M1 (testbed)" in text.splitlines()[6]  # the table's first column after runs
+    one = report(str(tmp_path / "update=dpo,seed=0")).read_text()
+    assert "| 0 | 0.50 | 0.85 |" in one and "| 2 | 0.60 | 0.90 |" in one  # round 0 is M1
