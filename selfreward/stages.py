@@ -56,7 +56,7 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
         stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
         reject=partial(testbed_reject, cfg=cfg.testbed) if cfg.testbed.enabled else None,
     )
-    if not records:
+    if not records and not n_seed:  # with seed prompts the round still has something to answer
         log.discard()
         raise ConfigError(f"Round {t}: the model wrote no usable prompt ({stats}); loosen prompts.* filters.")
     seeds = []

@@ -150,8 +150,9 @@ def test_self_instruct_demonstrations_are_not_seed_tasks(tmp_path):
 def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
     run_dir = tmp_path / "tb"
     selfreward("run", "recipe=testbed", f"run_dir={run_dir}", "rounds=1", "init.max_steps=40",
+               "testbed.tasks=[reverse,sort,count,add]",
                "testbed.n_ift=200", "testbed.n_eft=200", "testbed.n_heldout=24", "testbed.n_self_instruct=20",
-               "prompts.num_prompts=12", "pairs.min_margin=0", "pairs.on_too_few=skip", "judge.max_mode_share=1.0")
+               "prompts.num_prompts=12", "prompts.seed_share=0.5", "pairs.min_margin=0", "judge.max_mode_share=1.0")
     rd = RunDir(run_dir)
     init, round1 = json.loads((rd.init_dir / "eval.json").read_text()), json.loads(
         (rd.round_dir(1) / "eval.json").read_text())
@@ -166,6 +167,7 @@ def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
     if pairs:
         right = [bool(testbed.check(p["prompt"], p["chosen"])) for p in pairs]
         assert round1["testbed"]["pair_precision"] == round(sum(right) / len(right), 4)
+    # a 40-step model writes few usable tasks: half the prompts are seed tasks, and any it wrote parse
     assert all(testbed.parse(p["prompt"]) for p in read_jsonl(rd.output(1, "prompts")))
     metrics = json.loads((rd.round_dir(1) / "metrics.json").read_text())["eval"]
     assert metrics["testbed_m1_accuracy"] == init["testbed"]["accuracy"]
