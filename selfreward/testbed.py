@@ -11,8 +11,9 @@
 - `heldout_prompts.jsonl`, `heldout_eft.jsonl`: a fixed held-out set (`testbed.heldout_seed`, the same
   for every run seed), disjoint from the training instances.
 
-The checker is used only by `metrics` (evaluation) and by `parse` (the prompts stage drops tasks it
-cannot parse): no correctness signal reaches training except through the model's own judgments.
+The checker is used only by `metrics` and `candidate_stats` (evaluation) and, for the parse alone, by
+`why_not_a_task` (the prompts stage drops tasks it cannot parse or that lie outside the configured
+family): no correctness signal reaches training except through the model's own judgments.
 """
 
 from __future__ import annotations
@@ -53,26 +54,28 @@ TASKS = {
 }
 
 
-def parse(instruction: str) -> tuple[str, str] | None:
-    """(task name, correct answer) of an instruction, or None when no task's format matches it exactly."""
+def _match(instruction: str) -> tuple[str, re.Match] | None:
     text = instruction.strip()
     for name, task in TASKS.items():
         m = task.pattern.fullmatch(text)
         if m:
-            return name, task.solve(*m.groups())
+            return name, m
     return None
+
+
+def parse(instruction: str) -> tuple[str, str] | None:
+    """(task name, correct answer) of an instruction, or None when no task's format matches it exactly."""
+    found = _match(instruction)
+    return (found[0], TASKS[found[0]].solve(*found[1].groups())) if found else None
 
 
 def why_not_a_task(instruction: str, cfg: TestbedConfig) -> str | None:
     """Why a self-written prompt is not an instance of this testbed's tasks (None when it is): it does
     not parse, or its task, letters, word length or numbers lie outside the configured family."""
-    text = instruction.strip()
-    for name, task in TASKS.items():
-        m = task.pattern.fullmatch(text)
-        if m:
-            break
-    else:
+    found = _match(instruction)
+    if found is None:
         return "unparseable"
+    name, m = found
     words = () if name == "add" else m.groups()[-1:]  # count's first group is the letter counted
     letters = "".join(g for g in m.groups() if g.isalpha())
     in_range = (name in cfg.tasks and set(letters) <= set(cfg.alphabet)
@@ -117,7 +120,9 @@ def corrupt(rng: random.Random, answer: str, task: str = "") -> str:
 def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[dict]:
     """`n` distinct instances, the tasks taking turns, none of them in `exclude`."""
     out, seen = [], set(exclude)
-    while len(out) < n:
+    for _ in range(50 * n + 1000):
+        if len(out) == n:
+            return out
         name = cfg.tasks[len(out) % len(cfg.tasks)]
         task = TASKS[name]
         args = task.sample(rng, cfg)
@@ -125,10 +130,11 @@ def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: set[str] 
         if instruction not in seen:
             seen.add(instruction)
             out.append({"task": name, "instruction": instruction, "answer": task.solve(*args)})
-    return out
+    raise ConfigError(f"The testbed cannot draw {n} distinct task instances from 'testbed.alphabet' "
+                      f"{cfg.alphabet!r}, lengths {cfg.min_len}-{cfg.max_len}: widen them or ask for fewer.")
 
 
-def _judged(rows: list[dict], rng: random.Random, max_score: int, both: bool) -> list[dict]:
+def _judged(rows: list[dict], rng: random.Random, label: str, max_score: int, both: bool) -> list[dict]:
     """EFT records: each instance with its correct answer, a corrupted one, or (both) one of each."""
     out = []
     for r in rows:
@@ -137,7 +143,7 @@ def _judged(rows: list[dict], rng: random.Random, max_score: int, both: bool) ->
             response = r["answer"] if right else corrupt(rng, r["answer"], r["task"])
             score = max_score if right else 0
             out.append({"task": r["task"], "instruction": r["instruction"], "response": response,
-                        "judgment": f"Score: {score}", "score": score})
+                        "judgment": f"{label}: {score}", "score": score})
     return out
 
 
@@ -165,7 +171,8 @@ def write(cfg: Config, rd: RunDir) -> None:
     from selfreward.templates import Template
 
     tb, paths = cfg.testbed, files(rd)
-    settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "max_score": cfg.judge.max_score,
+    judged_as = (cfg.judge.score_names[0], cfg.judge.max_score)
+    settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "judge": judged_as,
                            "template": cfg.prompts.template, "num_shots": cfg.prompts.num_shots}, sort_keys=True)
     stamp = paths["ift"].with_name("settings.json")
     if stamp.is_file() and stamp.read_text() == settings and all(p.is_file() for p in paths.values()):
@@ -179,11 +186,10 @@ def write(cfg: Config, rd: RunDir) -> None:
     demos = [{"kind": "self_instruct", "instruction": instruction_request(
         template, rng.sample(seeds, cfg.prompts.num_shots)), "response": rng.choice(judged)["instruction"]}
         for _ in range(tb.n_self_instruct)]
-    max_score = cfg.judge.max_score
     write_jsonl(paths["heldout_prompts"], [{"id": f"tb{i:04d}", "prompt": r["instruction"], "task": r["task"]}
                                            for i, r in enumerate(heldout)])
-    write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), max_score, both=True))
-    write_jsonl(paths["eft"], _judged(judged, rng, max_score, both=False))
+    write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), *judged_as, both=True))
+    write_jsonl(paths["eft"], _judged(judged, rng, *judged_as, both=False))
     write_jsonl(paths["ift"], [{"kind": "task", "instruction": r["instruction"], "response": r["answer"]}
                                for r in answered] + demos)
     atomic_write_text(stamp, settings)

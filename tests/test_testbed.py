@@ -208,3 +208,9 @@ def test_report_states_the_gain_over_m1_per_update(tmp_path):
     assert "accuracy gain vs M1 (testbed)" in text.splitlines()[6]  # the table's first column after runs
     one = report(str(tmp_path / "update=dpo,seed=0")).read_text()
     assert "| 0 | 0.50 | 0.85 |" in one and "| 2 | 0.60 | 0.90 |" in one  # round 0 is M1
+
+
+def test_too_small_a_task_family_is_a_config_error():
+    cfg = testbed.TestbedConfig(enabled=True, tasks=["sort"], alphabet="ab", min_len=1, max_len=2)
+    with pytest.raises(ConfigError, match="cannot draw 50 distinct task instances"):
+        testbed.instances(cfg, random.Random(0), 50)  # only 6 words exist
