@@ -184,11 +184,7 @@ def validate(cfg) -> Config:
     _validate_judge(obj)
     _validate_testbed(obj)
     _validate_scale(obj)
-    templates = (("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
-                 ("prompts.evolve_template", obj.prompts.evolve_template),
-                 ("eval.template", obj.eval.template), ("variant.meta_template", obj.variant.meta_template),
-                 ("variant.second_template", obj.variant.second_template or obj.judge.template))
-    for key, value in templates:
+    for key, value in templates(obj):
         find_prompt(value, key)
     if obj.model.chat_template:
         find_prompt(obj.model.chat_template, "model.chat_template", suffix=".jinja")
@@ -200,6 +196,14 @@ def validate(cfg) -> Config:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"'{key}': no such file: {value}")
     return obj
+
+
+def templates(obj: Config) -> list[tuple[str, str]]:
+    """(key, value) of every prompt template the run renders."""
+    return [("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
+            ("prompts.evolve_template", obj.prompts.evolve_template),
+            ("eval.template", obj.eval.template), ("variant.meta_template", obj.variant.meta_template),
+            ("variant.second_template", obj.variant.second_template or obj.judge.template)]
 
 
 def _validate_judge(obj: Config) -> None:

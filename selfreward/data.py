@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfreward.config import Config, ConfigError
-from selfreward.resources import DATA_DIR
+from selfreward.config import Config, ConfigError, templates
+from selfreward.resources import DATA_DIR, find_prompt
 
 IFT_FIELDS = ("instruction", "response")
 EFT_FIELDS = ("instruction", "response", "judgment")
@@ -45,11 +45,10 @@ def seed_instructions(cfg: Config) -> list[str]:
 
 
 def seed_texts(cfg: Config) -> list[str]:
-    """All shipped text, for training the tiny tokenizer."""
+    """The text the tiny tokenizer is trained on: the run's seed data and the templates it renders
+    (only those, so a prompt file added for another recipe does not change this run's tokenizer)."""
     texts = []
     for kind, path in (("ift", cfg.data.ift_path), ("eft", cfg.data.eft_path)):
         texts += [v for row in load_seed(path, kind) for v in row.values() if isinstance(v, str)]
-    from selfreward.resources import PROMPTS_DIR
-
-    texts += [p.read_text() for p in PROMPTS_DIR.glob("*.txt")]
-    return texts
+    paths = dict.fromkeys(find_prompt(value, key) for key, value in templates(cfg))
+    return texts + [p.read_text() for p in paths]

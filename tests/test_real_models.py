@@ -142,7 +142,8 @@ def test_adapter_chain_loads_merged_and_merges_to_the_same_weights(tiny_checkpoi
     first = _random_adapter(tiny_checkpoint, tmp_path / "round_1", seed=1)
     expected_1 = _logits(first, ids)
     assert is_adapter(tmp_path / "round_1") and adapter_base(tmp_path / "round_1") == str(tiny_checkpoint.resolve())
-    assert torch.allclose(_logits(load_causal_lm(tmp_path / "round_1", torch.float32), ids), expected_1, atol=1e-5)
+    # loaded merged: equal up to float32 rounding of the merge (observed ~2e-5 on logits of size ~3)
+    assert torch.allclose(_logits(load_causal_lm(tmp_path / "round_1", torch.float32), ids), expected_1, atol=1e-4)
     assert not torch.allclose(_logits(load_causal_lm(tiny_checkpoint, torch.float32), ids), expected_1, atol=1e-3)
     # round 2's adapter sits on round 1's adapter: the loader follows the chain
     second = _random_adapter(tmp_path / "round_1", tmp_path / "round_2", seed=2)
