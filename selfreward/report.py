@@ -149,7 +149,7 @@ def report_sweep(sweep_dir: Path) -> Path:
     _plot_curves(series, sweep_dir / "sweep.png", f"{sweep_dir}: mean ± sd over seeds")
     cols = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy (M_t)",
             "training examples (pairs / SFT)", "chosen length (tokens)"]
-    if any(last[c] for _, _, last in rows for c in ("accuracy gain vs M1 (testbed)",)):
+    if any(last["accuracy gain vs M1 (testbed)"] for _, _, last in rows):
         cols = ["accuracy gain vs M1 (testbed)", "held-out accuracy (testbed)", "judge accuracy (testbed)",
                 "judge on own candidates (testbed)", "chosen correct (testbed)", "training examples (pairs / SFT)"]
     over = ", ".join(sorted(set(info["swept"]) - set(compared))) or "runs"
