@@ -35,3 +35,17 @@ def test_chat_prompt_uses_the_tokenizer_template(tiny_checkpoint):
     tok.chat_template = None
     with pytest.raises(ConfigError, match="no chat template"):
         chat_prompt(tok, "Hi")
+
+
+def test_tiny_tokenizer_is_trained_on_the_runs_own_templates():
+    """Only the templates a run renders go into its tokenizer's text: a prompt file added for another
+    recipe must not change the default run's tokenizer (and so its whole random trajectory)."""
+    from selfreward.config import compose
+    from selfreward.data import seed_texts
+    from selfreward.resources import find_prompt
+
+    judge, testbed_judge = (find_prompt(name).read_text() for name in ("judge.txt", "testbed_judge.txt"))
+    default = seed_texts(compose([]))
+    assert judge in default and testbed_judge not in default
+    swapped = seed_texts(compose(["judge.template=testbed_judge.txt"]))
+    assert testbed_judge in swapped and judge not in swapped
