@@ -184,7 +184,7 @@ def validate(cfg) -> Config:
     _validate_judge(obj)
     _validate_testbed(obj)
     _validate_scale(obj)
-    for key, value in templates(obj):
+    for key, value in rendered_templates(obj):
         find_prompt(value, key)
     if obj.model.chat_template:
         find_prompt(obj.model.chat_template, "model.chat_template", suffix=".jinja")
@@ -198,7 +198,7 @@ def validate(cfg) -> Config:
     return obj
 
 
-def templates(obj: Config) -> list[tuple[str, str]]:
+def rendered_templates(obj: Config) -> list[tuple[str, str]]:
     """(key, value) of every prompt template the run renders."""
     return [("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
             ("prompts.evolve_template", obj.prompts.evolve_template),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfreward.config import Config, ConfigError, templates
+from selfreward.config import Config, ConfigError, rendered_templates
 from selfreward.resources import DATA_DIR, find_prompt
 
 IFT_FIELDS = ("instruction", "response")
@@ -50,5 +50,5 @@ def seed_texts(cfg: Config) -> list[str]:
     texts = []
     for kind, path in (("ift", cfg.data.ift_path), ("eft", cfg.data.eft_path)):
         texts += [v for row in load_seed(path, kind) for v in row.values() if isinstance(v, str)]
-    paths = dict.fromkeys(find_prompt(value, key) for key, value in templates(cfg))
+    paths = dict.fromkeys(find_prompt(value, key) for key, value in rendered_templates(cfg))
     return texts + [p.read_text() for p in paths]
