@@ -286,8 +286,9 @@ def test_data_parallel_generation_matches_one_process(run_from_init):
         cfg = compose([*greedy, f"launch.generation_processes={n}", f"run_dir={run_dir}"])
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if n == 2 else []
-        subprocess.run([sys.executable, *launch, "-m", "selfreward.stages", "--run-dir", str(run_dir), "--round", "1",
-                        "prompts", "candidates", "judge"], check=True, capture_output=True)
+        done = subprocess.run([sys.executable, *launch, "-m", "selfreward.stages", "--run-dir", str(run_dir),
+                               "--round", "1", "prompts", "candidates", "judge"], capture_output=True, text=True)
+        assert done.returncode == 0, f"{n} process(es) exited {done.returncode}:\n{done.stderr[-4000:]}"
         outputs.append([read_jsonl(RunDir(run_dir).output(1, s)) for s in ("prompts", "candidates", "judge")])
         shutil.rmtree(run_dir / "base_model")
     (p1, c1, j1), (p2, c2, j2) = outputs

@@ -93,9 +93,17 @@ def follow(cfg: Config) -> None:
         else:
             method, prompts, args = message
             _shard(generator, method, prompts, args)
-    _dist().destroy_process_group()
+    _shutdown()
 
 
 def stop_followers() -> None:
     _broadcast(("stop",))
-    _dist().destroy_process_group()
+    _shutdown()
+
+
+def _shutdown() -> None:
+    # The barrier keeps rank 0 from closing its connections while a follower is still receiving the
+    # stop message (a follower then died with exit code 1 under load, after all the work was written).
+    dist = _dist()
+    dist.barrier()
+    dist.destroy_process_group()
