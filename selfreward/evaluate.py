@@ -73,12 +73,11 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
 
     eft = load_seed(cfg.eval.eft_path, "eft")
     scores = [j["score"] for j in judge_candidates(gen, cfg.judge, eft_items(eft), seed)]
-    training = None
-    if t:
-        training = read_jsonl(rd.output(t, "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"))
+    if not t:  # M1: no round data yet
+        return testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score)
+    training = read_jsonl(rd.output(t, "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"))
     out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training)
-    if t:
-        out.update(testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))))
+    out.update(testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))))
     return out
 
 
@@ -129,9 +128,14 @@ def drift(rd: RunDir, t: int, tokenizer) -> dict:
     }
 
 
+def eval_seed(cfg: Config, t: int) -> int:
+    """The sampling seed of round t's evaluation (t = 0: M1's), apart from every stage's seed."""
+    return cfg.seed * 100_003 + t * 101 + 7
+
+
 def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = heldout_prompts(cfg)
-    seed = cfg.seed * 100_003 + t * 101 + 7
+    seed = eval_seed(cfg, t)
     # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
     policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
     gen = load_generator(cfg, judge_model)
@@ -170,7 +174,7 @@ def evaluate_initial(cfg: Config, rd: RunDir) -> dict:
     gen = load_generator(cfg, rd.initial(cfg))
     responses = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts, gen)
     return {"round": 0, "model": rd.initial(cfg),
-            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, cfg.seed * 100_003 + 7)}
+            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, eval_seed(cfg, 0))}
 
 
 def summary(result: dict) -> str:

@@ -111,9 +111,6 @@ class TrainConfig:
     max_length: int = 512
     bf16: bool = False
     gradient_checkpointing: bool = False
-    group_by_length: bool = field(
-        default=False, metadata={"help": "Batch examples of similar length together (less padding, less shuffling)."}
-    )
     logging_steps: int = 1
     save_steps: int = 500
 

@@ -21,7 +21,7 @@ from functools import partial
 
 from tqdm.auto import tqdm
 
-from selfreward import variants
+from selfreward import testbed, variants
 from selfreward.candidates import sample_candidates
 from selfreward.config import Config, ConfigError, JudgeConfig, OnProblem, load_frozen
 from selfreward.data import seed_instructions, seed_path
@@ -54,7 +54,7 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     records, stats = generate_prompts(
         gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), instructions,
         stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
-        reject=partial(testbed_reject, cfg=cfg.testbed) if cfg.testbed.enabled else None,
+        reject=partial(testbed.why_not_a_task, cfg=cfg.testbed) if cfg.testbed.enabled else None,
     )
     if not records and not n_seed:  # with seed prompts the round still has something to answer
         log.discard()
@@ -72,12 +72,6 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     else:
         log.finish()
     return {"records": len(records) + len(seeds), "seed_prompts": n_seed, **stats}
-
-
-def testbed_reject(prompt: str, cfg) -> str | None:
-    from selfreward.testbed import why_not_a_task
-
-    return why_not_a_task(prompt, cfg)
 
 
 def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:

@@ -216,12 +216,11 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         by_instance.setdefault(e["instruction"], {})[t] = -1.0 if s is None else s
     pairwise = [1.0 if d[True] > d[False] else 0.5 if d[True] == d[False] else 0.0
                 for d in by_instance.values() if len(d) == 2]
-    per_task = {}
-    for name in dict.fromkeys(parse(p["prompt"])[0] for p in prompts):
-        mine = [parse(p["prompt"])[0] == name for p in prompts]
-        judged = [parse(e["instruction"])[0] == name for e in eft]
-        per_task[name] = {"accuracy": _share([r for r, m in zip(right, mine) if m]),
-                          "judge_accuracy": _share([s == t for s, t, m in zip(said, truth, judged) if m])}
+    prompt_task = [parse(p["prompt"])[0] for p in prompts]
+    eft_task = [parse(e["instruction"])[0] for e in eft]
+    per_task = {name: {"accuracy": _share([r for r, n in zip(right, prompt_task) if n == name]),
+                       "judge_accuracy": _share([s == t for s, t, n in zip(said, truth, eft_task) if n == name])}
+                for name in dict.fromkeys(prompt_task)}
     out = {
         "accuracy": _share(right),
         "judge_accuracy": _share([s == t for s, t in zip(said, truth)]),

@@ -122,14 +122,13 @@ def test_testbed_config_errors(tmp_path):
 def test_prompts_the_checker_cannot_parse_are_dropped_and_counted():
     from selfreward.config import PromptsConfig
     from selfreward.prompts import generate_prompts
-    from selfreward.stages import testbed_reject
     from tests.test_prompts import EchoTokenizer, ScriptedGenerator
 
     gen = ScriptedGenerator(["reverse abc", "Task: sort cab", "reverse the word abc", "add 1", "count a in aab",
                              "sort ab"])
     gen.tokenizer = EchoTokenizer()
     cfg = PromptsConfig(num_prompts=3, max_attempts=2, min_words=2, max_words=5, num_shots=1)
-    reject = partial(testbed_reject, cfg=testbed.TestbedConfig(enabled=True))  # words of 3-6 letters
+    reject = partial(testbed.why_not_a_task, cfg=testbed.TestbedConfig(enabled=True))  # words of 3-6 letters
     records, stats = generate_prompts(gen, cfg, ["sort abc"], seed=0, reject=reject)
     assert [r["prompt"] for r in records] == ["reverse abc", "sort cab", "count a in aab"]
     assert stats["dropped_unparseable"] == 2 and stats["dropped_out_of_range"] == 1

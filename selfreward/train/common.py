@@ -48,7 +48,6 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
         max_length=t.max_length,
         bf16=t.bf16,
         **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
-        **({"train_sampling_strategy": "group_by_length"} if t.group_by_length else {}),
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,
