@@ -8,7 +8,9 @@ and never composes again, so several ranks never re-resolve the config.
 
 from __future__ import annotations
 
+import copy
 import difflib
+import functools
 from pathlib import Path
 from typing import Optional
 
@@ -276,6 +278,15 @@ def _validate_scale(obj: Config) -> None:
         raise ConfigError("'launch.generation_processes' > 1 is the HF backend's data parallelism, one model copy "
                           "per rank: use it without backend=vllm (vllm.tensor_parallel_size) and without "
                           "'launch.generation_device_map'.")
+    if launch.in_process:
+        many = {"launch.accelerate_config": launch.accelerate_config, "launch.launcher": launch.launcher,
+                "launch.generation_processes": launch.generation_processes if launch.generation_processes > 1 else None,
+                "backend": "vllm" if obj.backend is Backend.vllm else None}  # vLLM frees GPU memory only on exit
+        if any(v is not None for v in many.values()):
+            got = ", ".join(f"{k}={v}" for k, v in many.items() if v is not None)
+            raise ConfigError("'launch.in_process'=true runs every stage in the orchestrator's one process: it "
+                              "needs launch.accelerate_config=null, launch.launcher=null, "
+                              f"launch.generation_processes=1 and backend=hf (got {got}).")
     if obj.prompts.evolve and not 0.0 < obj.prompts.evolve_share <= 1.0:
         raise ConfigError(f"'prompts.evolve_share' must be in (0, 1], got {obj.prompts.evolve_share}.")
 
@@ -316,7 +327,13 @@ def load_frozen(run_dir: str | Path) -> Config:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"No frozen config at {path}; start the run with `selfreward run`.")
-    return validate(OmegaConf.load(path))
+    # With launch.in_process every stage of a round reads the same file in one process: parse it once.
+    return copy.deepcopy(_parse_frozen(path.read_text(encoding="utf-8")))
+
+
+@functools.lru_cache(maxsize=4)
+def _parse_frozen(text: str) -> Config:
+    return validate(OmegaConf.create(text))
 
 
 # The schema is re-exported: the rest of the package imports it from here.

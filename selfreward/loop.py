@@ -4,7 +4,9 @@
 
 Model work never happens in this process. Generation stages run in one worker subprocess per round
 (`selfreward.stages`), training under `accelerate launch` (`selfreward.train.*`); both read the frozen
-`<run_dir>/config.yaml` and hand their results over as files in the run directory. Every stage whose
+`<run_dir>/config.yaml` and hand their results over as files in the run directory. A one-process run
+may set `launch.in_process=true`: the same stage entry points then run here, one after another, and
+the libraries load once per run instead of once per stage. Every stage whose
 manifest entry exists is skipped, so rerunning the same command resumes the run.
 
 Variants (`variant=<name>`, see `selfreward.variants`) add generation stages after the judge, a
@@ -24,7 +26,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from selfreward import testbed, variants
+from selfreward import profiling, testbed, variants
 from selfreward.config import Backend, Config, ConfigError, OnProblem, UpdateMethod, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.judge import judge_template
@@ -68,29 +70,34 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
         console.rule("init: SFT on IFT + EFT -> M1")
         train(cfg, rd, 0, "selfreward.train.sft")
     if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
-        evaluate_stage(rd, 0, "M1 evaluation (testbed ground truth)")
+        evaluate_stage(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
 
     all_metrics = []
     for t in range(1, cfg.rounds + 1):
-        console.rule(f"round {t}: M{t} -> M{t + 1}")
-        # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
-        #      a variant may add stages here: meta-judgments, a second judge, M1's candidates.
-        generate(cfg, rd, t, ["prompts", "candidates", "judge", *variants.generation_stages(cfg)])
-        # 3b. Temporal variant: a look-ahead model trained one step ahead samples the chosen side.
-        if variants.uses_lookahead(cfg):
-            lookahead(cfg, rd, t)
-        # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
-        build_training_data(cfg, rd, t)
-        # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
-        update(cfg, rd, t)
-        # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
-        if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
-            evaluate_stage(rd, t, f"round {t} evaluation")
-        all_metrics.append(evaluate(cfg, rd, t))
+        with profiling.timed("round"):  # for the benchmark's share of a round spent outside model calls
+            all_metrics.append(run_round(cfg, rd, t))
     if all_metrics:
         console.print(summary_table(all_metrics))
     console.print(f"run directory: {rd.root.resolve()}")
     return all_metrics
+
+
+def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
+    console.rule(f"round {t}: M{t} -> M{t + 1}")
+    # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
+    #      a variant may add stages here: meta-judgments, a second judge, M1's candidates.
+    generate(cfg, rd, t, ["prompts", "candidates", "judge", *variants.generation_stages(cfg)])
+    # 3b. Temporal variant: a look-ahead model trained one step ahead samples the chosen side.
+    if variants.uses_lookahead(cfg):
+        lookahead(cfg, rd, t)
+    # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
+    build_training_data(cfg, rd, t)
+    # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
+    update(cfg, rd, t)
+    # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
+    if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
+        evaluate_stage(cfg, rd, t, f"round {t} evaluation")
+    return evaluate(cfg, rd, t)
 
 
 def preflight(cfg: Config) -> None:
@@ -189,11 +196,12 @@ def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
         args = ["-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
         n = cfg.launch.generation_processes
         launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
-        run_stage([sys.executable, *launch, *args], f"round {t} generation ({', '.join(todo)})")
+        run_stage([sys.executable, *launch, *args], f"round {t} generation ({', '.join(todo)})", cfg.launch.in_process)
 
 
 def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
-    run_stage(train_command(cfg, rd, t, module, stage), f"training ({module}, round {t}, {stage})")
+    run_stage(train_command(cfg, rd, t, module, stage), f"training ({module}, round {t}, {stage})",
+              cfg.launch.in_process)
 
 
 def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> list[str]:
@@ -208,8 +216,9 @@ def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "up
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
 
 
-def evaluate_stage(rd: RunDir, t: int, what: str) -> None:
-    run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what)
+def evaluate_stage(cfg: Config, rd: RunDir, t: int, what: str) -> None:
+    run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what,
+              cfg.launch.in_process)
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:

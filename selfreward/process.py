@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import ctypes
+import gc
+import importlib
 import os
 import signal
 import subprocess
 import sys
+import traceback
 
 PR_SET_PDEATHSIG = 1
+_in_process = False  # a stage running inside the orchestrator (launch.in_process=true)
 
 
 def die_with_parent() -> None:
@@ -18,7 +22,7 @@ def die_with_parent() -> None:
     a scheduler pre-empting the job) would otherwise leave ranks training on as orphans, racing the
     rerun that resumes the same stage.
     """
-    if not sys.platform.startswith("linux"):
+    if _in_process or not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -35,7 +39,37 @@ class StageFailed(RuntimeError):
         self.returncode = returncode
 
 
-def run_stage(cmd: list[str], what: str) -> None:
-    result = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    if result.returncode:
-        raise StageFailed(what, result.returncode)
+def run_stage(cmd: list[str], what: str, in_process: bool = False) -> None:
+    """Run `cmd` and wait for it. With `in_process`, `cmd` must be `python -m <module> args...`
+    (config validation allows `launch.in_process` only when every stage is one such process): then
+    `<module>.main(args)` runs in this process, so torch, transformers and TRL are imported once per
+    run instead of once per stage."""
+    if in_process:
+        if cmd[:2] != [sys.executable, "-m"]:
+            raise ValueError(f"launch.in_process runs only plain `python -m` stages, not {cmd}")
+        returncode = _run_main(cmd[2], cmd[3:])
+    else:
+        returncode = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    if returncode:
+        raise StageFailed(what, returncode)
+
+
+def _run_main(module: str, args: list[str]) -> int:
+    global _in_process
+    _in_process = True
+    try:
+        return importlib.import_module(module).main(args) or 0
+    except SystemExit as e:  # argparse and sys.exit inside the stage
+        return e.code if isinstance(e.code, int) else 1
+    except Exception:  # what a stage process would print before exiting 1
+        traceback.print_exc()
+        return 1
+    finally:
+        _in_process = False
+        # The stage's models are unreachable now; give their memory back before the next stage loads.
+        # Freezing what survives (modules, caches) keeps later collections from rescanning it.
+        gc.collect()
+        gc.freeze()
+        torch = sys.modules.get("torch")
+        if torch is not None and torch.cuda.is_available():
+            torch.cuda.empty_cache()

@@ -1,6 +1,7 @@
-"""Opt-in timing of model calls, for `python -m benchmarks`: with SELFREWARD_PROFILE=<file> set, every
-generate / scoring forward / training call appends {"kind", "seconds", "pid"} to that file, from
-whichever process (generation worker, trainer rank) makes it."""
+"""Opt-in timing for `python -m benchmarks`: with SELFREWARD_PROFILE=<file> set, every model load /
+generate / scoring forward / training call, and every round of the orchestrator, appends
+{"kind", "seconds", "pid"} to that file when it ends, from whichever process (orchestrator,
+generation worker, trainer rank) makes it."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ ENV = "SELFREWARD_PROFILE"
 
 
 @contextmanager
-def model_time(kind: str):
+def timed(kind: str):
     path = os.environ.get(ENV)
     if not path:
         yield

@@ -318,6 +318,13 @@ class LaunchConfig:
     generation_device_map: Optional[str] = field(
         default=None, metadata={"help": "HF backend, one rank: 'auto' spreads a model too big for one GPU."}
     )
+    in_process: bool = field(
+        default=False,
+        metadata={"help": "Run every stage inside the orchestrator instead of a fresh Python process each: "
+                          "torch, transformers and TRL are imported once per run, not once per stage. Only "
+                          "for one-process runs (accelerate_config=null, launcher=null, "
+                          "generation_processes=1, backend=hf)."},
+    )
 
 
 @dataclass

@@ -1,3 +1,4 @@
+import os
 import shutil
 import subprocess
 import sys
@@ -23,9 +24,10 @@ SMALL = [
 ]
 
 
-def selfreward(*args: str, check: bool = True) -> subprocess.CompletedProcess:
-    """Run the real CLI in a subprocess, as a user would."""
-    result = subprocess.run([sys.executable, "-m", "selfreward", *args], capture_output=True, text=True)
+def selfreward(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would (`env`: extra environment variables)."""
+    result = subprocess.run([sys.executable, "-m", "selfreward", *args], capture_output=True, text=True,
+                            env={**os.environ, **(env or {})})
     if check and result.returncode != 0:
         raise AssertionError(f"selfreward {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result

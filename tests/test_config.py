@@ -71,6 +71,8 @@ def test_recipe_values_beat_group_defaults_and_cli_beats_both():
         ("lora.enabled=true lora.merge=false backend=vllm", ["backend=vllm", "lora.merge=true"]),
         ("lora.enabled=true lora.r=0", ["'lora.r'"]),
         ("launch.generation_processes=2 backend=vllm", ["'launch.generation_processes'", "tensor_parallel_size"]),
+        ("launch.in_process=true", ["'launch.in_process'", "launch.accelerate_config=cpu_zero2"]),
+        ("launch.in_process=true launch.accelerate_config=null backend=vllm", ["'launch.in_process'", "backend=vllm"]),
         ("judge.model=/no/such/judge", ["'judge.model'", "/no/such/judge"]),
         ("prompts.evolve=true prompts.evolve_share=0", ["'prompts.evolve_share'"]),
         ("model.chat_template=nope.jinja", ["'model.chat_template'", "plain_chat.jinja"]),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from selfreward import profiling
 from tests.conftest import SMALL, selfreward
 
 pytestmark = pytest.mark.slow
@@ -120,3 +121,25 @@ def test_default_recipe_end_to_end(tmp_path):
     for t in (1, 2):
         metrics = check_round(run_dir, t, "pairs.jsonl")
         assert metrics["counts"]["judgments"] == 2 * metrics["counts"]["candidates"]  # judge.samples=2
+
+
+def test_in_process_run_writes_what_fresh_processes_write(run_from_init):
+    """launch.in_process=true runs the same stage entry points inside the orchestrator: two rounds of
+    LoRA DPO with evaluation write the same files and weights as one fresh process per stage."""
+    args = ["recipe=tiny", *SMALL, "rounds=2", "judge=logprob", "lora.enabled=true", "launch.accelerate_config=null"]
+    runs = {mode: run_from_init(f"in_process_{mode}") for mode in ("false", "true")}
+    pids = {}
+    for mode, run_dir in runs.items():
+        profile = run_dir / "profile.jsonl"  # every model call and round, with the pid that made it
+        selfreward("run", *args, f"launch.in_process={mode}", f"run_dir={run_dir}", env={profiling.ENV: str(profile)})
+        pids[mode] = {call["pid"] for call in profiling.read(profile)}
+    assert len(pids["true"]) == 1 and len(pids["false"]) == 7  # orchestrator + 3 stage processes a round
+    fresh, in_process = runs["false"], runs["true"]
+    for t in (1, 2):
+        for name in ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl"):
+            assert (in_process / f"round_{t}" / name).read_text() == (fresh / f"round_{t}" / name).read_text(), name
+        a, b = (load_file(r / f"round_{t}" / "model" / "model.safetensors") for r in (fresh, in_process))
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), f"round {t} weights differ"
+        evals = [(r / f"round_{t}" / "eval.json").read_text().replace(str(r), "<run_dir>") for r in (fresh, in_process)]
+        assert evals[0] == evals[1]
+    assert weights_changed(in_process / "round_1" / "model", in_process / "round_2" / "model")

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from selfreward.checkpoint import load_causal_lm, load_tokenizer
 from selfreward.config import Config
 from selfreward.generation import Sampling
-from selfreward.profiling import model_time
+from selfreward.profiling import timed
 
 
 class HFGenerator:
@@ -25,7 +25,7 @@ class HFGenerator:
         self.tokenizer = load_tokenizer(model_path, cfg, padding_side="left")
         dtype = torch.bfloat16 if (cfg.train.bf16 and self.device == "cuda") else torch.float32
         device_map = cfg.launch.generation_device_map
-        with model_time("load"):
+        with timed("load"):
             self.model = load_causal_lm(
                 model_path, dtype, cfg.model.trust_remote_code, **({"device_map": device_map} if device_map else {})
             )
@@ -59,11 +59,11 @@ class HFGenerator:
             yield idx, batch.to(self.device)
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
-        with model_time("generate"):
+        with timed("generate"):
             return self._generate(prompts, sampling, desc)
 
     def next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str = "score") -> list[list[float]]:
-        with model_time("score"):
+        with timed("score"):
             return self._next_token_probs(prompts, token_ids, desc)
 
     @torch.inference_mode()

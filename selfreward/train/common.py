@@ -11,7 +11,7 @@ from pathlib import Path
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base
 from selfreward.config import Config, load_frozen
 from selfreward.process import die_with_parent
-from selfreward.profiling import model_time
+from selfreward.profiling import timed
 from selfreward.rundir import RunDir, last_checkpoint
 
 
@@ -77,7 +77,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     or kept with `start_from` recorded as its base."""
     start = time.perf_counter()
     resume = last_checkpoint(Path(trainer.args.output_dir))
-    with model_time("train"):
+    with timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     final = rd.trained_model(t, stage)
     tmp = final.with_name(".model.tmp")

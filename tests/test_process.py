@@ -1,0 +1,50 @@
+"""`run_stage` with launch.in_process=true: a stage's exit code, exception or argparse error becomes the
+same StageFailed a stage process's exit code would."""
+
+import sys
+import textwrap
+
+import pytest
+
+from selfreward.process import StageFailed, run_stage
+
+STAGE = textwrap.dedent('''
+    import argparse
+
+    calls = []
+
+    def main(argv):
+        calls.append(argv)
+        if "--raise" in argv:
+            raise RuntimeError("boom in the stage")
+        if "--bad-flag" in argv:
+            argparse.ArgumentParser().parse_args(["--no-such-flag"])
+        return 2 if "--config-error" in argv else 0
+''')
+
+
+@pytest.fixture
+def stage_module(tmp_path, monkeypatch):
+    (tmp_path / "fake_stage.py").write_text(STAGE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield "fake_stage"
+    sys.modules.pop("fake_stage", None)
+
+
+def test_in_process_stage_runs_main_with_its_arguments(stage_module):
+    run_stage([sys.executable, "-m", stage_module, "--run-dir", "r"], "fake stage", in_process=True)
+    assert sys.modules[stage_module].calls == [["--run-dir", "r"]]
+
+
+@pytest.mark.parametrize("flag, code", [("--config-error", 2), ("--raise", 1), ("--bad-flag", 2)])
+def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys):
+    with pytest.raises(StageFailed) as err:
+        run_stage([sys.executable, "-m", stage_module, flag], "fake stage", in_process=True)
+    assert err.value.returncode == code and "fake stage failed" in str(err.value)
+    if flag == "--raise":  # the traceback a stage process would have printed
+        assert "RuntimeError: boom in the stage" in capsys.readouterr().err
+
+
+def test_in_process_refuses_a_launcher_command(stage_module):
+    with pytest.raises(ValueError, match="plain `python -m`"):
+        run_stage(["accelerate", "launch", "-m", stage_module], "fake stage", in_process=True)
