@@ -1,6 +1,6 @@
 """Benchmark suite: each row is a ratio measured side by side in one process on the same data.
 
-    python -m benchmarks                                  # tiny model on this machine, ~5 minutes on 2 cores
+    python -m benchmarks                                  # tiny model on this machine, ~2 minutes on 2 cores
     python -m benchmarks --model /models/Qwen2.5-0.5B-Instruct --device cuda
     python -m benchmarks --size minimal --out /tmp/results.json   # seconds: keeps the suite working
 
