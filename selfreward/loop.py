@@ -2,7 +2,7 @@
 
     prompts -> candidates -> judgments -> pairs -> update -> evaluate
 
-Model work never happens in this process. Generation stages run in one worker subprocess per round
+By default no model work happens in this process. Generation stages run in one worker subprocess per round
 (`selfreward.stages`), training under `accelerate launch` (`selfreward.train.*`); both read the frozen
 `<run_dir>/config.yaml` and hand their results over as files in the run directory. A one-process run
 may set `launch.in_process=true`: the same stage entry points then run here, one after another, and
