@@ -203,4 +203,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    if distributed():
+        from selfreward.generation import parallel
+
+        parallel.exit_now(code)
+    sys.exit(code)
