@@ -279,9 +279,12 @@ def _validate_scale(obj: Config) -> None:
                           "per rank: use it without backend=vllm (vllm.tensor_parallel_size) and without "
                           "'launch.generation_device_map'.")
     if launch.in_process:
-        conflicts = {"launch.accelerate_config": launch.accelerate_config, "launch.launcher": launch.launcher,
-                "launch.generation_processes": launch.generation_processes if launch.generation_processes > 1 else None,
-                "backend": "vllm" if obj.backend is Backend.vllm else None}  # vLLM frees GPU memory only on exit
+        conflicts = {
+            "launch.accelerate_config": launch.accelerate_config,
+            "launch.launcher": launch.launcher,
+            "launch.generation_processes": launch.generation_processes if launch.generation_processes > 1 else None,
+            "backend": "vllm" if obj.backend is Backend.vllm else None,  # vLLM frees GPU memory only on exit
+        }
         if any(v is not None for v in conflicts.values()):
             got = ", ".join(f"{k}={v}" for k, v in conflicts.items() if v is not None)
             raise ConfigError("'launch.in_process'=true runs every stage in the orchestrator's one process: it "

@@ -129,7 +129,8 @@ def drift(rd: RunDir, t: int, tokenizer) -> dict:
 
 
 def eval_seed(cfg: Config, t: int) -> int:
-    """The sampling seed of round t's evaluation (t = 0: M1's), apart from every stage's seed."""
+    """The sampling seed of round t's evaluation (t = 0: M1's). Its offset 7 is also the index of the
+    temporal variant's `future_candidates` in `stages.stage_seed`: same seed, other model and prompts."""
     return cfg.seed * 100_003 + t * 101 + 7
 
 

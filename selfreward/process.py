@@ -40,12 +40,13 @@ class StageFailed(RuntimeError):
 
 
 def run_stage(cmd: list[str], what: str, in_process: bool = False) -> None:
-    """Run `cmd` and wait for it. With `in_process`, `cmd` must be `python -m <module> args...`
+    """Run `cmd` and wait for it. With `in_process`, `cmd` must be `python -m selfreward.<stage> args...`
     (config validation allows `launch.in_process` only when every stage is one such process): then
     `<module>.main(args)` runs in this process, so torch, transformers and TRL are imported once per
     run instead of once per stage."""
     if in_process:
-        if cmd[:2] != [sys.executable, "-m"]:
+        # torchrun is `python -m` too, but its ranks cannot run here
+        if cmd[:2] != [sys.executable, "-m"] or not cmd[2].startswith("selfreward."):
             raise ValueError(f"launch.in_process runs only plain `python -m` stages, not {cmd}")
         returncode = _run_main(cmd[2], cmd[3:])
     else:

@@ -3,6 +3,7 @@ same StageFailed a stage process's exit code would."""
 
 import sys
 import textwrap
+import types
 
 import pytest
 
@@ -24,11 +25,12 @@ STAGE = textwrap.dedent('''
 
 
 @pytest.fixture
-def stage_module(tmp_path, monkeypatch):
-    (tmp_path / "fake_stage.py").write_text(STAGE)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    yield "fake_stage"
-    sys.modules.pop("fake_stage", None)
+def stage_module(monkeypatch):
+    """A stage module named like the real ones (only `selfreward.*` modules run in-process)."""
+    module = types.ModuleType("selfreward.fake_stage")
+    exec(STAGE, module.__dict__)
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module.__name__
 
 
 def test_in_process_stage_runs_main_with_its_arguments(stage_module):
@@ -45,6 +47,7 @@ def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys)
         assert "RuntimeError: boom in the stage" in capsys.readouterr().err
 
 
-def test_in_process_refuses_a_launcher_command(stage_module):
+@pytest.mark.parametrize("launcher", [["accelerate", "launch"], [sys.executable, "-m", "torch.distributed.run"]])
+def test_in_process_refuses_a_launcher_command(stage_module, launcher):
     with pytest.raises(ValueError, match="plain `python -m`"):
-        run_stage(["accelerate", "launch", "-m", stage_module], "fake stage", in_process=True)
+        run_stage([*launcher, "-m", stage_module], "fake stage", in_process=True)

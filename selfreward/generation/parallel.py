@@ -104,7 +104,7 @@ def stop_followers() -> None:
 
 def _shutdown() -> None:
     # The barrier keeps rank 0 from closing its connections while a follower is still receiving the
-    # stop message (a follower then died with exit code 1 under load, after all the work was written).
+    # stop message.
     dist = _dist()
     dist.barrier()
     dist.destroy_process_group()
