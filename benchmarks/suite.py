@@ -15,13 +15,15 @@ from pathlib import Path
 
 from selfreward import profiling, stats
 from selfreward.candidates import sample_candidates
-from selfreward.config import Config, JudgeConfig, JudgeMethod, compose, to_yaml
-from selfreward.generation import Sampling
+from selfreward.config import compose, to_yaml
+from selfreward.generation.base import Sampling
 from selfreward.generation.hf import HFGenerator
 from selfreward.judge import judge_candidates, judge_template, score_token_ids
 from selfreward.pairs import build_pairs
 from selfreward.rundir import RunDir, write_jsonl
+from selfreward.schema import Config, JudgeConfig, JudgeMethod
 from selfreward.templates import chat_prompt
+from selfreward.text import token_counts
 
 
 @dataclass(frozen=True)
@@ -98,7 +100,7 @@ def batched_generation(gen: HFGenerator, size: Size) -> dict:
     gen.generate(prompts[:2], sampling)  # warm up
 
     def count(outs):
-        return sum(len(ids) for ids in gen.tokenizer([o[0] for o in outs], add_special_tokens=False)["input_ids"])
+        return sum(token_counts(gen.tokenizer, [o[0] for o in outs]))
 
     batched, t_batched = _timed(gen.generate, prompts, sampling)
     looped, t_loop = _timed(lambda: [gen.generate([p], sampling)[0] for p in prompts])

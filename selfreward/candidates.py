@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from selfreward.config import GenerationConfig
-from selfreward.generation import Generator, Sampling
+from selfreward.generation.base import Generator, Sampling
+from selfreward.schema import GenerationConfig
 from selfreward.templates import chat_prompt
 
 

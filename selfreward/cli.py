@@ -16,7 +16,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from selfreward.config import ConfigError, load_frozen, parse_command, to_yaml
+from selfreward.config import load_frozen, parse_command, to_yaml
+from selfreward.errors import ConfigError
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,5 @@
 """The run's configuration: recipes in `recipes/` composed by Hydra against the typed schema
-(`selfreward.schema`, re-exported here), then validated for what the types alone cannot say.
+(`selfreward.schema`), then validated for what the types alone cannot say.
 
 The orchestrator composes once (`compose`) and freezes the result to `<run_dir>/config.yaml`; every
 subprocess (generation worker, `accelerate launch` trainers) reads that file back with `load_frozen`
@@ -16,38 +16,18 @@ from typing import Optional
 
 from omegaconf import OmegaConf
 
+from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
 from selfreward.schema import (
+    INIT_DATA,
+    TESTBED_TASKS,
     Backend,
     Config,
-    DataConfig,
-    EvalConfig,
-    GenerationConfig,
-    InitConfig,
-    JudgeConfig,
     JudgeMethod,
-    LaunchConfig,
-    LoraConfig,
-    ModelConfig,
     OnProblem,
-    PairsConfig,
-    PromptsConfig,
-    Reference,
-    TestbedConfig,
-    TinyModelConfig,
-    TrainConfig,
-    UpdateConfig,
     UpdateMethod,
-    VariantConfig,
     VariantName,
-    VllmConfig,
 )
-
-
-class ConfigError(ValueError):
-    """A bad key or value. The CLI prints the message and exits with code 2."""
-
-
 
 # Config groups: a directory in recipes/ whose files set one sub-tree (`update=sft`).
 GROUPS = ("update", "judge", "variant")
@@ -180,6 +160,8 @@ def validate(cfg) -> Config:
         raise ConfigError("'judge.on_collapse' must be one of [warn, stop], got skip.")
     if obj.pairs.on_too_few is OnProblem.warn:
         raise ConfigError("'pairs.on_too_few' must be one of [stop, skip], got warn.")
+    if obj.init.data not in INIT_DATA:
+        raise ConfigError(f"Unknown choice '{obj.init.data}' for 'init.data'. Valid choices: {', '.join(INIT_DATA)}.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
     _validate_variant(obj)
@@ -229,12 +211,10 @@ def _validate_testbed(obj: Config) -> None:
     tb = obj.testbed
     if not tb.enabled:
         return
-    from selfreward.testbed import TASKS
-
-    unknown = [t for t in tb.tasks if t not in TASKS]
+    unknown = [t for t in tb.tasks if t not in TESTBED_TASKS]
     if unknown or not tb.tasks:
         raise ConfigError(f"Unknown choice {unknown or tb.tasks} for 'testbed.tasks'. "
-                          f"Valid choices: {', '.join(TASKS)}.")
+                          f"Valid choices: {', '.join(TESTBED_TASKS)}.")
     if not tb.alphabet.isalpha() or not tb.alphabet.islower() or not 1 <= tb.min_len <= tb.max_len <= 12:
         raise ConfigError("'testbed.alphabet' must be lowercase letters and 1 <= 'testbed.min_len' <= "
                           f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")
@@ -337,44 +317,3 @@ def load_frozen(run_dir: str | Path) -> Config:
 @functools.lru_cache(maxsize=4)
 def _parse_frozen(text: str) -> Config:
     return validate(OmegaConf.create(text))
-
-
-# The schema is re-exported: the rest of the package imports it from here.
-__all__ = [
-    "Backend",
-    "Config",
-    "DataConfig",
-    "EvalConfig",
-    "GenerationConfig",
-    "InitConfig",
-    "JudgeConfig",
-    "JudgeMethod",
-    "LaunchConfig",
-    "LoraConfig",
-    "ModelConfig",
-    "OnProblem",
-    "PairsConfig",
-    "PromptsConfig",
-    "Reference",
-    "TestbedConfig",
-    "TinyModelConfig",
-    "TrainConfig",
-    "UpdateConfig",
-    "UpdateMethod",
-    "VariantConfig",
-    "VariantName",
-    "VllmConfig",
-    "ConfigError",
-    "recipes",
-    "group_options",
-    "split_recipe",
-    "compose",
-    "parse_command",
-    "validate",
-    "launch_zero_stage",
-    "to_yaml",
-    "load_frozen",
-    "GROUPS",
-    "SCHEMA_NAME",
-    "DIRECTIVES",
-]

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfreward.config import Config, ConfigError, rendered_templates
+from selfreward.config import rendered_templates
+from selfreward.errors import ConfigError
 from selfreward.resources import DATA_DIR, find_prompt
+from selfreward.schema import Config
 
 IFT_FIELDS = ("instruction", "response")
 EFT_FIELDS = ("instruction", "response", "judgment")
@@ -18,6 +20,12 @@ def seed_path(path: str | Path | None, kind: str) -> Path:
 
 def load_seed(path: str | Path | None, kind: str) -> list[dict]:
     """Read and check a seed file; `kind` is 'ift' or 'eft'. A bad line names the file and line."""
+    return [row for _, row in seed_lines(path, kind)]
+
+
+def seed_lines(path: str | Path | None, kind: str) -> list[tuple[str, dict]]:
+    """("file:line", record) for every record of a seed file, each checked: valid JSON, every field
+    of its kind a non-empty string."""
     path = seed_path(path, kind)
     fields = IFT_FIELDS if kind == "ift" else EFT_FIELDS
     rows = []
@@ -32,10 +40,20 @@ def load_seed(path: str | Path | None, kind: str) -> list[dict]:
             missing = [k for k in fields if not isinstance(row.get(k), str)]
             if missing:
                 raise ConfigError(f"{path}:{lineno}: missing string field(s) {', '.join(missing)}")
-            rows.append(row)
+            empty = [k for k in fields if not row[k].strip()]
+            if empty:
+                raise ConfigError(f"{path}:{lineno}: empty field(s) {', '.join(empty)}")
+            rows.append((f"{path}:{lineno}", row))
     if not rows:
         raise ConfigError(f"{path}: no records")
     return rows
+
+
+def heldout_prompts(cfg: Config) -> list[dict]:
+    """The evaluation's held-out prompts {id, prompt}: `eval.prompts_path`, or the shipped set."""
+    path = Path(cfg.eval.prompts_path) if cfg.eval.prompts_path else DATA_DIR / "heldout_prompts.jsonl"
+    with open(path, encoding="utf-8") as f:
+        return [json.loads(line) for line in f if line.strip()]
 
 
 def seed_instructions(cfg: Config) -> list[str]:

@@ -18,7 +18,6 @@ once. Run by the orchestrator as `python -m selfreward.evaluate --run-dir R --ro
 
 from __future__ import annotations
 
-import argparse
 import gc
 import sys
 import time
@@ -26,18 +25,18 @@ from collections import Counter
 from pathlib import Path
 
 from selfreward import stats
-from selfreward.config import Config, ConfigError, UpdateMethod, load_frozen
-from selfreward.data import DATA_DIR, load_seed
-from selfreward.generation import Sampling, load_generator
+from selfreward.config import load_frozen
+from selfreward.data import DATA_DIR, heldout_prompts, load_seed
+from selfreward.errors import ConfigError
+from selfreward.generation import load_generator
+from selfreward.generation.base import Sampling
 from selfreward.judge import judge_candidates, option_token_ids
-from selfreward.process import die_with_parent
-from selfreward.prompts import _normalize
+from selfreward.process import stage_main
+from selfreward.round import stage_seed
 from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
+from selfreward.schema import Config
 from selfreward.templates import Template, chat_prompt
-
-
-def heldout_prompts(cfg: Config) -> list[dict]:
-    return read_jsonl(Path(cfg.eval.prompts_path) if cfg.eval.prompts_path else DATA_DIR / "heldout_prompts.jsonl")
+from selfreward.text import normalize, token_counts
 
 
 def eft_items(rows: list[dict]) -> list[dict]:
@@ -75,7 +74,7 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     scores = [j["score"] for j in judge_candidates(gen, cfg.judge, eft_items(eft), seed)]
     if not t:  # M1: no round data yet
         return testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score)
-    training = read_jsonl(rd.output(t, "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"))
+    training = read_jsonl(rd.training_data(cfg, t))
     out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training)
     out.update(testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))))
     return out
@@ -114,8 +113,8 @@ def win_rates(gen, cfg: Config, prompts: list[dict], new: list[str], others: dic
 def drift(rd: RunDir, t: int, tokenizer) -> dict:
     responses = [c["response"] for c in read_jsonl(rd.output(t, "candidates"))]
     prompts = [p["prompt"] for p in read_jsonl(rd.output(t, "prompts"))]
-    earlier = {_normalize(p["prompt"]) for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))}
-    lengths = [len(ids) for ids in tokenizer(responses, add_special_tokens=False)["input_ids"]] if responses else []
+    earlier = {normalize(p["prompt"]) for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))}
+    lengths = token_counts(tokenizer, responses)
     buckets = Counter(min(n // 16 * 16, 256) for n in lengths)
     return {
         "response_length_mean": sum(lengths) / len(lengths) if lengths else None,
@@ -124,19 +123,13 @@ def drift(rd: RunDir, t: int, tokenizer) -> dict:
         "distinct_2_responses": stats.distinct_n(responses, 2),
         "distinct_1_prompts": stats.distinct_n(prompts, 1),
         "distinct_2_prompts": stats.distinct_n(prompts, 2),
-        "prompt_repeat_share": sum(_normalize(p) in earlier for p in prompts) / len(prompts) if prompts else None,
+        "prompt_repeat_share": sum(normalize(p) in earlier for p in prompts) / len(prompts) if prompts else None,
     }
-
-
-def eval_seed(cfg: Config, t: int) -> int:
-    """The sampling seed of round t's evaluation (t = 0: M1's). Its offset 7 is also the index of the
-    temporal variant's `future_candidates` in `stages.stage_seed`: same seed, other model and prompts."""
-    return cfg.seed * 100_003 + t * 101 + 7
 
 
 def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = heldout_prompts(cfg)
-    seed = eval_seed(cfg, t)
+    seed = stage_seed(cfg, t, "evaluate")
     # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
     policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
     gen = load_generator(cfg, judge_model)
@@ -175,7 +168,7 @@ def evaluate_initial(cfg: Config, rd: RunDir) -> dict:
     gen = load_generator(cfg, rd.initial(cfg))
     responses = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts, gen)
     return {"round": 0, "model": rd.initial(cfg),
-            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, eval_seed(cfg, 0))}
+            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, stage_seed(cfg, 0, "evaluate"))}
 
 
 def summary(result: dict) -> str:
@@ -192,25 +185,20 @@ def summary(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--round", type=int, required=True, help="t >= 1, or 0: M1 (testbed runs)")
-    args = parser.parse_args(argv)
-    die_with_parent()
-    cfg, rd = load_frozen(args.run_dir), RunDir(args.run_dir)
-    if rd.is_done(args.round, "evaluate"):
-        return 0
-    try:
-        start = time.perf_counter()
-        result = evaluate_round(cfg, rd, args.round) if args.round else evaluate_initial(cfg, rd)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    write_json(rd.stage_dir(args.round) / "eval.json", result)
-    rd.mark_done(args.round, "evaluate", [rd.model(args.round)], records=len(heldout_prompts(cfg)),
+    return stage_main(argv, __doc__, lambda args: evaluate(args.run_dir, args.round))
+
+
+def evaluate(run_dir: str, t: int) -> None:
+    """Round t's evaluation stage (t = 0: M1's, on the testbed), unless it is done."""
+    cfg, rd = load_frozen(run_dir), RunDir(run_dir)
+    if rd.is_done(t, "evaluate"):
+        return
+    start = time.perf_counter()
+    result = evaluate_round(cfg, rd, t) if t else evaluate_initial(cfg, rd)
+    write_json(rd.stage_dir(t) / "eval.json", result)
+    rd.mark_done(t, "evaluate", [rd.model(t)], records=len(heldout_prompts(cfg)),
                  seconds=round(time.perf_counter() - start, 3))
-    print(f"[{f'round {args.round}' if args.round else 'init'}] evaluate: {summary(result)}", file=sys.stderr)
-    return 0
+    print(f"[{f'round {t}' if t else 'init'}] evaluate: {summary(result)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -17,8 +17,10 @@ import time
 import uuid
 from pathlib import Path
 
-from selfreward.config import ConfigError, load_frozen
-from selfreward.generation import Sampling, load_generator
+from selfreward.config import load_frozen
+from selfreward.errors import ConfigError
+from selfreward.generation import load_generator
+from selfreward.generation.base import Sampling
 from selfreward.rundir import RunDir, atomic_write_text
 from selfreward.templates import chat_prompt, render_chat
 

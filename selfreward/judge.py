@@ -15,8 +15,9 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from selfreward.config import ConfigError, JudgeConfig, JudgeMethod
-from selfreward.generation import Generator, Sampling
+from selfreward.errors import ConfigError
+from selfreward.generation.base import Generator, Sampling
+from selfreward.schema import JudgeConfig, JudgeMethod
 from selfreward.templates import Template, chat_prompt
 
 _VALUE = r"\s*[*_]*\s*:\s*[*_]*\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+(?:\.\d+)?))?"

@@ -27,29 +27,23 @@ import yaml
 from rich.console import Console
 
 from selfreward import profiling, testbed, variants
-from selfreward.config import Backend, Config, ConfigError, OnProblem, UpdateMethod, to_yaml
+from selfreward.config import to_yaml
 from selfreward.data import load_seed, seed_texts
+from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
 from selfreward.metrics import round_metrics, summary_table
 from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
-from selfreward.rundir import ROUND_STAGES, RunDir, atomic_dir, atomic_write_text, write_jsonl
+from selfreward.round import GENERATION_STAGES, ROUND_STAGES, round_stages, setting_stages
+from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, write_jsonl
+from selfreward.schema import Backend, Config, OnProblem, UpdateMethod
 from selfreward.templates import Template, chat_prompt
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-# The first stage each setting shapes; a changed setting is refused only once that stage is done.
-# Settings not listed (rounds, run_dir, launch.*, backend, vllm.*) change how or how long the run
-# goes on, not what a finished stage wrote.
-FIRST_AFFECTED = {
-    "seed": "init", "model": "init", "data": "init", "train": "init", "init": "init", "lora": "init",
-    "judge.template": "init",  # the EFT data is rendered through it
-    "prompts": "prompts", "generation": "candidates", "judge": "judge", "pairs": "pairs", "update": "update",
-    "eval": "evaluate", "testbed": "init", "variant.name": "second_judge", "variant.second_judge": "second_judge",
-    "variant.second_template": "second_judge", "variant.meta_template": "meta_judge",
-    "variant.anchored_rejection": "anchor_candidates", "variant.future_chosen": "lookahead",
-    "variant.meta_share": "pairs", "variant.rho": "pairs",
-}
+# Settings not named by the stage table (rounds, run_dir, launch.*, backend, vllm.*) change how or
+# how long the run goes on, not what a finished stage wrote.
+FIRST_AFFECTED = setting_stages()
 STAGES = ("init", *ROUND_STAGES)
 
 
@@ -57,10 +51,11 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
         cfg = testbed.attach(cfg, rd)
-    preflight(cfg)
+    preflight(cfg, rd)
     freeze(cfg, rd, restart_from)
     if cfg.testbed.enabled:  # after freeze: changed testbed settings are refused once init is done
         testbed.write(cfg, rd)
+        check_init_lengths(cfg, rd)
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
         from selfreward.tiny import build_tiny_model
 
@@ -70,7 +65,7 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
         console.rule("init: SFT on IFT + EFT -> M1")
         train(cfg, rd, 0, "selfreward.train.sft")
     if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
-        evaluate_stage(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
+        evaluate(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
 
     all_metrics = []
     for t in range(1, cfg.rounds + 1):
@@ -85,24 +80,22 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
 def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     console.rule(f"round {t}: M{t} -> M{t + 1}")
     # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
-    #      a variant may add stages here: meta-judgments, a second judge, M1's candidates.
-    generate(cfg, rd, t, ["prompts", "candidates", "judge", *variants.generation_stages(cfg)])
-    # 3b. Temporal variant: a look-ahead model trained one step ahead samples the chosen side.
-    if variants.uses_lookahead(cfg):
-        lookahead(cfg, rd, t)
+    #      a variant's stages run here too: a second judge, meta-judgments, M1's candidates, and
+    #      the temporal variant's look-ahead model with its own candidates.
+    generate_and_judge(cfg, rd, t)
     # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
     build_training_data(cfg, rd, t)
     # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
     update(cfg, rd, t)
     # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
     if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
-        evaluate_stage(cfg, rd, t, f"round {t} evaluation")
-    return evaluate(cfg, rd, t)
+        evaluate(cfg, rd, t, f"round {t} evaluation")
+    return collect_metrics(cfg, rd, t)
 
 
-def preflight(cfg: Config) -> None:
+def preflight(cfg: Config, rd: RunDir) -> None:
     """Check every input before any work, so bad input stops the run with nothing written."""
-    if not cfg.testbed.enabled:  # the testbed writes its data itself
+    if not cfg.testbed.enabled:  # the testbed writes its data itself (and checks it once written)
         load_seed(cfg.data.ift_path, "ift")
         load_seed(cfg.data.eft_path, "eft")
     Template(cfg.prompts.template, ("examples",), key="prompts.template")
@@ -115,6 +108,31 @@ def preflight(cfg: Config) -> None:
     if cfg.backend is Backend.vllm and importlib.util.find_spec("vllm") is None:
         raise ConfigError("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' "
                           "(a CUDA machine), or use backend=hf.")
+    if not cfg.testbed.enabled:
+        check_init_lengths(cfg, rd)
+
+
+def check_init_lengths(cfg: Config, rd: RunDir) -> None:
+    """Every init example must fit what training keeps, measured with the tokenizer M1 will have:
+    the user's checkpoint's, or the tiny model's (built here in memory when it is not saved yet)."""
+    from selfreward.checkpoint import load_tokenizer
+    from selfreward.train.sft import check_init_lengths as check
+
+    if cfg.init.skip or rd.is_done(None, "init"):
+        return
+    if cfg.model.name_or_path:
+        from transformers import AutoConfig
+
+        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg)
+        model_config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        context = getattr(model_config, "max_position_embeddings", None)
+    else:
+        from selfreward.tiny import build_tokenizer
+
+        tokenizer = (load_tokenizer(rd.base_model, cfg) if rd.base_model.is_dir()
+                     else build_tokenizer(seed_texts(cfg), cfg.model.tiny.vocab_size))
+        context = cfg.model.tiny.max_position_embeddings
+    check(cfg, tokenizer, context)
 
 
 def check_tokenizer(cfg: Config, key: str, path: str) -> None:
@@ -165,7 +183,7 @@ def done_from(rd: RunDir, stage: str) -> bool:
     """Whether `stage` or any later stage has finished (in round 1, or init)."""
     if stage == "init":
         return rd.is_done(0, "init") or bool(rd.manifest(1))
-    return any(rd.is_done(1, s) for s in ROUND_STAGES[ROUND_STAGES.index(stage) :])
+    return any(rd.is_done(1, s) for s in STAGES[STAGES.index(stage) :])
 
 
 def parse_restart(value: str) -> tuple[int, str]:
@@ -188,6 +206,22 @@ def _flatten(d: dict, prefix: str = "") -> dict:
         key = f"{prefix}{k}"
         out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
     return out
+
+
+def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
+    """The round's stages before the pairs, in table order: consecutive generation stages share one
+    worker process; a training stage between them (the look-ahead model) is launched on its own."""
+    batch: list[str] = []
+    for stage in round_stages(cfg, t):
+        if stage.name == "pairs":
+            break
+        if stage.runner == "train":
+            generate(cfg, rd, t, batch)
+            batch = []
+            lookahead(cfg, rd, t)
+        else:
+            batch.append(stage.name)
+    generate(cfg, rd, t, batch)
 
 
 def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
@@ -216,35 +250,34 @@ def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "up
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
 
 
-def evaluate_stage(cfg: Config, rd: RunDir, t: int, what: str) -> None:
+def evaluate(cfg: Config, rd: RunDir, t: int, what: str) -> None:
     run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what,
               cfg.launch.in_process)
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
     """Temporal variant: train a look-ahead model on the round's draft pairs (chosen from M_t's
-    candidates), then let it sample the candidates the final pairs take their chosen side from."""
+    candidates); its samples then give the final pairs their chosen side."""
     if not rd.is_done(t, "lookahead"):
         draft, drops = variants.preference_pairs(cfg, rd, t, future=False)
         if not draft:
             raise ConfigError(f"Round {t}: no draft pairs to train the look-ahead model on ({drops}).")
         write_jsonl(rd.lookahead_dir(t) / "pairs.jsonl", draft)
         train(cfg, rd, t, "selfreward.train.dpo", stage="lookahead")
-    generate(cfg, rd, t, ["future_candidates", "future_judge"])
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     # One manifest entry, "pairs", for either kind of training data; the file differs.
-    stage = "pairs" if cfg.update.method is UpdateMethod.dpo else "sft_data"
+    dpo = cfg.update.method is UpdateMethod.dpo
     if rd.is_done(t, "pairs"):
         return
     start = time.perf_counter()
-    build = variants.preference_pairs if stage == "pairs" else variants.sft_examples
+    build = variants.preference_pairs if dpo else variants.sft_examples
     records, drops = build(cfg, rd, t)
     too_few = len(records) < cfg.pairs.min_pairs
     if too_few:
         message = (
-            f"Round {t}: {len(records)} {'pairs' if stage == 'pairs' else 'SFT examples'}, fewer than "
+            f"Round {t}: {len(records)} {'pairs' if dpo else 'SFT examples'}, fewer than "
             f"pairs.min_pairs={cfg.pairs.min_pairs} ({drops})."
         )
         if cfg.pairs.on_too_few is OnProblem.stop:
@@ -254,8 +287,8 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
                 "pairs.on_too_few=skip keeps M_t for the next round instead."
             )
         console.log(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
-    write_jsonl(rd.output(t, stage), records)
-    inputs = [rd.output(t, s) for s in variants.round_stages(cfg) if s.endswith(("candidates", "judge"))]
+    write_jsonl(rd.training_data(cfg, t), records)
+    inputs = [rd.output(t, s.name) for s in round_stages(cfg, t) if s.name in GENERATION_STAGES[1:]]
     rd.mark_done(t, "pairs", inputs,
                  seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
 
@@ -283,7 +316,7 @@ def skip_update(cfg: Config, rd: RunDir, t: int) -> None:
     rd.mark_done(t, "update", [src], skipped=True, records=0, seconds=0.0)
 
 
-def evaluate(cfg: Config, rd: RunDir, t: int) -> dict:
+def collect_metrics(cfg: Config, rd: RunDir, t: int) -> dict:
     """Collect the round's metrics.json (eval.json's headline numbers included)."""
     from transformers import AutoTokenizer
 

@@ -6,8 +6,9 @@ import json
 from collections import Counter
 from statistics import mean
 
-from selfreward.config import Config, UpdateMethod
 from selfreward.rundir import RunDir, read_jsonl, write_json
+from selfreward.schema import Config, UpdateMethod
+from selfreward.text import token_counts
 
 
 def score_histogram(judgments: list[dict]) -> dict[str, int]:
@@ -24,9 +25,6 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
     candidates = read_jsonl(rd.output(t, "candidates"))
     judgments = read_jsonl(rd.output(t, "judge"))
-
-    def n_tokens(texts: list[str]) -> list[int]:
-        return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
 
     single = [s for j in judgments for s in j["scores"]]
     histogram = score_histogram(judgments)
@@ -50,7 +48,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
             "mode_share": round(max(histogram.values()) / parsed, 4) if parsed else None,
             "mean_score": _mean(scores),
         },
-        "lengths_tokens": {"all": _mean(n_tokens([c["response"] for c in candidates]))},
+        "lengths_tokens": {"all": _mean(token_counts(tokenizer, [c["response"] for c in candidates]))},
     }
     metrics["variant"] = cfg.variant.name.value
     if cfg.update.method is UpdateMethod.dpo:
@@ -58,14 +56,14 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         metrics["counts"]["pairs"] = len(pairs)
         metrics["counts"]["judge_pairs"] = sum(p.get("kind") == "judge" for p in pairs)
         pairs = [p for p in pairs if p.get("kind", "response") == "response"]  # lengths of responses only
-        metrics["lengths_tokens"]["chosen"] = _mean(n_tokens([p["chosen"] for p in pairs]))
-        metrics["lengths_tokens"]["rejected"] = _mean(n_tokens([p["rejected"] for p in pairs]))
+        metrics["lengths_tokens"]["chosen"] = _mean(token_counts(tokenizer, [p["chosen"] for p in pairs]))
+        metrics["lengths_tokens"]["rejected"] = _mean(token_counts(tokenizer, [p["rejected"] for p in pairs]))
     else:
-        sft = read_jsonl(rd.output(t, "sft_data"))
+        sft = read_jsonl(rd.training_data(cfg, t))
         metrics["counts"]["sft_examples"] = len(sft)
         metrics["counts"]["judge_examples"] = sum(r.get("kind") == "judge" for r in sft)
         sft = [r for r in sft if r.get("kind", "response") == "response"]
-        metrics["lengths_tokens"]["selected"] = _mean(n_tokens([r["response"] for r in sft]))
+        metrics["lengths_tokens"]["selected"] = _mean(token_counts(tokenizer, [r["response"] for r in sft]))
     update = manifest.get("update", {})
     metrics["training"] = {
         "skipped": bool(update.get("skipped")),

@@ -1,8 +1,10 @@
 """Stage 4, refine: turn judged candidates into training data.
 
-DPO: per prompt, chosen = highest score, rejected = lowest (ties go to the lowest candidate_id).
-A prompt is dropped when fewer than two of its candidates have a parsed score, when all its scores
-are equal, or when best - worst < min_margin. Variants change where each side comes from
+DPO: per prompt, chosen = highest score, rejected = lowest among the responses whose text differs
+from the chosen one (ties go to the lowest candidate_id). Two identical texts can score differently
+(sampled judgments, or float noise between batches) but make a pair with no gradient. A prompt is
+dropped when fewer than two of its candidates have a parsed score, when every response reads the
+same, when all its scores are equal, or when best - worst < min_margin. Variants change where each side comes from
 (`rejected_from`), how the two are picked (`select`), or filter the result (`selfreward.variants`).
 SFT (I-SHEEP style filtering): every candidate whose every named score is >= its threshold.
 """
@@ -13,8 +15,9 @@ from collections import Counter, defaultdict
 from typing import Callable
 
 Scored = tuple[float, int, dict]  # (score, candidate_id, candidate record)
-# (candidates of one prompt that may be chosen, those that may be rejected) -> (chosen, rejected)
-Select = Callable[[list[Scored], list[Scored]], tuple[Scored, Scored]]
+# (candidates of one prompt that may be chosen, those that may be rejected) -> (chosen, rejected);
+# rejected is None when every candidate that may be rejected has the chosen one's text.
+Select = Callable[[list[Scored], list[Scored]], tuple[Scored, Scored | None]]
 
 
 def score_index(judgments: list[dict]) -> dict[tuple[str, int], float | None]:
@@ -32,8 +35,12 @@ def scored_by_prompt(candidates: list[dict], judgments: list[dict]) -> dict[str,
     return groups
 
 
-def best_and_worst(chosen_pool: list[Scored], rejected_pool: list[Scored]) -> tuple[Scored, Scored]:
-    return min(chosen_pool, key=lambda x: (-x[0], x[1])), min(rejected_pool, key=lambda x: (x[0], x[1]))
+def best_and_worst(chosen_pool: list[Scored], rejected_pool: list[Scored]) -> tuple[Scored, Scored | None]:
+    best = min(chosen_pool, key=lambda x: (-x[0], x[1]))
+    distinct = [x for x in rejected_pool if x[2]["response"] != best[2]["response"]]
+    if not distinct:  # a pool of the best alone is a tie; of copies of its text, no pair
+        return best, best if rejected_pool == [best] else None
+    return best, min(distinct, key=lambda x: (x[0], x[1]))
 
 
 def build_pairs(
@@ -57,6 +64,9 @@ def build_pairs(
             drops["dropped_too_few_scores"] += 1
             continue
         best, worst = select(pool, others)
+        if worst is None:
+            drops["dropped_same_text"] += 1
+            continue
         if best[0] <= worst[0]:  # below: only when the two sides come from different models
             drops["dropped_tie" if best[0] == worst[0] else "dropped_chosen_not_better"] += 1
             continue

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import ctypes
 import gc
 import importlib
@@ -10,6 +11,9 @@ import signal
 import subprocess
 import sys
 import traceback
+from typing import Callable
+
+from selfreward.errors import ConfigError
 
 PR_SET_PDEATHSIG = 1
 _in_process = False  # a stage running inside the orchestrator (launch.in_process=true)
@@ -28,6 +32,23 @@ def die_with_parent() -> None:
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
+
+
+def stage_main(argv: list[str] | None, description: str, run: Callable[[argparse.Namespace], object],
+               add_arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None) -> int:
+    """The entry point every stage process shares: `--run-dir R --round t` (plus the stage's own
+    arguments), death with the parent, and exit code 2 with one line for a ConfigError."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--round", type=int, required=True, help="t >= 1: round t; 0: the init stage (M1)")
+    add_arguments(parser)
+    args = parser.parse_args(argv)
+    die_with_parent()
+    try:
+        return run(args) or 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
 
 class StageFailed(RuntimeError):

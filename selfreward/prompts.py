@@ -2,8 +2,10 @@
 
 Self-instruct style: each request shows `num_shots` random seed tasks; the first line of the reply
 becomes the new prompt. Exact duplicates (after normalization) and near-duplicates (word-bigram
-Jaccard above `max_similarity` with the seed set or an already kept prompt) are dropped, as are
-prompts outside [min_words, max_words].
+Jaccard above `max_similarity`) of a seed task, an earlier round's prompt or an already kept prompt
+are dropped, as are prompts outside [min_words, max_words]. A prompt that copies or nearly copies a
+held-out evaluation prompt is dropped and counted apart (`dropped_heldout`): training on it would
+leak the evaluation into the model.
 
 With `prompts.evolve=true`, `evolve_prompts` then rewrites a share of the kept prompts into harder
 versions with `prompts/evolve.txt` (Evol-Instruct's "in-depth" evolving, as WizardLM does); a rewrite
@@ -17,9 +19,10 @@ import re
 from collections import Counter, defaultdict
 from typing import Callable
 
-from selfreward.config import PromptsConfig
-from selfreward.generation import Generator, Sampling
+from selfreward.generation.base import Generator, Sampling
+from selfreward.schema import PromptsConfig
 from selfreward.templates import Template, chat_prompt
+from selfreward.text import normalize
 
 _LEAD = re.compile(r"^(?:new\s+)?(?:task|instruction|prompt|question)\s*\d*\s*[:.\-]\s*", re.I)
 _NUMBER = re.compile(r"^(?:\d+[.)]|[-*•])\s*")
@@ -34,39 +37,40 @@ def extract_instruction(text: str) -> str | None:
     return None
 
 
-def _normalize(text: str) -> str:
-    return " ".join(re.findall(r"\w+", text.lower()))
-
-
 def _bigrams(text: str) -> frozenset:
-    words = _normalize(text).split()
+    words = normalize(text).split()
     return frozenset(zip(words, words[1:])) if len(words) > 1 else frozenset(words)
 
 
 class NearDuplicateIndex:
-    """Word-bigram Jaccard against everything added so far; an inverted index keeps it sub-quadratic."""
+    """Word-bigram Jaccard against everything added so far; an inverted index keeps it sub-quadratic.
+    Texts added as `heldout` make a match a "heldout" drop instead of a duplicate."""
 
     def __init__(self, max_similarity: float):
         self.max_similarity = max_similarity
-        self.exact: set[str] = set()
+        self.exact: dict[str, bool] = {}  # normalized text -> held out
         self.grams: list[frozenset] = []
+        self.heldout: list[bool] = []
         self.postings: dict = defaultdict(list)
 
-    def add(self, text: str) -> None:
-        self.exact.add(_normalize(text))
+    def add(self, text: str, heldout: bool = False) -> None:
+        key = normalize(text)
+        self.exact[key] = self.exact.get(key, False) or heldout
         grams = _bigrams(text)
         for g in grams:
             self.postings[g].append(len(self.grams))
         self.grams.append(grams)
+        self.heldout.append(heldout)
 
     def why_duplicate(self, text: str) -> str | None:
-        if _normalize(text) in self.exact:
-            return "exact_duplicate"
+        key = normalize(text)
+        if key in self.exact:
+            return "heldout" if self.exact[key] else "exact_duplicate"
         grams = _bigrams(text)
         shared = Counter(i for g in grams for i in self.postings.get(g, ()))
-        for i, n in shared.items():
-            if n / (len(grams) + len(self.grams[i]) - n) > self.max_similarity:
-                return "near_duplicate"
+        near = [i for i, n in shared.items() if n / (len(grams) + len(self.grams[i]) - n) > self.max_similarity]
+        if near:
+            return "heldout" if any(self.heldout[i] for i in near) else "near_duplicate"
         return None
 
 
@@ -83,6 +87,8 @@ def generate_prompts(
     resumed: tuple[list[str], dict] = ((), {}),
     on_pass: Callable[[list[dict], dict], None] | None = None,
     reject: Callable[[str], str | None] | None = None,
+    earlier: list[str] = (),
+    heldout: list[str] = (),
 ) -> tuple[list[dict], dict]:
     """Return ([{id, prompt}], stats). Generates in passes until `num_prompts` are kept or the
     budget of `num_prompts * max_attempts` requests is spent.
@@ -90,12 +96,16 @@ def generate_prompts(
     Each pass depends only on (seed, pass number, prompts kept so far), so a run resumed from
     `resumed` = (kept prompts, stats) after any pass continues exactly as an uninterrupted one;
     `on_pass(new records, stats)` is called after every pass to commit them. `reject(prompt)` may
-    name a reason to drop a prompt (the testbed drops tasks its checker cannot parse).
+    name a reason to drop a prompt (the testbed drops tasks its checker cannot parse). `earlier`
+    rounds' prompts are duplicates like the seed tasks; `heldout` evaluation prompts are dropped as
+    "heldout".
     """
     template = Template(cfg.template, ("examples",), key="prompts.template")
     index = NearDuplicateIndex(cfg.max_similarity)
-    for s in seed_instructions:
+    for s in [*seed_instructions, *earlier]:
         index.add(s)
+    for s in heldout:
+        index.add(s, heldout=True)
     kept, stats = list(resumed[0]), Counter(resumed[1])
     for text in kept:
         index.add(text)
@@ -142,14 +152,14 @@ def evolve_prompts(generator: Generator, cfg: PromptsConfig, records: list[dict]
     requests = [chat_prompt(generator.tokenizer, template.render(instruction=records[i]["prompt"])) for i in chosen]
     sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=1, seed=rng.randrange(2**31))
     replies = generator.generate(requests, sampling, desc="evolve prompts") if requests else []
-    taken = {_normalize(r["prompt"]) for r in records}
+    taken = {normalize(r["prompt"]) for r in records}
     out, stats = list(records), Counter()
     for i, (reply,) in zip(chosen, replies):
         text = extract_instruction(reply)
-        if text is None or not cfg.min_words <= len(text.split()) <= cfg.max_words or _normalize(text) in taken:
+        if text is None or not cfg.min_words <= len(text.split()) <= cfg.max_words or normalize(text) in taken:
             stats["evolve_kept_original"] += 1
             continue
-        taken.add(_normalize(text))
+        taken.add(normalize(text))
         out[i] = {**records[i], "prompt": text, "evolved_from": records[i]["prompt"]}
         stats["evolved"] += 1
     return out, dict(stats)

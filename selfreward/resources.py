@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfreward.errors import ConfigError
+
 PACKAGE_DIR = Path(__file__).resolve().parent
-DATA_DIR = PACKAGE_DIR / "data"
+DATA_DIR = PACKAGE_DIR / "seed_data"
 
 
 def _shipped(name: str) -> Path:
@@ -25,8 +27,6 @@ LAUNCH_DIR = _shipped("launch")
 
 
 def _find(value: str, folder: Path, suffix: str, key: str) -> Path:
-    from selfreward.config import ConfigError
-
     for candidate in (Path(value), folder / value, folder / f"{value}{suffix}"):
         if candidate.is_file():
             return candidate.resolve()

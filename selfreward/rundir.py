@@ -30,32 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-STAGE_OUTPUTS = {
-    "prompts": "prompts.jsonl",
-    "candidates": "candidates.jsonl",
-    "judge": "judgments.jsonl",
-    "second_judge": "judgments_second.jsonl",
-    "meta_judge": "meta_judgments.jsonl",
-    "anchor_candidates": "anchor_candidates.jsonl",
-    "anchor_judge": "anchor_judgments.jsonl",
-    "lookahead": "lookahead",
-    "future_candidates": "future_candidates.jsonl",
-    "future_judge": "future_judgments.jsonl",
-    "pairs": "pairs.jsonl",
-    "sft_data": "sft.jsonl",
-    "update": "model",
-}
-# A round's stages in order; "pairs" stands for the training-data step (pairs.jsonl or sft.jsonl).
-# The stages between "judge" and "pairs" run only for the variants that add them.
-VARIANT_STAGES = ("second_judge", "meta_judge", "anchor_candidates", "anchor_judge", "lookahead",
-                  "future_candidates", "future_judge")
-ROUND_STAGES = ("prompts", "candidates", "judge", *VARIANT_STAGES, "pairs", "update", "evaluate")
-STAGE_FILES = {
-    **{stage: (STAGE_OUTPUTS[stage],) for stage in ("prompts", "candidates", "judge", *VARIANT_STAGES)},
-    "pairs": ("pairs.jsonl", "sft.jsonl"),
-    "update": ("model", "train", ".model.tmp"),
-    "evaluate": ("eval.json", "eval_responses.jsonl"),
-}
+from selfreward.round import ROUND_STAGES, STAGE
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -206,7 +181,12 @@ class RunDir:
         return self.init_dir if not t else self.round_dir(t)
 
     def output(self, t: int, stage: str) -> Path:
-        return self.round_dir(t) / STAGE_OUTPUTS[stage]
+        """The main output of a stage of round t (`selfreward.round.TABLE`)."""
+        return self.round_dir(t) / STAGE[stage].files[0]
+
+    def training_data(self, cfg, t: int) -> Path:
+        """The update's input: `pairs.jsonl` (DPO) or `sft.jsonl` (SFT), both written by the pairs stage."""
+        return self.round_dir(t) / STAGE["pairs"].files[cfg.update.method.value == "sft"]
 
     def model(self, t: int | None) -> Path:
         return self.stage_dir(t) / "model"
@@ -232,6 +212,15 @@ class RunDir:
     def policy(self, cfg, t: int) -> str:
         """M_t: the model that writes prompts, answers and judges in round t."""
         return str(self.model(t - 1)) if t > 1 else self.initial(cfg)
+
+    def stage_model(self, cfg, t: int, stage: str) -> str | None:
+        """The model that runs a stage of round t, by the role the stage table gives it."""
+        role = STAGE[stage].model
+        if role == "judge":
+            return cfg.judge.model or self.policy(cfg, t)
+        roles = {"policy": self.policy, "initial": lambda c, _: self.initial(c),
+                 "lookahead": lambda c, r: str(self.lookahead_dir(r) / "model")}
+        return roles[role](cfg, t) if role else None
 
     # -- manifests ---------------------------------------------------------------------------
     def manifest(self, t: int | None) -> dict:
@@ -266,7 +255,7 @@ class RunDir:
             manifest = self.manifest(t)
             for s in later:
                 manifest.pop(s, None)
-                for name in STAGE_FILES.get(s, ()):
+                for name in STAGE[s].files if s in STAGE else ():
                     for suffix in ("", ".partial", ".progress.json"):
                         move(self.round_dir(t) / (name + suffix))
             move(self.round_dir(t) / "metrics.json")

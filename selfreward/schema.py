@@ -37,6 +37,11 @@ class Backend(str, Enum):
     vllm = "vllm"
 
 
+INIT_DATA = ("ift+eft", "eft", "ift")
+# The testbed's task families (`selfreward.testbed.TASKS` implements each one).
+TESTBED_TASKS = ("reverse", "sort", "count", "add")
+
+
 class VariantName(str, Enum):
     base = "base"
     meta = "meta"
@@ -117,11 +122,17 @@ class TrainConfig:
 
 @dataclass
 class InitConfig:
+    """The init SFT that turns the base checkpoint into M1."""
+
     skip: bool = field(default=False, metadata={"help": "Start from model.name_or_path as is (no IFT+EFT SFT)."})
     epochs: float = 3.0
     max_steps: int = field(default=-1, metadata={"help": "Init budget in optimizer steps; -1 = run init.epochs."})
     learning_rate: float = 1e-5
-    use_eft: bool = field(default=True, metadata={"help": "Add the judge-format EFT data to the init SFT."})
+    data: str = field(
+        default="ift+eft",
+        metadata={"help": "What the init SFT trains on: ift+eft (answers and judgments), eft (judging only: an "
+                          "instruction model that already answers), or ift (answers only: no judge training)."},
+    )
 
 
 @dataclass

@@ -11,7 +11,6 @@ in the round's manifest; a stage already in the manifest is skipped, so rerunnin
 
 from __future__ import annotations
 
-import argparse
 import gc
 import random
 import sys
@@ -23,24 +22,19 @@ from tqdm.auto import tqdm
 
 from selfreward import testbed, variants
 from selfreward.candidates import sample_candidates
-from selfreward.config import Config, ConfigError, JudgeConfig, OnProblem, load_frozen
-from selfreward.data import seed_instructions, seed_path
-from selfreward.generation import Generator, distributed, load_generator
+from selfreward.config import load_frozen
+from selfreward.data import heldout_prompts, seed_instructions, seed_path
+from selfreward.errors import ConfigError
+from selfreward.generation import distributed, load_generator
+from selfreward.generation.base import Generator
 from selfreward.judge import judge_candidates
 from selfreward.metrics import score_histogram
-from selfreward.process import die_with_parent
+from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
+from selfreward.round import GENERATION_STAGES, STAGE, stage_seed
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.schema import Config, JudgeConfig, OnProblem
 from selfreward.variants.meta import run_meta_judge
-
-# Order matters only for the per-stage seeds: append new stages at the end.
-GENERATION_STAGES = ("prompts", "candidates", "judge", "second_judge", "meta_judge", "anchor_candidates",
-                     "anchor_judge", "future_candidates", "future_judge")
-
-
-def stage_seed(cfg: Config, t: int, stage: str) -> int:
-    """Deterministic per (run seed, round, stage), so rerunning one stage reproduces it."""
-    return cfg.seed * 100_003 + t * 101 + GENERATION_STAGES.index(stage)
 
 
 def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
@@ -54,7 +48,9 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     records, stats = generate_prompts(
         gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), instructions,
         stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
-        reject=partial(testbed.why_not_a_task, cfg=cfg.testbed) if cfg.testbed.enabled else None,
+        reject=testbed.task_filter(cfg, rd) if cfg.testbed.enabled else None,
+        earlier=[p["prompt"] for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))],
+        heldout=[p["prompt"] for p in heldout_prompts(cfg)],
     )
     if not records and not n_seed:  # with seed prompts the round still has something to answer
         log.discard()
@@ -76,7 +72,7 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
 
 def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:
     """N samples per prompt of round t from the loaded model, into the file of `stage`."""
-    prompts = read_jsonl(rd.output(t, "prompts"))
+    prompts = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
     fn = partial(sample_candidates, gen, cfg.generation)
     log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(prompts, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
@@ -84,11 +80,11 @@ def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str =
     return {"records": len(records)}
 
 
-def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "judge", judged: str = "candidates",
+def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "judge",
               judge: JudgeConfig | None = None) -> dict:
-    """Judge the candidates in the file of `judged` with `judge` (the round's judge by default)."""
+    """Judge the candidates the stage reads with `judge` (the round's judge by default)."""
     judge = judge or cfg.judge
-    candidates = read_jsonl(rd.output(t, judged))
+    candidates = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
     fn = partial(judge_candidates, gen, judge)
     log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(candidates, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
@@ -124,41 +120,21 @@ def check_judge_health(cfg: JudgeConfig, records: list[dict], t: int) -> None:
         tqdm.write(f"WARNING: {message}")
 
 
+# The generation worker's runners, named by the stage table's `runner` column; each is called as
+# runner(generator, cfg, rd, t, stage) with the model of the stage's `model` column loaded.
 RUNNERS = {
-    "prompts": run_prompts,
-    "candidates": run_candidates,
+    "prompts": lambda gen, cfg, rd, t, stage: run_prompts(gen, cfg, rd, t),
+    "sample": run_candidates,
     "judge": run_judge,
-    "second_judge": lambda gen, cfg, rd, t: run_judge(gen, cfg, rd, t, "second_judge",
-                                                      judge=variants.second_judge(cfg)),
-    "meta_judge": run_meta_judge,
-    "anchor_candidates": partial(run_candidates, stage="anchor_candidates"),
-    "anchor_judge": partial(run_judge, stage="anchor_judge", judged="anchor_candidates"),
-    "future_candidates": partial(run_candidates, stage="future_candidates"),
-    "future_judge": partial(run_judge, stage="future_judge", judged="future_candidates"),
+    "second_judge": lambda gen, cfg, rd, t, stage: run_judge(gen, cfg, rd, t, stage, variants.second_judge(cfg)),
+    "meta_judge": lambda gen, cfg, rd, t, stage: run_meta_judge(gen, cfg, rd, t),
 }
 
 
-JUDGING_STAGES = ("judge", "second_judge", "meta_judge", "anchor_judge", "future_judge")
-
-
-def stage_model(cfg: Config, rd: RunDir, t: int, stage: str) -> str:
-    """M_t does every stage except sampling for the temporal variant (M1, and the look-ahead model) and,
-    with `judge.model` set, judging (a fixed third-party judge instead of self-judging)."""
-    if stage in JUDGING_STAGES and cfg.judge.model:
-        return cfg.judge.model
-    if stage == "anchor_candidates":
-        return rd.initial(cfg)
-    if stage == "future_candidates":
-        return str(rd.lookahead_dir(t) / "model")
-    return rd.policy(cfg, t)
-
-
 def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
-    files = {"prompts": seed_path(cfg.data.ift_path, "ift"), "candidates": rd.output(t, "prompts"),
-             "anchor_candidates": rd.output(t, "prompts"), "future_candidates": rd.output(t, "prompts"),
-             "anchor_judge": rd.output(t, "anchor_candidates"), "future_judge": rd.output(t, "future_candidates"),
-             "meta_judge": rd.output(t, "judge")}
-    return [files.get(stage, rd.output(t, "candidates")), stage_model(cfg, rd, t, stage)]
+    """What the manifest records a stage ran on: its input files (the seed set for prompts) and its model."""
+    files = [rd.output(t, s) for s in STAGE[stage].inputs] or [seed_path(cfg.data.ift_path, "ift")]
+    return [*files, rd.stage_model(cfg, t, stage)]
 
 
 def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
@@ -167,39 +143,32 @@ def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
     rd.round_dir(t).mkdir(parents=True, exist_ok=True)
     gen, loaded = None, None
     for stage in todo:
-        if stage_model(cfg, rd, t, stage) != loaded:
+        if rd.stage_model(cfg, t, stage) != loaded:
             gen = None  # one model in memory at a time
             gc.collect()
-            loaded = stage_model(cfg, rd, t, stage)
+            loaded = rd.stage_model(cfg, t, stage)
             gen = load_generator(cfg, loaded)
         start = time.perf_counter()
-        entry = RUNNERS[stage](gen, cfg, rd, t)
+        entry = RUNNERS[STAGE[stage].runner](gen, cfg, rd, t, stage)
         rd.mark_done(t, stage, stage_inputs(cfg, rd, t, stage), seconds=round(time.perf_counter() - start, 3), **entry)
         tqdm.write(f"[round {t}] {stage}: {entry}")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--round", type=int, required=True)
-    parser.add_argument("stages", nargs="+", choices=GENERATION_STAGES)
-    args = parser.parse_args(argv)
-    die_with_parent()
-    if distributed():  # launch.generation_processes > 1: rank 0 runs the stages, the others serve it
+    def run(args) -> None:
+        if not distributed():
+            return run_generation_stages(args.run_dir, args.round, args.stages)
+        # launch.generation_processes > 1: rank 0 runs the stages, the others serve it
         from selfreward.generation import parallel
 
         if parallel.is_follower():
-            parallel.follow(load_frozen(args.run_dir))
-            return 0
-    try:
-        run_generation_stages(args.run_dir, args.round, args.stages)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    finally:
-        if distributed():
+            return parallel.follow(load_frozen(args.run_dir))
+        try:
+            run_generation_stages(args.run_dir, args.round, args.stages)
+        finally:
             parallel.stop_followers()
-    return 0
+
+    return stage_main(argv, __doc__, run, lambda p: p.add_argument("stages", nargs="+", choices=GENERATION_STAGES))
 
 
 if __name__ == "__main__":

@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from selfreward.config import Config, UpdateMethod
+from selfreward.round import STAGE, TRAINING_STAGES, round_stages
 from selfreward.rundir import ChunkLog, RunDir, last_checkpoint
-from selfreward.variants import round_stages
-
-TRAINING_STAGES = ("update", "lookahead")
+from selfreward.schema import Config, UpdateMethod
 
 
 def _training(rd: RunDir, t: int, stage: str) -> str:
@@ -19,25 +17,30 @@ def _training(rd: RunDir, t: int, stage: str) -> str:
     return f"partial (checkpoint at step {checkpoint.rsplit('-', 1)[1]})" if checkpoint else "not started"
 
 
+def expected_records(cfg: Config, done: dict, stage: str) -> int | None:
+    """How many records a finished generation stage will hold, by its runner: None when unknown."""
+    row = STAGE[stage]
+    if row.runner == "prompts":
+        return cfg.prompts.num_prompts
+    if row.runner == "sample":
+        return (done.get(row.inputs[0]) or 0) * cfg.generation.num_candidates or None
+    if row.runner in ("judge", "second_judge"):
+        return done.get(row.inputs[0])
+    return None
+
+
 def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
     states = {}
     done = {stage: entry.get("records") for stage, entry in rd.manifest(t).items()}
-    per_prompt = (done.get("prompts") or 0) * cfg.generation.num_candidates or None
-    expected = {
-        "prompts": cfg.prompts.num_prompts, "candidates": per_prompt, "anchor_candidates": per_prompt,
-        "future_candidates": per_prompt, "judge": done.get("candidates"), "second_judge": done.get("candidates"),
-        "meta_judge": None, "anchor_judge": done.get("anchor_candidates"),
-        "future_judge": done.get("future_candidates"),
-    }
-    for stage in round_stages(cfg):
+    for stage in (s.name for s in round_stages(cfg, t)):
         if stage in TRAINING_STAGES:
             states[stage] = _training(rd, t, stage)
         elif stage == "evaluate" and not cfg.eval.enabled:
             states[stage] = "disabled"
         elif stage in done:
             states[stage] = f"done ({done[stage]} records)"
-        elif stage in expected and (k := ChunkLog(rd.output(t, stage)).committed()) is not None:
-            states[stage] = f"partial ({k} of {expected[stage] or '?'} records)"
+        elif (k := ChunkLog(rd.output(t, stage)).committed()) is not None:
+            states[stage] = f"partial ({k} of {expected_records(cfg, done, stage) or '?'} records)"
         else:
             states[stage] = "not started"
     return states
@@ -48,7 +51,7 @@ def status_table(cfg: Config, rd: RunDir) -> Table:
     init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, "init")
     variant = "" if cfg.variant.name.value == "base" else f", variant={cfg.variant.name.value}"
     table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
-    for column in ("round", *round_stages(cfg)):
+    for column in ("round", *(s.name for s in round_stages(cfg))):
         table.add_column(column)
     for t in range(1, max([cfg.rounds, *rd.rounds()]) + 1):
         table.add_row(str(t), *stage_states(cfg, rd, t).values())

@@ -19,8 +19,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from selfreward.config import Config, ConfigError, compose
+from selfreward.config import compose
+from selfreward.errors import ConfigError
 from selfreward.rundir import RunDir, write_json
+from selfreward.schema import Config
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 

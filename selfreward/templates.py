@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from selfreward.config import ConfigError
+from selfreward.errors import ConfigError
 from selfreward.resources import find_prompt
 
 

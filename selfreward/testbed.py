@@ -12,8 +12,9 @@
   for every run seed), disjoint from the training instances.
 
 The checker is used only by `metrics` and `candidate_stats` (evaluation) and, for the parse alone, by
-`why_not_a_task` (the prompts stage drops tasks it cannot parse or that lie outside the configured
-family): no correctness signal reaches training except through the model's own judgments.
+`why_not_a_task` (the prompts stage drops tasks it cannot parse, that lie outside the configured
+family, or that share a held-out instance's canonical key): no correctness signal reaches training
+except through the model's own judgments.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from selfreward.config import Config, ConfigError, TestbedConfig
+from selfreward.errors import ConfigError
 from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
+from selfreward.schema import Config, TestbedConfig
 
 WORD = r"([a-z]{1,12})"
 NUMBER = r"(\d{1,3})"
@@ -38,6 +40,9 @@ class Task:
     solve: Callable[..., str]
     sample: Callable[[random.Random, TestbedConfig], tuple]  # the arguments of a new instance
     render: str  # instruction format, filled with the arguments
+    # Instances with equal keys teach the same answer: `sort cab` and `sort bca` are both "abc". The
+    # held-out set is disjoint from training (and from self-written prompts) by this key.
+    key: Callable[..., tuple]
 
 
 def _word(rng: random.Random, cfg: TestbedConfig) -> str:
@@ -45,12 +50,16 @@ def _word(rng: random.Random, cfg: TestbedConfig) -> str:
 
 
 TASKS = {
-    "reverse": Task(re.compile(rf"reverse {WORD}"), lambda w: w[::-1], lambda r, c: (_word(r, c),), "reverse {}"),
-    "sort": Task(re.compile(rf"sort {WORD}"), lambda w: "".join(sorted(w)), lambda r, c: (_word(r, c),), "sort {}"),
+    "reverse": Task(re.compile(rf"reverse {WORD}"), lambda w: w[::-1], lambda r, c: (_word(r, c),), "reverse {}",
+                    lambda w: (w,)),
+    "sort": Task(re.compile(rf"sort {WORD}"), lambda w: "".join(sorted(w)), lambda r, c: (_word(r, c),), "sort {}",
+                 lambda w: tuple(sorted(w))),
     "count": Task(re.compile(rf"count ([a-z]) in {WORD}"), lambda ch, w: str(w.count(ch)),
-                  lambda r, c: (r.choice(c.alphabet), _word(r, c)), "count {} in {}"),
+                  lambda r, c: (r.choice(c.alphabet), _word(r, c)), "count {} in {}",
+                  lambda ch, w: (ch, *sorted(w))),
     "add": Task(re.compile(rf"add {NUMBER} {NUMBER}"), lambda a, b: str(int(a) + int(b)),
-                lambda r, c: (r.randint(0, c.max_number), r.randint(0, c.max_number)), "add {} {}"),
+                lambda r, c: (r.randint(0, c.max_number), r.randint(0, c.max_number)), "add {} {}",
+                lambda a, b: tuple(sorted((int(a), int(b))))),
 }
 
 
@@ -69,9 +78,16 @@ def parse(instruction: str) -> tuple[str, str] | None:
     return (found[0], TASKS[found[0]].solve(*found[1].groups())) if found else None
 
 
-def why_not_a_task(instruction: str, cfg: TestbedConfig) -> str | None:
-    """Why a self-written prompt is not an instance of this testbed's tasks (None when it is): it does
-    not parse, or its task, letters, word length or numbers lie outside the configured family."""
+def key(instruction: str) -> tuple | None:
+    """The canonical key of an instruction (see `Task.key`), or None when it does not parse."""
+    found = _match(instruction)
+    return (found[0], *TASKS[found[0]].key(*found[1].groups())) if found else None
+
+
+def why_not_a_task(instruction: str, cfg: TestbedConfig, heldout: frozenset = frozenset()) -> str | None:
+    """Why a self-written prompt is not a training instance of this testbed's tasks (None when it is):
+    it does not parse, its task, letters, word length or numbers lie outside the configured family,
+    or it has the canonical key of a held-out instance (`heldout`)."""
     found = _match(instruction)
     if found is None:
         return "unparseable"
@@ -81,7 +97,17 @@ def why_not_a_task(instruction: str, cfg: TestbedConfig) -> str | None:
     in_range = (name in cfg.tasks and set(letters) <= set(cfg.alphabet)
                 and all(cfg.min_len <= len(w) <= cfg.max_len for w in words)
                 and all(int(g) <= cfg.max_number for g in m.groups() if g.isdigit()))
-    return None if in_range else "out_of_range"
+    if not in_range:
+        return "out_of_range"
+    return "heldout" if key(instruction) in heldout else None
+
+
+def task_filter(cfg: Config, rd: RunDir) -> Callable[[str], str | None]:
+    """The prompts stage's filter for self-written tasks, against this run's held-out set."""
+    from selfreward.rundir import read_jsonl
+
+    heldout = frozenset(key(p["prompt"]) for p in read_jsonl(files(rd)["heldout_prompts"]))
+    return lambda instruction: why_not_a_task(instruction, cfg.testbed, heldout)
 
 
 def check(instruction: str, response: str) -> bool | None:
@@ -117,9 +143,9 @@ def corrupt(rng: random.Random, answer: str, task: str = "") -> str:
             return wrong
 
 
-def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: set[str] = frozenset()) -> list[dict]:
-    """`n` distinct instances, the tasks taking turns, none of them in `exclude`."""
-    out, seen = [], set(exclude)
+def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: frozenset = frozenset()) -> list[dict]:
+    """`n` distinct instances, the tasks taking turns, none whose canonical key is in `exclude`."""
+    out, seen = [], set()
     for _ in range(50 * n + 1000):
         if len(out) == n:
             return out
@@ -127,7 +153,7 @@ def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: set[str] 
         task = TASKS[name]
         args = task.sample(rng, cfg)
         instruction = task.render.format(*args)
-        if instruction not in seen:
+        if instruction not in seen and (name, *task.key(*args)) not in exclude:
             seen.add(instruction)
             out.append({"task": name, "instruction": instruction, "answer": task.solve(*args)})
     raise ConfigError(f"The testbed cannot draw {n} distinct task instances from 'testbed.alphabet' "
@@ -179,7 +205,7 @@ def write(cfg: Config, rd: RunDir) -> None:
         return
     heldout = instances(tb, random.Random(tb.heldout_seed), tb.n_heldout)
     rng = random.Random(cfg.seed)
-    train = instances(tb, rng, tb.n_ift + tb.n_eft, exclude={r["instruction"] for r in heldout})
+    train = instances(tb, rng, tb.n_ift + tb.n_eft, exclude=frozenset(key(r["instruction"]) for r in heldout))
     answered, judged = train[: tb.n_ift], train[tb.n_ift :]
     template = Template(cfg.prompts.template, ("examples",), key="prompts.template")
     seeds = [r["instruction"] for r in answered]

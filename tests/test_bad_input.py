@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.conftest import SMALL, selfreward
+from tests.helpers import SMALL, selfreward
 
 
 def leftovers(run_dir):
@@ -28,6 +28,30 @@ def test_seed_file_with_bad_line_names_file_and_line(tmp_path):
     fails(f"data.ift_path={seed}", f"run_dir={tmp_path / 'run'}", match=f"{seed}:2: not valid JSON")
     seed.write_text('{"instruction": "a"}\n')
     fails(f"data.ift_path={seed}", f"run_dir={tmp_path / 'run'}", match=f"{seed}:1: missing string field(s) response")
+    assert not (tmp_path / "run").exists()
+
+
+def test_seed_record_with_an_empty_field_is_refused(tmp_path):
+    seed = tmp_path / "ift.jsonl"
+    seed.write_text('{"instruction": "a", "response": "b"}\n{"instruction": "  ", "response": "b"}\n')
+    fails(f"data.ift_path={seed}", f"run_dir={tmp_path / 'run'}", match=f"{seed}:2: empty field(s) instruction")
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_init_example_longer_than_training_keeps_is_refused(tmp_path):
+    """TRL cuts a long example's end: an EFT judgment would lose the 'Score:' line it teaches."""
+    from selfreward.resources import DATA_DIR
+
+    eft = tmp_path / "eft.jsonl"
+    lines = (DATA_DIR / "seed_eft.jsonl").read_text().splitlines()[:3]
+    long = json.loads(lines[1])
+    long["response"] = "word " * 800
+    eft.write_text("\n".join([lines[0], json.dumps(long), lines[2]]) + "\n")
+    stderr = fails(f"data.eft_path={eft}", f"run_dir={tmp_path / 'run'}", match=f"{eft}:2: this example is")
+    assert "more than train.max_length (512)" in stderr and "'Score:' line" in stderr
+    # against the model's context when that is shorter than train.max_length
+    fails(f"data.eft_path={eft}", "train.max_length=100000", f"run_dir={tmp_path / 'run'}",
+          match="more than the model's context (max_position_embeddings) (1024)")
     assert not (tmp_path / "run").exists()
 
 

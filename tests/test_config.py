@@ -3,16 +3,10 @@ import shlex
 import pytest
 
 from selfreward.cli import main
-from selfreward.config import (
-    Backend,
-    ConfigError,
-    JudgeMethod,
-    Reference,
-    UpdateMethod,
-    compose,
-    group_options,
-)
-from tests.conftest import selfreward
+from selfreward.config import compose, group_options
+from selfreward.errors import ConfigError
+from selfreward.schema import Backend, JudgeMethod, Reference, UpdateMethod
+from tests.helpers import selfreward
 
 
 def test_default_recipe_composes():

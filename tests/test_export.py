@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from tests.conftest import selfreward
+from tests.helpers import selfreward
 
 
 @pytest.fixture

@@ -3,8 +3,10 @@ import types
 
 import pytest
 
-from selfreward.config import ConfigError, compose
-from selfreward.generation import Sampling, load_generator
+from selfreward.config import compose
+from selfreward.errors import ConfigError
+from selfreward.generation import load_generator
+from selfreward.generation.base import Sampling
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +36,42 @@ def test_hf_seeded_sampling_is_reproducible(hf):
     assert hf.generate(prompts, s) == hf.generate(prompts, s)
 
 
+def test_hf_each_prompt_draws_from_its_own_stream(hf):
+    """Two copies of one prompt draw differently; a prompt draws the same whatever shares its batch
+    (length sorting, batch size, another chunk or rank), given its own seed."""
+    from selfreward.generation.base import request_seeds
+
+    ask = ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n",
+           "<|im_start|>user\na much longer question about the sea and the sky<|im_end|>\n<|im_start|>assistant\n"]
+    s = Sampling(temperature=1.0, top_p=0.9, max_new_tokens=12, n=2, seed=11)
+    both = hf.generate([ask[0], ask[0], ask[1]], s)
+    assert both[0] != both[1]
+    seeds = request_seeds(s, 3)
+    alone = [hf.generate([p], Sampling(1.0, 0.9, 12, n=2, seeds=(seed,)))[0] for p, seed in zip(
+        [ask[0], ask[0], ask[1]], seeds)]
+    assert alone == both
+    hf.batch_size = 1
+    try:
+        assert hf.generate([ask[0], ask[0], ask[1]], s) == both
+    finally:
+        hf.batch_size = 2
+
+
+def test_seeded_sampling_follows_the_distribution():
+    import torch
+
+    from selfreward.generation.hf import SeededSampling
+
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
+    picks = SeededSampling(list(range(4000)), 1.0, 1.0)(None, logits).argmax(-1)
+    shares = torch.bincount(picks, minlength=4).float() / 4000
+    assert shares.tolist() == pytest.approx([0.5, 0.3, 0.15, 0.05], abs=0.03)
+    # top-p 0.7 keeps the two most probable tokens (0.5 + 0.3 >= 0.7), renormalized
+    picks = SeededSampling(list(range(4000)), 1.0, 0.7)(None, logits).argmax(-1)
+    shares = torch.bincount(picks, minlength=4).float() / 4000
+    assert shares.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.03)
+
+
 def test_hf_next_token_probs(hf):
     ids = hf.tokenizer.convert_tokens_to_ids(["0", "1", "2"])
     probs = hf.next_token_probs(["Score: ", "hello there Score: "], ids)
@@ -50,8 +88,8 @@ def test_common_prefix_leaves_every_prompt_a_token_of_its_own():
 
 
 def test_shared_prefix_scoring_equals_full_scoring(hf):
-    from selfreward.config import JudgeConfig
     from selfreward.judge import judge_template, score_token_ids
+    from selfreward.schema import JudgeConfig
     from selfreward.templates import chat_prompt
 
     template = judge_template(JudgeConfig())
@@ -79,7 +117,7 @@ class _FakeVLLM(types.ModuleType):
                 self, n=1, temperature=1.0, top_p=1.0, max_tokens=16, seed=None, logprobs=None,
                 skip_special_tokens=True, stop_token_ids=None,
             ):
-                self.n, self.max_tokens, self.logprobs = n, max_tokens, logprobs
+                self.n, self.max_tokens, self.logprobs, self.seed = n, max_tokens, logprobs, seed
                 fake.stop_token_ids = stop_token_ids
 
         class LLM:
@@ -90,11 +128,15 @@ class _FakeVLLM(types.ModuleType):
                 return types.SimpleNamespace(eos_token_id=3, chat_template="{{ messages }}")
 
             def generate(self, prompts, params, use_tqdm=True):
+                # vLLM takes one SamplingParams for all prompts, or a list with one per prompt
+                params = params if isinstance(params, list) else [params] * len(prompts)
+                assert len(params) == len(prompts)
                 ns = types.SimpleNamespace
-                if params.logprobs:
+                if params[0].logprobs:
                     top = {7: ns(logprob=-0.5), 9: ns(logprob=-2.0)}
                     return [ns(outputs=[ns(text="", logprobs=[top])]) for _ in prompts]
-                return [ns(outputs=[ns(text=f" {p}#{j} ") for j in range(params.n)]) for p in prompts]
+                # a seeded request draws the same samples every time, and other samples under another seed
+                return [ns(outputs=[ns(text=f" {p}#{j}@{q.seed} ") for j in range(q.n)]) for p, q in zip(prompts, params)]
 
         self.LLM, self.SamplingParams = LLM, SamplingParams
 
@@ -105,7 +147,12 @@ def test_vllm_adapter_against_stand_in(monkeypatch):
     gen = load_generator(compose(["backend=vllm", "vllm.tensor_parallel_size=2"]), "/ckpt")
     assert fake.init_kwargs["model"] == "/ckpt" and fake.init_kwargs["tensor_parallel_size"] == 2
     assert fake.init_kwargs["enable_prefix_caching"] is True
-    assert gen.generate(["a", "b"], Sampling(1.0, 0.9, 5, n=2)) == [["a#0", "a#1"], ["b#0", "b#1"]]
+    from selfreward.generation.base import request_seeds
+
+    s = Sampling(1.0, 0.9, 5, n=2, seed=3)
+    first, second = request_seeds(s, 2)
+    assert first != second  # each prompt has a seed of its own
+    assert gen.generate(["a", "a"], s) == [[f"a#0@{first}", f"a#1@{first}"], [f"a#0@{second}", f"a#1@{second}"]]
     assert fake.stop_token_ids == [3]  # stops at the tokenizer's EOS, as the HF backend does
     probs = gen.next_token_probs(["x"], [7, 8, 9])
     assert probs[0][1] == 0.0 and abs(probs[0][0] - 0.6065) < 1e-3 and abs(probs[0][2] - 0.1353) < 1e-3

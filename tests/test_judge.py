@@ -1,7 +1,7 @@
 import pytest
 
-from selfreward.config import JudgeConfig, JudgeMethod
 from selfreward.judge import judge_candidates, score_token_ids
+from selfreward.schema import JudgeConfig, JudgeMethod
 
 
 class FixedJudge:

@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from selfreward import profiling
-from tests.conftest import SMALL, selfreward
+from tests.helpers import SMALL, selfreward
 
 pytestmark = pytest.mark.slow
 

@@ -87,3 +87,14 @@ def test_sft_needs_every_named_score_at_its_threshold():
     # the mean (8.0) clears both thresholds for all four; only candidate 0 clears each score's own
     rows = build_sft(cands, judgs, {"Quality": 8.0, "Following": 7.0})
     assert [r["candidate_id"] for r in rows] == [0]
+
+
+def test_identical_texts_never_pair():
+    # Two samples of one text scored apart by float noise, and a third text: the pair is the two texts.
+    cands = [cand("a", 0, "Paris."), cand("a", 1, "Paris."), cand("a", 2, "Lyon.")]
+    judgs = [judg("a", 0, 2.6931628250), judg("a", 1, 2.6931627982), judg("a", 2, 1.0)]
+    (pair,), drops = build_pairs(cands, judgs)
+    assert (pair["chosen"], pair["rejected"]) == ("Paris.", "Lyon.")
+    # Only copies of one text: no pair, counted.
+    pairs, drops = build_pairs(cands[:2], judgs[:2])
+    assert pairs == [] and drops == {"dropped_unscored": 0, "dropped_same_text": 1}

@@ -1,6 +1,6 @@
-from selfreward.config import PromptsConfig
-from selfreward.generation import Sampling
+from selfreward.generation.base import Sampling
 from selfreward.prompts import NearDuplicateIndex, extract_instruction, generate_prompts
+from selfreward.schema import PromptsConfig
 
 
 class ScriptedGenerator:
@@ -62,6 +62,18 @@ def test_generate_prompts_filters_and_counts():
     assert stats["requested"] == 6
     # every request is a chat-rendered k-shot prompt of seed tasks
     assert all(r.startswith("USER: ") and r.count("Task: ") == 2 for r in gen.requests)
+
+
+def test_prompts_that_copy_held_out_or_earlier_prompts_are_dropped():
+    gen = ScriptedGenerator(["Describe how rain forms.", "Name the capital of France please.",
+                             "Explain what a volcano is.", "Give one use of copper wire.", "List two warm colours."])
+    gen.tokenizer = EchoTokenizer()
+    cfg = PromptsConfig(num_prompts=2, num_shots=1, max_attempts=3, min_words=3, max_similarity=0.5)
+    records, stats = generate_prompts(gen, cfg, ["What is gravity?"], seed=0,
+                                      earlier=["Explain what a volcano is."],
+                                      heldout=["Describe how rain forms.", "Name the capital of France."])
+    assert [r["prompt"] for r in records] == ["Give one use of copper wire.", "List two warm colours."]
+    assert stats["dropped_heldout"] == 2 and stats["dropped_exact_duplicate"] == 1
 
 
 def test_generate_prompts_respects_budget():

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from tests.conftest import SMALL, selfreward
+from tests.helpers import SMALL, selfreward
 
 pytestmark = pytest.mark.slow
 

@@ -1,7 +1,8 @@
 import pytest
 
-from selfreward.config import ConfigError, JudgeConfig
+from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
+from selfreward.schema import JudgeConfig
 from selfreward.templates import Template, chat_prompt
 
 
@@ -49,3 +50,21 @@ def test_tiny_tokenizer_is_trained_on_the_runs_own_templates():
     assert judge in default and testbed_judge not in default
     swapped = seed_texts(compose(["judge.template=testbed_judge.txt"]))
     assert testbed_judge in swapped and judge not in swapped
+
+
+def test_plain_chat_template_starts_with_the_tokenizers_bos(tiny_checkpoint):
+    """Transformers renders chat templates without special tokens: a base checkpoint (Llama 2's <s>)
+    gets its BOS only from the template, once, in what the generator and the trainers tokenize."""
+    from transformers import AutoTokenizer
+
+    from selfreward.templates import ensure_chat_template
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    tok.chat_template = None
+    ensure_chat_template(tok, "plain_chat.jinja")
+    assert chat_prompt(tok, "Hi") == f"{tok.bos_token}### User:\nHi\n\n### Assistant:\n"
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello."}]
+    ids = tok.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]
+    assert ids[0] == tok.bos_token_id and ids.count(tok.bos_token_id) == 1
+    tok.bos_token = None  # a tokenizer without one gets none
+    assert chat_prompt(tok, "Hi").startswith("### User:")

@@ -8,9 +8,10 @@ from functools import partial
 import pytest
 
 from selfreward import testbed
-from selfreward.config import ConfigError, compose
+from selfreward.config import compose
+from selfreward.errors import ConfigError
 from selfreward.rundir import RunDir, read_jsonl
-from tests.conftest import selfreward
+from tests.helpers import selfreward
 
 
 @pytest.mark.parametrize(
@@ -39,10 +40,18 @@ def test_corrupt_is_always_wrong():
 
 def test_instances_are_distinct_and_take_turns():
     cfg = testbed.TestbedConfig(enabled=True)
-    rows = testbed.instances(cfg, random.Random(1), 40, exclude={"reverse abc"})
+    rows = testbed.instances(cfg, random.Random(1), 40, exclude=frozenset({testbed.key("sort abc")}))
     assert len({r["instruction"] for r in rows}) == 40
     assert [r["task"] for r in rows[:4]] == cfg.tasks
     assert all(testbed.check(r["instruction"], r["answer"]) for r in rows)
+    assert not [r for r in rows if r["task"] == "sort" and r["answer"] == "abc"]
+
+
+def test_canonical_keys_join_instances_that_teach_one_answer():
+    assert testbed.key("sort cab") == testbed.key("sort bca") != testbed.key("sort cabb")
+    assert testbed.key("add 2 40") == testbed.key("add 40 2") != testbed.key("add 3 39")
+    assert testbed.key("count a in aab") == testbed.key("count a in aba") != testbed.key("count b in aab")
+    assert testbed.key("reverse abc") != testbed.key("reverse cba") and testbed.key("hello") is None
 
 
 def test_metrics_on_a_hand_made_case():
@@ -97,6 +106,8 @@ def test_write_keeps_truth_out_of_training(tmp_path):
     assert len(heldout) == 20 and all("answer" not in r for r in files["heldout_prompts"])
     train = {r["instruction"] for r in files["ift"] if r["kind"] == "task"} | {r["instruction"] for r in files["eft"]}
     assert not heldout & train
+    # disjoint by what an instance teaches, not only as strings: no held-out sorted answer is trained on
+    assert not {testbed.key(p) for p in heldout} & {testbed.key(i) for i in train}
     demos = [r for r in files["ift"] if r["kind"] == "self_instruct"]
     assert len(demos) == 5 and all(testbed.parse(d["response"]) for d in demos)
     for r in files["eft"] + files["heldout_eft"]:  # the judgment says what the checker says
@@ -120,18 +131,20 @@ def test_testbed_config_errors(tmp_path):
 
 
 def test_prompts_the_checker_cannot_parse_are_dropped_and_counted():
-    from selfreward.config import PromptsConfig
     from selfreward.prompts import generate_prompts
+    from selfreward.schema import PromptsConfig
     from tests.test_prompts import EchoTokenizer, ScriptedGenerator
 
-    gen = ScriptedGenerator(["reverse abc", "Task: sort cab", "reverse the word abc", "add 1", "count a in aab",
-                             "sort ab"])
+    gen = ScriptedGenerator(["reverse abc", "Task: sort cab", "reverse the word abc", "add 1", "sort hgf",
+                             "sort ab", "count a in aab"])
     gen.tokenizer = EchoTokenizer()
-    cfg = PromptsConfig(num_prompts=3, max_attempts=2, min_words=2, max_words=5, num_shots=1)
-    reject = partial(testbed.why_not_a_task, cfg=testbed.TestbedConfig(enabled=True))  # words of 3-6 letters
+    cfg = PromptsConfig(num_prompts=3, max_attempts=3, min_words=2, max_words=5, num_shots=1)
+    heldout = frozenset({testbed.key("sort fgh")})  # "sort hgf" teaches a held-out answer
+    reject = partial(testbed.why_not_a_task, cfg=testbed.TestbedConfig(enabled=True), heldout=heldout)
     records, stats = generate_prompts(gen, cfg, ["sort abc"], seed=0, reject=reject)
     assert [r["prompt"] for r in records] == ["reverse abc", "sort cab", "count a in aab"]
     assert stats["dropped_unparseable"] == 2 and stats["dropped_out_of_range"] == 1
+    assert stats["dropped_heldout"] == 1
 
 
 def test_self_instruct_demonstrations_are_not_seed_tasks(tmp_path):

@@ -5,14 +5,17 @@ import json
 
 import pytest
 
-from selfreward.config import ConfigError, VariantName, compose, group_options
+from selfreward.config import compose, group_options
 from selfreward.data import load_seed
+from selfreward.errors import ConfigError
 from selfreward.loop import first_affected
 from selfreward.pairs import build_pairs
-from selfreward.variants import agreeing, round_stages
+from selfreward.round import round_stages
+from selfreward.schema import VariantName
+from selfreward.variants import agreeing
 from selfreward.variants.length import windowed_select, within_window
 from selfreward.variants.meta import capped
-from tests.conftest import SMALL, selfreward
+from tests.helpers import SMALL, selfreward
 from tests.test_pairs import cand, judg
 
 
@@ -46,12 +49,16 @@ def test_bad_variant_settings_name_the_key(overrides, message):
         compose(overrides)
 
 
+def names(cfg):
+    return [s.name for s in round_stages(cfg)]
+
+
 def test_round_stages_and_changed_variant_settings():
-    assert round_stages(compose([])) == ["prompts", "candidates", "judge", "pairs", "update", "evaluate"]
-    assert "meta_judge" in round_stages(compose(["variant=meta"]))
-    temporal = round_stages(compose(["variant=temporal"]))
+    assert names(compose([])) == ["prompts", "candidates", "judge", "pairs", "update", "evaluate"]
+    assert "meta_judge" in names(compose(["variant=meta"]))
+    temporal = names(compose(["variant=temporal"]))
     assert temporal[3:8] == ["anchor_candidates", "anchor_judge", "lookahead", "future_candidates", "future_judge"]
-    no_anchor = round_stages(compose(["variant=temporal", "variant.anchored_rejection=false"]))
+    no_anchor = names(compose(["variant=temporal", "variant.anchored_rejection=false"]))
     assert "anchor_candidates" not in no_anchor and "lookahead" in no_anchor
     assert first_affected("variant.rho") == "pairs"
     assert first_affected("variant.meta_share") == "pairs" and first_affected("variant.meta_template") == "meta_judge"
@@ -81,6 +88,22 @@ def test_anchored_rejection_takes_the_other_models_worst():
     assert (pair["chosen"], pair["rejected"]) == ("a-0", "old-1")
     pairs, drops = build_pairs(cands, judgs, rejected_from=(anchor, [judg("a", 0, 5.0), judg("a", 1, 4.5)]))
     assert pairs == [] and drops == {"dropped_unscored": 0, "dropped_chosen_not_better": 1}
+
+
+def test_future_chosen_without_anchor_rejects_m_t_own_worst(tmp_path):
+    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.variants import preference_pairs
+
+    cfg = compose(["variant=temporal", "variant.anchored_rejection=false", f"run_dir={tmp_path}"])
+    rd = RunDir(tmp_path)
+    rd.round_dir(1).mkdir()
+    write_jsonl(rd.output(1, "candidates"), [cand("a", 0, "mine good"), cand("a", 1, "mine bad")])
+    write_jsonl(rd.output(1, "judge"), [judg("a", 0, 3.0), judg("a", 1, 1.0)])
+    write_jsonl(rd.output(1, "future_candidates"), [cand("a", 0, "future best"), cand("a", 1, "future worst")])
+    write_jsonl(rd.output(1, "future_judge"), [judg("a", 0, 5.0), judg("a", 1, 0.5)])
+    (pair,), _ = preference_pairs(cfg, rd, 1)
+    assert (pair["chosen"], pair["chosen_from"]) == ("future best", "future_candidates")
+    assert (pair["rejected"], pair["rejected_from"]) == ("mine bad", "candidates")
 
 
 def test_consistency_keeps_only_agreeing_pairs():

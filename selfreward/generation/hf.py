@@ -8,14 +8,16 @@ GPUs; with `launch.generation_processes>1` each rank holds a copy (see `generati
 from __future__ import annotations
 
 import copy
+import random
 
 import torch
 from tqdm.auto import tqdm
+from transformers import LogitsProcessor, LogitsProcessorList
 
 from selfreward.checkpoint import load_causal_lm, load_tokenizer
-from selfreward.config import Config
-from selfreward.generation import Sampling
+from selfreward.generation.base import Sampling, derive_seed, request_seeds
 from selfreward.profiling import timed
+from selfreward.schema import Config
 
 
 class HFGenerator:
@@ -68,16 +70,19 @@ class HFGenerator:
 
     @torch.inference_mode()
     def _generate(self, prompts: list[str], sampling: Sampling, desc: str) -> list[list[str]]:
-        torch.manual_seed(sampling.seed)
         out: list[list[str]] = [[] for _ in prompts]
-        kwargs = dict(max_new_tokens=sampling.max_new_tokens, num_return_sequences=sampling.n)
-        if sampling.temperature > 0:
-            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p)
-        else:
-            kwargs.update(do_sample=False)
+        seeds = request_seeds(sampling, len(prompts))
         for idx, batch in self._batches(self._encode(prompts), desc):
+            # n rows per prompt. SeededSampling samples each row and leaves only its token possible,
+            # so greedy decoding emits it; without it (temperature 0) decoding is greedy.
+            batch = {k: v.repeat_interleave(sampling.n, dim=0) for k, v in batch.items()}
+            processors = LogitsProcessorList()
+            if sampling.temperature > 0:
+                rows = [derive_seed(seeds[i], k) for i in idx for k in range(sampling.n)]
+                processors.append(SeededSampling(rows, sampling.temperature, sampling.top_p))
             seqs = self.model.generate(
-                **batch, **kwargs, pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids
+                **batch, max_new_tokens=sampling.max_new_tokens, do_sample=False, logits_processor=processors,
+                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids,
             )
             new = seqs[:, batch["input_ids"].shape[1] :]
             texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
@@ -120,6 +125,30 @@ class HFGenerator:
             for j, i in enumerate(idx):
                 out[i] = probs[j].tolist()
         return out
+
+
+class SeededSampling(LogitsProcessor):
+    """Temperature and top-p sampling in which each row draws from its own random stream.
+
+    `generate(do_sample=True)` draws every row from one global stream, so a row's sample depends on
+    the rows drawn before it: on its batch, chunk and rank. Here row r's k-th token uses the k-th
+    number of stream r (inverse-CDF sampling), and the processor returns scores that leave only that
+    token, so greedy decoding emits it."""
+
+    def __init__(self, row_seeds: list[int], temperature: float, top_p: float):
+        self.streams = [random.Random(s) for s in row_seeds]
+        self.temperature, self.top_p = temperature, top_p
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
+        if self.top_p < 1.0:  # keep the most probable tokens until their mass reaches top_p
+            ranked, order = probs.sort(dim=-1, descending=True)
+            ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= self.top_p, 0.0)
+            probs = torch.zeros_like(probs).scatter(-1, order, ranked)
+        cdf = probs.cumsum(-1)
+        u = torch.tensor([s.random() for s in self.streams], dtype=cdf.dtype, device=cdf.device)[:, None]
+        chosen = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1)
+        return torch.full_like(scores, float("-inf")).scatter(-1, chosen, 0.0)
 
 
 # Below this many shared tokens, reusing their KV cache saves less than the copy costs.

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import os
 import sys
+from dataclasses import replace
 
-from selfreward.config import Config
-from selfreward.generation import Sampling
+from selfreward.generation.base import Sampling, request_seeds
+from selfreward.schema import Config
 
 
 def _dist():
@@ -50,8 +51,14 @@ def _local(cfg: Config, path: str):
 
 
 def _shard(generator, method: str, prompts: list[str], args: tuple) -> list:
-    """Run `method` on this rank's shard; return all ranks' results in prompt order."""
+    """Run `method` on this rank's shard; return all ranks' results in prompt order. A sampling
+    call's per-prompt seeds are sharded with the prompts, so each prompt draws what it would draw
+    in one process."""
     rank, world = _rank()
+    if method == "generate":
+        sampling, *rest = args
+        seeds = request_seeds(sampling, len(prompts))[rank::world]
+        args = (replace(sampling, seeds=tuple(seeds)), *rest)
     mine = getattr(generator, method)(prompts[rank::world], *args)
     shards: list = [None] * world
     _dist().all_gather_object(shards, mine)

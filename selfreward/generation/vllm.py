@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 
-from selfreward.config import Config, ConfigError
-from selfreward.generation import Sampling
+from selfreward.errors import ConfigError
+from selfreward.generation.base import Sampling, request_seeds
+from selfreward.schema import Config
 from selfreward.templates import ensure_chat_template
 
 # Enough top log-probs that the score tokens of a trained judge are among them.
@@ -37,16 +38,20 @@ class VLLMGenerator:
         self.tokenizer = ensure_chat_template(self.llm.get_tokenizer(), cfg.model.chat_template)
 
     def generate(self, prompts: list[str], sampling: Sampling, desc: str = "generate") -> list[list[str]]:
-        params = self._vllm.SamplingParams(
-            n=sampling.n,
-            temperature=sampling.temperature,
-            top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
-            max_tokens=sampling.max_new_tokens,
-            seed=sampling.seed,
-            skip_special_tokens=True,
-            # vLLM stops at the generation config's EOS; the HF backend also stops at the tokenizer's
-            stop_token_ids=[self.tokenizer.eos_token_id],
-        )
+        # One SamplingParams per prompt, each with the prompt's own seed (see generation.base).
+        params = [
+            self._vllm.SamplingParams(
+                n=sampling.n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p if sampling.temperature > 0 else 1.0,
+                max_tokens=sampling.max_new_tokens,
+                seed=seed,
+                skip_special_tokens=True,
+                # vLLM stops at the generation config's EOS; the HF backend also stops at the tokenizer's
+                stop_token_ids=[self.tokenizer.eos_token_id],
+            )
+            for seed in request_seeds(sampling, len(prompts))
+        ]
         outputs = self.llm.generate(prompts, params, use_tqdm=True)
         return [[c.text.strip() for c in o.outputs] for o in outputs]
 

@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import time
 from pathlib import Path
+from typing import Callable
 
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base
-from selfreward.config import Config, load_frozen
-from selfreward.process import die_with_parent
+from selfreward.config import load_frozen
+from selfreward.process import stage_main
 from selfreward.profiling import timed
 from selfreward.rundir import RunDir, last_checkpoint
+from selfreward.schema import Config
 
 
-def parse_args(description: str, argv: list[str] | None = None) -> tuple[Config, RunDir, int, str]:
-    """(config, run dir, round, stage). Round 0 is the init stage; `--stage lookahead` is the
-    temporal variant's look-ahead model (DPO only)."""
-    parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--run-dir", required=True)
-    parser.add_argument("--round", type=int, required=True, help="0 = the init stage, t >= 1 = round t")
-    parser.add_argument("--stage", choices=("update", "lookahead"), default="update")
-    args = parser.parse_args(argv)
-    die_with_parent()
-    stage = "init" if args.round == 0 else args.stage
-    return load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage
+def training_main(argv: list[str] | None, description: str, train: Callable[[Config, RunDir, int, str], None]) -> int:
+    """A training stage's entry point: `train(cfg, rd, t, stage)`. Round 0 is the init stage;
+    `--stage lookahead` is the temporal variant's look-ahead model (DPO only)."""
+    def run(args) -> None:
+        stage = "init" if args.round == 0 else args.stage
+        train(load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage)
+
+    return stage_main(argv, description, run,
+                      lambda p: p.add_argument("--stage", choices=("update", "lookahead"), default="update"))
 
 
 def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int,

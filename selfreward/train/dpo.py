@@ -14,13 +14,13 @@ from __future__ import annotations
 import sys
 
 from selfreward.checkpoint import load_tokenizer, peft_config
-from selfreward.config import Config, Reference
 from selfreward.rundir import RunDir, read_jsonl
+from selfreward.schema import Config, Reference
 from selfreward.train.common import (
     load_model,
-    parse_args,
     train_and_save,
     trainer_kwargs,
+    training_main,
 )
 
 
@@ -64,11 +64,13 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     return trainer, tokenizer, len(examples), [pairs_path, policy, reference], policy
 
 
-def main(argv: list[str] | None = None) -> int:
-    cfg, rd, t, stage = parse_args(__doc__, argv)
+def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
     trainer, tokenizer, records, inputs, policy = build_trainer(cfg, rd, t, stage)
     train_and_save(trainer, tokenizer, cfg, rd, t, stage, records, inputs, start_from=policy)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return training_main(argv, __doc__, train)
 
 
 if __name__ == "__main__":

@@ -9,11 +9,13 @@ from __future__ import annotations
 import sys
 
 from selfreward.checkpoint import load_tokenizer, peft_config
-from selfreward.config import Config
-from selfreward.data import load_seed, seed_path
+from selfreward.data import seed_lines, seed_path
+from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
-from selfreward.rundir import read_jsonl
-from selfreward.train.common import load_model, parse_args, train_and_save, trainer_kwargs
+from selfreward.rundir import RunDir, read_jsonl
+from selfreward.schema import Config
+from selfreward.text import token_counts
+from selfreward.train.common import load_model, train_and_save, trainer_kwargs, training_main
 
 
 def _example(prompt: str, completion: str) -> dict:
@@ -25,33 +27,53 @@ def _example(prompt: str, completion: str) -> dict:
     }
 
 
-def init_examples(cfg: Config) -> list[dict]:
-    """IFT as is; EFT rendered through the same judge template the judge stage uses."""
-    rows = [_example(r["instruction"], r["response"]) for r in load_seed(cfg.data.ift_path, "ift")]
-    if cfg.init.use_eft:
+def init_examples(cfg: Config) -> tuple[list[dict], list[str]]:
+    """(examples, "file:line" of each): IFT as is; EFT rendered through the same judge template the
+    judge stage uses. `init.data` says which of the two the init trains on."""
+    rows, where = [], []
+    if "ift" in cfg.init.data:
+        for source, r in seed_lines(cfg.data.ift_path, "ift"):
+            rows.append(_example(r["instruction"], r["response"]))
+            where.append(source)
+    if "eft" in cfg.init.data:
         template = judge_template(cfg.judge)
-        rows += [
-            _example(template.render(instruction=r["instruction"], response=r["response"]), r["judgment"])
-            for r in load_seed(cfg.data.eft_path, "eft")
-        ]
-    return rows
+        for source, r in seed_lines(cfg.data.eft_path, "eft"):
+            rows.append(_example(template.render(instruction=r["instruction"], response=r["response"]), r["judgment"]))
+            where.append(source)
+    return rows, where
 
 
-def main(argv: list[str] | None = None) -> int:
+def check_init_lengths(cfg: Config, tokenizer, context: int | None) -> None:
+    """Refuse an init example longer than training keeps. TRL cuts a long example's end, which for an
+    EFT example is the "Score:" line the judge is there to learn; the refusal names file and line."""
+    limit, name = cfg.train.max_length, "train.max_length"
+    if context is not None and context < limit:
+        limit, name = context, "the model's context (max_position_embeddings)"
+    examples, where = init_examples(cfg)
+    texts = [tokenizer.apply_chat_template(e["prompt"] + e["completion"], tokenize=False) for e in examples]
+    for n, source in zip(token_counts(tokenizer, texts), where):
+        if n > limit:
+            raise ConfigError(
+                f"{source}: this example is {n} tokens in the chat template, more than {name} ({limit}); "
+                "training would cut off its end (an EFT judgment's 'Score:' line). Shorten or remove it"
+                + (", or raise train.max_length." if name == "train.max_length" else ".")
+            )
+
+
+def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    cfg, rd, t, stage = parse_args(__doc__, argv)
     if t == 0:
         start_from, epochs, lr = rd.base(cfg), cfg.init.epochs, cfg.init.learning_rate
         max_steps = cfg.init.max_steps
-        examples = init_examples(cfg)
+        examples, _ = init_examples(cfg)
         inputs = [seed_path(cfg.data.ift_path, "ift"), seed_path(cfg.data.eft_path, "eft"), start_from]
     else:
-        rows = read_jsonl(rd.output(t, "sft_data"))
+        rows = read_jsonl(rd.training_data(cfg, t))
         start_from, epochs, lr, max_steps = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate, -1
         examples = [_example(r["prompt"], r["response"]) for r in rows]
-        inputs = [rd.output(t, "sft_data"), start_from]
+        inputs = [rd.training_data(cfg, t), start_from]
     out_dir = rd.trained_model(t, stage).with_name("train")
     args = SFTConfig(**trainer_kwargs(cfg, out_dir, epochs, lr, cfg.seed + t, max_steps))
     tokenizer = load_tokenizer(start_from, cfg)
@@ -63,7 +85,10 @@ def main(argv: list[str] | None = None) -> int:
         peft_config=peft_config(cfg.lora),
     )
     train_and_save(trainer, tokenizer, cfg, rd, t, stage, len(examples), inputs, start_from=start_from)
-    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return training_main(argv, __doc__, train)
 
 
 if __name__ == "__main__":

@@ -9,46 +9,29 @@
 | length          | picks best/worst inside a length window                              | length.py   |
 | seed_anchored   | mixes seed prompts into each round's prompt set                      | prompts stage |
 
-The orchestrator asks this module which extra generation stages a round runs (`generation_stages`,
-`uses_lookahead`) and gets the round's training data from `preference_pairs` / `sft_examples`.
+The stages a variant adds are rows of the stage table (`selfreward.round`); this module holds the
+rules by which the round's training data is built (`preference_pairs` / `sft_examples`).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from selfreward.config import Config, JudgeConfig, VariantName
 from selfreward.pairs import build_pairs, build_sft, score_index
-from selfreward.rundir import ROUND_STAGES, VARIANT_STAGES, RunDir, read_jsonl
+from selfreward.round import TABLE
+from selfreward.rundir import RunDir, read_jsonl
+from selfreward.schema import Config, JudgeConfig, VariantName
 from selfreward.variants import length, meta
-
-
-def generation_stages(cfg: Config) -> list[str]:
-    """Stages the generation worker runs after `judge` (all before any look-ahead training)."""
-    v = cfg.variant
-    return {
-        VariantName.meta: ["meta_judge"],
-        VariantName.consistency: ["second_judge"],
-        VariantName.temporal: ["anchor_candidates", "anchor_judge"] if v.anchored_rejection else [],
-    }.get(v.name, [])
-
-
-def uses_lookahead(cfg: Config) -> bool:
-    return cfg.variant.name is VariantName.temporal and cfg.variant.future_chosen
-
-
-def round_stages(cfg: Config) -> list[str]:
-    """The stages a round of this config runs, in order."""
-    extra = set(generation_stages(cfg))
-    if uses_lookahead(cfg):
-        extra |= {"lookahead", "future_candidates", "future_judge"}
-    return [s for s in ROUND_STAGES if s not in VARIANT_STAGES or s in extra]
 
 
 def second_judge(cfg: Config) -> JudgeConfig:
     """The consistency variant's second judge: the round's judge with another method or template."""
     v = cfg.variant
     return replace(cfg.judge, method=v.second_judge, template=v.second_template or cfg.judge.template)
+
+
+# Each stage of sampled candidates -> the stage that judges them.
+JUDGED_BY = {s.inputs[0]: s.name for s in TABLE if s.runner == "judge"}
 
 
 def _read(rd: RunDir, t: int, *stages: str) -> list[list[dict]]:
@@ -63,24 +46,39 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     if v.name is VariantName.temporal:
         if v.anchored_rejection:
             rejected_from = "anchor_candidates"
-            extra["rejected_from"] = tuple(_read(rd, t, "anchor_candidates", "anchor_judge"))
         if v.future_chosen and future:
             chosen_from = "future_candidates"
-    candidates, judgments = _read(rd, t, chosen_from, chosen_from.replace("candidates", "judge"))
+    if rejected_from != chosen_from:  # rejected: the worst of another model's candidates (M1's, or M_t's)
+        extra["rejected_from"] = tuple(_read(rd, t, rejected_from, JUDGED_BY[rejected_from]))
+    candidates, judgments = _read(rd, t, chosen_from, JUDGED_BY[chosen_from])
     if v.name is VariantName.length:
-        extra["select"] = length.windowed_select(length.token_lengths(cfg, rd, t, candidates), length.rho(cfg, t))
+        extra["select"] = length.windowed_select(length.token_lengths(_tokenizer(cfg, rd, t), candidates),
+                                                 length.rho(cfg, t))
     pairs, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin, **extra)
     for p in pairs:
         p["chosen_from"], p["rejected_from"] = chosen_from, rejected_from
     if v.name is VariantName.consistency:
         pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
     if v.name is VariantName.meta:
-        judge_pairs = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(pairs), v.meta_share)
-        drops["judge_pairs"] = len(judge_pairs)
-        pairs += [meta.as_pair(r) for r in judge_pairs]
+        pairs += [meta.as_pair(r) for r in _judge_pairs(cfg, rd, t, len(pairs), drops)]
     if v.name is VariantName.length:
         drops["length_rho"] = length.rho(cfg, t)
     return pairs, drops
+
+
+def _tokenizer(cfg: Config, rd: RunDir, t: int):
+    from selfreward.checkpoint import load_tokenizer
+
+    return load_tokenizer(rd.policy(cfg, t), cfg)
+
+
+def _judge_pairs(cfg: Config, rd: RunDir, t: int, n_response: int, drops: dict) -> list[dict]:
+    """The meta variant's judge pairs that fit training (counted in `drops`), capped at its share."""
+    records, drops["dropped_too_long"] = meta.fitting(read_jsonl(rd.output(t, "meta_judge")),
+                                                      _tokenizer(cfg, rd, t), cfg.train.max_length)
+    kept = meta.capped(records, n_response, cfg.variant.meta_share)
+    drops["judge_pairs"] = len(kept)
+    return kept
 
 
 def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
@@ -108,11 +106,9 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
         kept = [r for r, s in both if s is not None and s >= threshold]
         rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
     if v.name is VariantName.length:
-        lengths = length.token_lengths(cfg, rd, t, candidates)
+        lengths = length.token_lengths(_tokenizer(cfg, rd, t), candidates)
         kept = length.within_window(rows, lengths, length.rho(cfg, t))
         rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)
     if v.name is VariantName.meta:
-        judge_rows = meta.capped(read_jsonl(rd.output(t, "meta_judge")), len(rows), v.meta_share)
-        drops["judge_pairs"] = len(judge_rows)
-        rows += [meta.as_sft(r) for r in judge_rows]
+        rows += [meta.as_sft(r) for r in _judge_pairs(cfg, rd, t, len(rows), drops)]
     return rows, drops

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from selfreward.config import Config
 from selfreward.pairs import Scored, Select, best_and_worst
-from selfreward.rundir import RunDir
+from selfreward.schema import Config
+from selfreward.text import token_counts
 
 Lengths = dict[tuple[str, int], int]
 
@@ -23,12 +23,9 @@ def rho(cfg: Config, t: int) -> float:
     return values[min(t, len(values)) - 1]
 
 
-def token_lengths(cfg: Config, rd: RunDir, t: int, candidates: list[dict]) -> Lengths:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(rd.policy(cfg, t), trust_remote_code=cfg.model.trust_remote_code)
-    ids = tokenizer([c["response"] for c in candidates], add_special_tokens=False)["input_ids"] if candidates else []
-    return {(c["prompt_id"], c["candidate_id"]): len(i) for c, i in zip(candidates, ids)}
+def token_lengths(tokenizer, candidates: list[dict]) -> Lengths:
+    counts = token_counts(tokenizer, [c["response"] for c in candidates])
+    return {(c["prompt_id"], c["candidate_id"]): n for c, n in zip(candidates, counts)}
 
 
 def _window(scored: list[Scored], lengths: Lengths, rho: float) -> list[Scored]:

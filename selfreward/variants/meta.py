@@ -14,10 +14,10 @@ import itertools
 import math
 from functools import partial
 
-from selfreward.config import Config
-from selfreward.generation import Generator
+from selfreward.generation.base import Generator
 from selfreward.judge import judge_template, option_token_ids
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.schema import Config
 from selfreward.templates import Template, chat_prompt
 
 
@@ -76,6 +76,18 @@ def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     records = log.run_chunks(items, cfg.generation.batch_size, 0, partial(meta_judge, gen, cfg), "meta-judge")
     log.finish()
     return {"records": len(records), "candidates_judged_twice": len(items)}
+
+
+def fitting(records: list[dict], tokenizer, max_length: int) -> tuple[list[dict], int]:
+    """(judge pairs whose prompt and longer judgment fit `max_length` tokens, how many did not):
+    training cuts a long example's end, and a judgment cut there loses its score."""
+    def length(r: dict) -> int:
+        longer = max(r["chosen"], r["rejected"], key=len)
+        messages = [{"role": "user", "content": r["judge_prompt"]}, {"role": "assistant", "content": longer}]
+        return len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"])
+
+    kept = [r for r in records if length(r) <= max_length]
+    return kept, len(records) - len(kept)
 
 
 def capped(records: list[dict], n_response: int, share: float) -> list[dict]:
