@@ -61,9 +61,14 @@ def load_tokenizer(path: str | Path, cfg, **kwargs):
     return tokenizer
 
 
-def peft_config(lora):
-    """A peft LoraConfig from `cfg.lora`, or None when LoRA is off."""
-    if not lora.enabled:
+def trains_adapter(lora, stage: str) -> bool:
+    """Whether a training stage trains a LoRA adapter (not with `lora.init=false` at the init)."""
+    return lora.enabled and (stage != "init" or lora.init)
+
+
+def peft_config(lora, stage: str = "update"):
+    """A peft LoraConfig from `cfg.lora` for a training stage, or None when it trains full weights."""
+    if not trains_adapter(lora, stage):
         return None
     from peft import LoraConfig
 

@@ -297,8 +297,10 @@ def _validate_variant(obj: Config) -> None:
         v.second_template or obj.judge.template) == obj.judge.template:
         raise ConfigError("variant=consistency needs a second judge that differs from the first: set "
                           "'variant.second_judge' (method) or 'variant.second_template'.")
-    if name is VariantName.length and (not v.rho or any(r < 0 for r in v.rho)):
-        raise ConfigError(f"'variant.rho' must be a non-empty list of values >= 0, got {v.rho}.")
+    if any(r < 0 for r in v.rho) or (name is VariantName.length and not v.rho):
+        raise ConfigError(f"'variant.rho' must be a list of values >= 0 (non-empty for variant=length), got {v.rho}.")
+    if not 0.0 <= v.length_control <= 1.0:
+        raise ConfigError(f"'variant.length_control' must be in [0, 1], got {v.length_control}.")
 
 
 def to_yaml(cfg: Config) -> str:

@@ -83,6 +83,21 @@ def option_token_ids(tokenizer, label: str, options: list[str]) -> tuple[str, li
     )
 
 
+def reason_then_read(generator: Generator, rendered: list[str], label: str, options: list[str],
+                     max_new_tokens: int, desc: str) -> tuple[list[str], list[list[float]]]:
+    """(reasoning, option probabilities) per prompt: the judge first writes greedily, and whatever it
+    wrote before its first "<label>:" is kept as its reasoning; then the probability of each option
+    is read after "<label>:" following that reasoning. The verdict is read, never parsed, so a
+    judgment that reasons but stumbles on the format still gives a score."""
+    prefix, ids = option_token_ids(generator.tokenizer, label, options)
+    texts = generator.generate(rendered, Sampling(0.0, 1.0, max_new_tokens), desc=f"{desc}: reasoning")
+    stop = re.compile(rf"{re.escape(label)}\s*:", re.IGNORECASE)
+    reasoning = [stop.split(t[0], maxsplit=1)[0].strip() for t in texts]
+    probs = generator.next_token_probs([r + (w + "\n" if w else "") + prefix for r, w in zip(rendered, reasoning)],
+                                       ids, desc=f"{desc}: verdict")
+    return reasoning, probs
+
+
 def score_token_ids(tokenizer, max_score: int, label: str = "Score") -> tuple[str, list[int]]:
     """(forced prefix, token id of each score 0..max_score)."""
     return option_token_ids(tokenizer, label, [str(s) for s in range(max_score + 1)])

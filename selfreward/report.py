@@ -2,7 +2,8 @@
 
 For one run: per round, the judge's pairwise accuracy on held-out EFT, the win rate of M_{t+1} vs M_t
 and vs M1, the self-judge's score histogram, pair counts and chosen/rejected lengths. For a sweep:
-every swept setting but the seed side by side, mean ± standard deviation over seeds, per round.
+every swept setting but the seed side by side, mean ± sample standard deviation (n - 1) over seeds,
+per round.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 from pathlib import Path
-from statistics import mean, pstdev
+from statistics import mean, stdev
 
 import matplotlib
 
@@ -38,6 +39,11 @@ AT_M1 = {
     "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_accuracy"),
     "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_judge_accuracy"),
 }
+
+
+def sample_sd(values: list[float]) -> float | None:
+    """The sample standard deviation (n - 1), as a reader of "mean ± sd" expects; None for one value."""
+    return stdev(values) if len(values) > 1 else None
 
 
 def load_rounds(run_dir: Path) -> list[dict]:
@@ -69,7 +75,7 @@ def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str) -> 
         for label, points in series[name].items():
             if points:
                 xs, ys, sds = zip(*points)
-                ax.errorbar(xs, ys, yerr=sds, marker="o", capsize=3, label=label)
+                ax.errorbar(xs, ys, yerr=[sd or 0.0 for sd in sds], marker="o", capsize=3, label=label)
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("round")
         if "rate" in name or "accuracy" in name:
@@ -143,10 +149,10 @@ def report_sweep(sweep_dir: Path) -> Path:
             for rounds in runs:
                 for t, v in points(name, rounds):
                     by_round[t].append(v)
-            series[name][label] = [(t, mean(v), pstdev(v)) for t, v in sorted(by_round.items())]
+            series[name][label] = [(t, mean(v), sample_sd(v)) for t, v in sorted(by_round.items())]
         last = {name: series[name][label][-1] if series[name][label] else None for name in CURVES}
         rows.append((label, len(runs), last))
-    _plot_curves(series, sweep_dir / "sweep.png", f"{sweep_dir}: mean ± sd over seeds")
+    _plot_curves(series, sweep_dir / "sweep.png", f"{sweep_dir}: mean ± sample sd over seeds")
     cols = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy (M_t)",
             "training examples (pairs / SFT)", "chosen length (tokens)"]
     if any(last["accuracy gain vs M1 (testbed)"] for _, _, last in rows):
@@ -154,7 +160,7 @@ def report_sweep(sweep_dir: Path) -> Path:
                 "judge on own candidates (testbed)", "chosen correct (testbed)", "training examples (pairs / SFT)"]
     over = ", ".join(sorted(set(info["swept"]) - set(compared))) or "runs"
     lines = [f"# selfreward sweep report: {sweep_dir}", "",
-             f"Compared: {', '.join(compared)}; mean ± sd over {over} at the last round.", "",
+             f"Compared: {', '.join(compared)}; mean ± sample sd (n - 1) over {over} at the last round.", "",
              "![sweep](sweep.png)", "",
              "| setting | runs | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
     for label, n, last in rows:
@@ -162,9 +168,9 @@ def report_sweep(sweep_dir: Path) -> Path:
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     gains = [(label, n, last["accuracy gain vs M1 (testbed)"]) for label, n, last in rows]
     if all(g for _, _, g in gains) and gains:
-        lines += ["", "Held-out accuracy gain over M1 (checked by the program), mean ± sd over seeds:"]
-        lines += [f"- {label}: {100 * g[1]:+.1f} ± {100 * g[2]:.1f} points after round {g[0]} ({n} runs)"
-                  for label, n, g in gains]
+        lines += ["", "Held-out accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1) over seeds:"]
+        lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
+                  f"after round {g[0]} ({n} runs)" for label, n, g in gains]
     failed = [r["name"] for r in info["runs"] if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]

@@ -71,7 +71,7 @@ TABLE = (
     Stage("future_judge", ("future_judgments.jsonl",), "judge", ("future_candidates",), "judge", 8, (),
           _temporal_future),
     Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, None,
-          ("pairs", "variant.meta_share", "variant.rho")),
+          ("pairs", "variant.meta_share", "variant.rho", "variant.length_control")),
     Stage("update", ("model", "train", ".model.tmp"), None, ("pairs",), "train", None, ("update",)),
     Stage("evaluate", ("eval.json", "eval_responses.jsonl"), None, ("update",), None, 9, ("eval",)),
 )

@@ -94,6 +94,11 @@ class LoraConfig:
         default=True,
         metadata={"help": "Save each round's model merged; false saves the adapter and its base model's path."},
     )
+    init: bool = field(
+        default=True,
+        metadata={"help": "Train the init SFT as an adapter too; false trains M1's full weights (a randomly "
+                          "initialized model, as in recipe=tiny, learns nothing through an adapter alone)."},
+    )
 
 
 @dataclass
@@ -249,10 +254,17 @@ class VariantConfig:
     second_template: Optional[str] = field(
         default=None, metadata={"help": "consistency: its template; null = judge.template."}
     )
-    # length: best and worst within a length window around the shortest top-scored response
+    length_control: float = field(
+        default=0.0,
+        metadata={"help": "meta: chosen is the shortest response scoring within this share of the prompt's "
+                          "score range from its top (Meta-Rewarding's length control; 0 = the best)."},
+    )
+    # length (and any variant that sets it): best and worst within a length window around the
+    # shortest top-scored response
     rho: list[float] = field(
-        default_factory=lambda: [0.5],
-        metadata={"help": "length: window half-width relative to that length, per round (the last repeats)."},
+        default_factory=list,
+        metadata={"help": "Length window half-width relative to that length, per round (the last repeats); "
+                          "[] = no window. variant=length sets [0.5]."},
     )
 
 

@@ -136,7 +136,8 @@ class _FakeVLLM(types.ModuleType):
                     top = {7: ns(logprob=-0.5), 9: ns(logprob=-2.0)}
                     return [ns(outputs=[ns(text="", logprobs=[top])]) for _ in prompts]
                 # a seeded request draws the same samples every time, and other samples under another seed
-                return [ns(outputs=[ns(text=f" {p}#{j}@{q.seed} ") for j in range(q.n)]) for p, q in zip(prompts, params)]
+                return [ns(outputs=[ns(text=f" {p}#{j}@{q.seed} ") for j in range(q.n)])
+                        for p, q in zip(prompts, params)]
 
         self.LLM, self.SamplingParams = LLM, SamplingParams
 

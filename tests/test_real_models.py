@@ -228,7 +228,7 @@ def test_lora_dpo_rounds_unmerged_under_zero2_through_the_slurm_launcher(run_fro
 
 def _two_score_eft(path: Path) -> None:
     """The shipped EFT data with I-SHEEP-style judgments: two scores on 0-10 instead of one on 0-5."""
-    rows = read_jsonl(REPO / "selfreward" / "data" / "seed_eft.jsonl")
+    rows = read_jsonl(REPO / "selfreward" / "seed_data" / "seed_eft.jsonl")
     for r in rows:
         s = int(r["score"])
         r["judgment"] = f"Quality: {2 * s}\nFollowing: {min(10, 2 * s + len(r['response']) % 3)}"

@@ -47,6 +47,12 @@ def test_instances_are_distinct_and_take_turns():
     assert not [r for r in rows if r["task"] == "sort" and r["answer"] == "abc"]
 
 
+def test_the_schema_names_every_task_the_testbed_implements():
+    from selfreward.schema import TESTBED_TASKS
+
+    assert tuple(testbed.TASKS) == TESTBED_TASKS
+
+
 def test_canonical_keys_join_instances_that_teach_one_answer():
     assert testbed.key("sort cab") == testbed.key("sort bca") != testbed.key("sort cabb")
     assert testbed.key("add 2 40") == testbed.key("add 40 2") != testbed.key("add 3 39")
@@ -214,8 +220,8 @@ def test_report_states_the_gain_over_m1_per_update(tmp_path):
                          "run_dir": str(run_dir), "status": "done"})
     (tmp_path / "sweep.json").write_text(json.dumps({"fixed": [], "swept": ["update", "seed"], "runs": runs}))
     text = report(str(tmp_path)).read_text()
-    # dpo: gains 0.1 and 0.2 -> +15.0 ± 5.0 points; sft: 0.0 and 0.0
-    assert "- update=dpo: +15.0 ± 5.0 points after round 2 (2 runs)" in text
+    # dpo: gains 0.1 and 0.2 -> +15.0 points ± the sample sd (n - 1): sqrt(2 * 5.0**2 / 1) = 7.1; sft: 0.0 and 0.0
+    assert "- update=dpo: +15.0 ± 7.1 points after round 2 (2 runs)" in text
     assert "- update=sft: +0.0 ± 0.0 points after round 2 (2 runs)" in text
     assert "accuracy gain vs M1 (testbed)" in text.splitlines()[6]  # the table's first column after runs
     one = report(str(tmp_path / "update=dpo,seed=0")).read_text()

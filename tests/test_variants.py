@@ -135,6 +135,69 @@ def test_meta_cap_keeps_the_most_decisive():
     assert len(capped(records, 20, 0.15)) == 3
 
 
+def test_meta_judge_writes_its_comparison_before_its_verdict_is_read(tiny_checkpoint):
+    """The meta-judge reasons first (greedy), and the verdict's probabilities are read after that
+    reasoning: the scoring prompt holds the reasoning, cut before its own "Better:"."""
+    from selfreward.generation import load_generator
+    from selfreward.judge import option_token_ids
+    from selfreward.variants.meta import meta_judge
+
+    gen = load_generator(compose(["generation.batch_size=4"]), str(tiny_checkpoint))
+    calls = []
+    real_generate, real_probs = gen.generate, gen.next_token_probs
+
+    def generate(prompts, sampling, desc=""):
+        calls.append(("generate", prompts, sampling))
+        return [["Judgment 2 forgets the rubric's first point. Better: 1 because"] for _ in prompts]
+
+    def next_token_probs(prompts, ids, desc=""):
+        calls.append(("read", prompts))
+        return real_probs(prompts, ids, desc)
+
+    gen.generate, gen.next_token_probs = generate, next_token_probs
+    try:
+        item = {"prompt_id": "p", "candidate_id": 0, "prompt": "Capital of France?", "response": "Paris.",
+                "judgments": ["Relevant and exact. Score: 5", "Wrong. Score: 1"]}
+        (record,) = meta_judge(gen, compose([]), [item], seed=0)
+    finally:
+        gen.generate, gen.next_token_probs = real_generate, real_probs
+    assert [c[0] for c in calls] == ["generate", "read"] and calls[0][2].temperature == 0.0
+    prefix, _ = option_token_ids(gen.tokenizer, "Better", ["1", "2"])  # "Better:" and what follows it
+    for rendered, read in zip(calls[0][1], calls[1][1]):
+        assert read == rendered + "Judgment 2 forgets the rubric's first point.\n" + prefix
+    assert [c["reasoning"] for c in record["comparisons"]] == ["Judgment 2 forgets the rubric's first point."] * 2
+    assert {record["chosen"], record["rejected"]} == set(item["judgments"])
+
+
+def test_judge_pairs_longer_than_training_keeps_are_dropped_and_counted(tiny_checkpoint):
+    """A judge pair cut at train.max_length would lose the judgment's score: it is dropped, counted."""
+    from transformers import AutoTokenizer
+
+    from selfreward.variants.meta import fitting
+
+    tok = AutoTokenizer.from_pretrained(tiny_checkpoint)
+    short = {"judge_prompt": "Rate: Paris.", "chosen": "Exact. Score: 5", "rejected": "Off. Score: 1"}
+    long = {**short, "rejected": "Off topic. " * 200 + "Score: 1"}
+    kept, dropped = fitting([short, long], tok, max_length=64)
+    assert kept == [short] and dropped == 1
+
+
+def test_meta_length_control_prefers_the_shortest_near_the_top():
+    from selfreward.variants.length import controlled_select, windowed_select
+
+    # a-0 tops the scores but is long; a-2 is shorter within 0.25 of the range from the top
+    cands = [cand("a", 0, "x " * 30), cand("a", 1, "x " * 10), cand("a", 2, "x " * 12), cand("a", 3, "x " * 20)]
+    judgs = [judg("a", 0, 5.0), judg("a", 1, 1.0), judg("a", 2, 4.5), judg("a", 3, 3.0)]
+    lengths = {("a", i): n for i, n in enumerate((30, 10, 12, 20))}
+    (pair,), _ = build_pairs(cands, judgs, select=controlled_select(lengths, 0.25))
+    assert (pair["chosen_id"], pair["rejected_id"]) == (2, 1)
+    (pair,), _ = build_pairs(cands, judgs, select=controlled_select(lengths, 0.0))  # rho 0: the base rule
+    assert (pair["chosen_id"], pair["rejected_id"]) == (0, 1)
+    # inside a window of 0.5 around the shortest top-scored (30 tokens): a-0 and a-3 only
+    (pair,), _ = build_pairs(cands, judgs, select=windowed_select(lengths, 0.5, controlled_select(lengths, 0.25)))
+    assert (pair["chosen_id"], pair["rejected_id"]) == (0, 3)
+
+
 # -- each variant on a real tiny round ---------------------------------------------------------------
 
 FAST = ["recipe=tiny", *SMALL, "launch.accelerate_config=null", "eval.enabled=false"]

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base
+from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base, trains_adapter
 from selfreward.config import load_frozen
 from selfreward.process import stage_main
 from selfreward.profiling import timed
@@ -86,7 +86,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     accel.wait_for_everyone()
     trainer.save_model(str(tmp))
     if accel.is_main_process:
-        if cfg.lora.enabled:
+        if trains_adapter(cfg.lora, stage):
             set_adapter_base(tmp, start_from)
             if cfg.lora.merge:
                 _merge_in_place(tmp, cfg)

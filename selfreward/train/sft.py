@@ -82,7 +82,7 @@ def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
         args=args,
         train_dataset=Dataset.from_list(examples),
         processing_class=tokenizer,
-        peft_config=peft_config(cfg.lora),
+        peft_config=peft_config(cfg.lora, stage),
     )
     train_and_save(trainer, tokenizer, cfg, rd, t, stage, len(examples), inputs, start_from=start_from)
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from selfreward.pairs import build_pairs, build_sft, score_index
+from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
 from selfreward.round import TABLE
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config, JudgeConfig, VariantName
@@ -51,9 +51,11 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     if rejected_from != chosen_from:  # rejected: the worst of another model's candidates (M1's, or M_t's)
         extra["rejected_from"] = tuple(_read(rd, t, rejected_from, JUDGED_BY[rejected_from]))
     candidates, judgments = _read(rd, t, chosen_from, JUDGED_BY[chosen_from])
-    if v.name is VariantName.length:
-        extra["select"] = length.windowed_select(length.token_lengths(_tokenizer(cfg, rd, t), candidates),
-                                                 length.rho(cfg, t))
+    controlled = v.name is VariantName.meta and v.length_control > 0
+    if v.rho or controlled:
+        lengths = length.token_lengths(_tokenizer(cfg, rd, t), candidates)
+        pick = length.controlled_select(lengths, v.length_control) if controlled else best_and_worst
+        extra["select"] = length.windowed_select(lengths, length.rho(cfg, t), pick) if v.rho else pick
     pairs, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin, **extra)
     for p in pairs:
         p["chosen_from"], p["rejected_from"] = chosen_from, rejected_from
@@ -61,7 +63,7 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
         pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
     if v.name is VariantName.meta:
         pairs += [meta.as_pair(r) for r in _judge_pairs(cfg, rd, t, len(pairs), drops)]
-    if v.name is VariantName.length:
+    if v.rho:
         drops["length_rho"] = length.rho(cfg, t)
     return pairs, drops
 
@@ -105,7 +107,7 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
         both = [(r, second.get((r["prompt_id"], r["candidate_id"]))) for r in rows]
         kept = [r for r, s in both if s is not None and s >= threshold]
         rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
-    if v.name is VariantName.length:
+    if v.rho:
         lengths = length.token_lengths(_tokenizer(cfg, rd, t), candidates)
         kept = length.within_window(rows, lengths, length.rho(cfg, t))
         rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)

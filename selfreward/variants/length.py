@@ -1,10 +1,14 @@
-"""Length-controlled pairs (as in NeMo-Aligner's self-rewarding trainer).
+"""Length-aware pair rules: self-judges reward length, and DPO on best-vs-worst pairs then teaches
+"longer is better".
 
-Self-judges reward length, and DPO on best-vs-worst pairs then teaches "longer is better". Here the
-pair is picked only among candidates whose token length lies within a window around the shortest
-top-scored candidate of the prompt, L: |length - L| <= rho * L. rho is set per round
-(`variant.rho`, the last value repeats): small rho forbids length gaps, large rho is the base
-method.
+- The window (as in NeMo-Aligner's self-rewarding trainer, `variant.rho`; variant=length, or any
+  variant that sets it): the pair is picked only among candidates whose token length lies within
+  rho * L of L, the length of the shortest top-scored candidate of the prompt. rho is set per round
+  (the last value repeats): small rho forbids length gaps, large rho is the base method.
+- Length control (Meta-Rewarding, arXiv 2407.19594, `variant.length_control`; variant=meta): chosen
+  is the shortest candidate whose score is within rho_lc of the top of the prompt's score range
+  (score >= S_max - rho_lc * (S_max - S_min)), rejected the lowest-scored. rho_lc = 0 is the base
+  rule. Inside a window, it picks among the window's candidates.
 """
 
 from __future__ import annotations
@@ -35,10 +39,21 @@ def _window(scored: list[Scored], lengths: Lengths, rho: float) -> list[Scored]:
     return [x for x in scored if abs(size[x[1]] - shortest) <= rho * shortest]
 
 
-def windowed_select(lengths: Lengths, rho: float) -> Select:
-    def select(pool: list[Scored], _same_pool: list[Scored]) -> tuple[Scored, Scored]:
+def windowed_select(lengths: Lengths, rho: float, pick: Select = best_and_worst) -> Select:
+    def select(pool: list[Scored], _same_pool: list[Scored]) -> tuple[Scored, Scored | None]:
         inside = _window(pool, lengths, rho)
-        return best_and_worst(inside, inside)
+        return pick(inside, inside)
+
+    return select
+
+
+def controlled_select(lengths: Lengths, rho_lc: float) -> Select:
+    """Meta-Rewarding's length control: the shortest near-top candidate against the worst."""
+    def select(pool: list[Scored], rejected_pool: list[Scored]) -> tuple[Scored, Scored | None]:
+        top, bottom = max(x[0] for x in pool), min(x[0] for x in pool)
+        near_top = [x for x in pool if x[0] >= top - rho_lc * (top - bottom)]
+        shortest = min(near_top, key=lambda x: (lengths[(x[2]["prompt_id"], x[1])], -x[0], x[1]))
+        return best_and_worst([shortest], rejected_pool)
 
     return select
 

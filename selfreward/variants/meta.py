@@ -1,8 +1,9 @@
 """Meta-Rewarding (arXiv 2407.19594): the model judges its own judgments.
 
 For every candidate with at least two distinct parsed judgments, M_t compares each two of them with
-the meta-judge template (`variant.meta_template`), in both orders so position bias cancels, reading
-P("1") vs P("2") after a forced "Better:". A judgment's strength is its mean soft win rate; the
+the meta-judge template (`variant.meta_template`), in both orders so position bias cancels: it writes
+its comparison (greedy, up to `judge.max_new_tokens`), then its verdict is read as P("1") vs P("2")
+after "Better:". A judgment's strength is its mean soft win rate; the
 strongest and the weakest judgment form a judge pair (prompt = the judge prompt). Judge pairs join
 the response pairs in the same update, capped at `variant.meta_share` of all pairs, most decisive
 first: a larger share is known to collapse the judge to constant scores.
@@ -15,7 +16,7 @@ import math
 from functools import partial
 
 from selfreward.generation.base import Generator
-from selfreward.judge import judge_template, option_token_ids
+from selfreward.judge import judge_template, reason_then_read
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
 from selfreward.schema import Config
 from selfreward.templates import Template, chat_prompt
@@ -35,28 +36,30 @@ def judged_twice(candidates: list[dict], judgments: list[dict]) -> list[dict]:
 
 
 def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) -> list[dict]:
-    """One record per item: {prompt_id, candidate_id, judge_prompt, chosen, rejected, strengths, margin}.
-    Deterministic (no sampling), so `seed` is unused."""
+    """One record per item: {prompt_id, candidate_id, judge_prompt, chosen, rejected, strengths, margin,
+    comparisons}. Deterministic (greedy reasoning, then a read verdict), so `seed` is unused."""
     template = Template(cfg.variant.meta_template, ("instruction", "response", "judgment_1", "judgment_2"),
                         key="variant.meta_template")
-    prefix, ids = option_token_ids(generator.tokenizer, "Better", ["1", "2"])
     comparisons = [(i, a, b) for i, item in enumerate(items)
                    for a, b in itertools.permutations(range(len(item["judgments"])), 2)]
     rendered = [
         chat_prompt(generator.tokenizer, template.render(
             instruction=items[i]["prompt"], response=items[i]["response"],
-            judgment_1=items[i]["judgments"][a], judgment_2=items[i]["judgments"][b])) + prefix
+            judgment_1=items[i]["judgments"][a], judgment_2=items[i]["judgments"][b]))
         for i, a, b in comparisons
     ]
-    probs = generator.next_token_probs(rendered, ids, desc="meta-judge")
+    reasoning, probs = reason_then_read(generator, rendered, "Better", ["1", "2"], cfg.judge.max_new_tokens,
+                                        "meta-judge")
     wins = [[0.0] * len(item["judgments"]) for item in items]
-    for (i, a, b), (p1, p2) in zip(comparisons, probs):
+    texts: list[list[dict]] = [[] for _ in items]
+    for (i, a, b), (p1, p2), why in zip(comparisons, probs, reasoning):
         first = p1 / (p1 + p2) if p1 + p2 > 0 else 0.5  # soft win of the judgment shown first
         wins[i][a] += first
         wins[i][b] += 1 - first
+        texts[i].append({"first": a, "second": b, "reasoning": why, "p_first": round(first, 4)})
     judge = judge_template(cfg.judge)
     records = []
-    for item, w in zip(items, wins):
+    for item, w, compared in zip(items, wins, texts):
         strength = [x / (2 * (len(w) - 1)) for x in w]  # each judgment is in 2(k-1) comparisons
         best = max(range(len(w)), key=lambda a: (strength[a], -a))
         worst = min(range(len(w)), key=lambda a: (strength[a], a))
@@ -64,7 +67,7 @@ def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) 
             "prompt_id": item["prompt_id"], "candidate_id": item["candidate_id"],
             "judge_prompt": judge.render(instruction=item["prompt"], response=item["response"]),
             "chosen": item["judgments"][best], "rejected": item["judgments"][worst],
-            "strengths": strength, "margin": strength[best] - strength[worst],
+            "strengths": strength, "margin": strength[best] - strength[worst], "comparisons": compared,
         })
     return records
 
