@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import difflib
 import functools
+import re
 from pathlib import Path
 from typing import Optional
 
@@ -192,6 +193,12 @@ def rendered_templates(obj: Config) -> list[tuple[str, str]]:
 
 def _validate_judge(obj: Config) -> None:
     j = obj.judge
+    if j.method is JudgeMethod.oracle and not obj.testbed.enabled:
+        raise ConfigError("judge.method=oracle scores with the testbed's checker: it needs recipe=testbed "
+                          "(testbed.enabled=true). It is the ceiling of a testbed sweep, never self-rewarding.")
+    if j.reasoning and j.method is not JudgeMethod.logprob:
+        raise ConfigError(f"'judge.reasoning'=true reads the score after the judge's own reasoning: it needs "
+                          f"judge=logprob (got judge.method={j.method.value}).")
     if not j.score_names or len(set(j.score_names)) != len(j.score_names):
         raise ConfigError(f"'judge.score_names' must be a non-empty list of distinct names, got {j.score_names}.")
     if j.combine != "mean" and j.combine not in j.score_names:
@@ -297,6 +304,24 @@ def _validate_variant(obj: Config) -> None:
         v.second_template or obj.judge.template) == obj.judge.template:
         raise ConfigError("variant=consistency needs a second judge that differs from the first: set "
                           "'variant.second_judge' (method) or 'variant.second_template'.")
+    if name is VariantName.self_consistency:
+        if obj.generation.num_candidates < 2:
+            raise ConfigError("variant=self_consistency counts the votes of N answers: it needs "
+                              f"'generation.num_candidates' >= 2, got {obj.generation.num_candidates}.")
+        for key in ("min_vote_share", "min_vote_margin"):
+            if not 0.0 <= getattr(v, key) <= 1.0:
+                raise ConfigError(f"'variant.{key}' must be in [0, 1], got {getattr(v, key)}.")
+        if v.answer_pattern is not None:
+            try:
+                groups = re.compile(v.answer_pattern).groups
+            except re.error as e:
+                raise ConfigError(f"'variant.answer_pattern' is not a regular expression ({e}).") from None
+            if groups < 1:
+                raise ConfigError(f"'variant.answer_pattern' {v.answer_pattern!r} needs a group around the answer, "
+                                  "e.g. '#### (.+)'.")
+    if name is VariantName.cream and obj.judge.model:
+        raise ConfigError("variant=cream compares M_t's judgments with M_{t-1}'s: it needs judge.model=null "
+                          f"(got {obj.judge.model!r}).")
     if any(r < 0 for r in v.rho) or (name is VariantName.length and not v.rho):
         raise ConfigError(f"'variant.rho' must be a list of values >= 0 (non-empty for variant=length), got {v.rho}.")
     if not 0.0 <= v.length_control <= 1.0:

@@ -22,6 +22,7 @@ import gc
 import sys
 import time
 from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 
 from selfreward import stats
@@ -34,7 +35,7 @@ from selfreward.judge import judge_candidates, option_token_ids
 from selfreward.process import stage_main
 from selfreward.round import stage_seed
 from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
-from selfreward.schema import Config
+from selfreward.schema import Config, JudgeConfig, JudgeMethod
 from selfreward.templates import Template, chat_prompt
 from selfreward.text import normalize, token_counts
 
@@ -45,11 +46,17 @@ def eft_items(rows: list[dict]) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
+def own_judge(cfg: Config) -> JudgeConfig:
+    """The judge settings a model's judging is measured with: the round's, or in the oracle arm (whose
+    rounds the checker scored) the model's own logprob judge."""
+    return replace(cfg.judge, method=JudgeMethod.logprob) if cfg.judge.method is JudgeMethod.oracle else cfg.judge
+
+
 def judge_quality(gen, cfg: Config, seed: int) -> dict:
     rows = load_seed(cfg.eval.eft_path or DATA_DIR / "heldout_eft.jsonl", "eft")
     if any("score" not in r for r in rows):
         raise ConfigError("eval.eft_path: every held-out EFT record needs a reference 'score'")
-    judged = judge_candidates(gen, cfg.judge, eft_items(rows), seed)
+    judged = judge_candidates(gen, own_judge(cfg), eft_items(rows), seed)
     scored = [(r["instruction"], j["score"], float(r["score"])) for r, j in zip(rows, judged) if j["score"] is not None]
     groups, judge, reference = (list(x) for x in zip(*scored)) if scored else ([], [], [])
     accuracy, n_pairs = stats.pairwise_accuracy(groups, judge, reference)
@@ -66,18 +73,24 @@ def judge_quality(gen, cfg: Config, seed: int) -> dict:
 
 def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], responses: list[str],
                     seed: int) -> dict:
-    """The testbed's ground truth for the model in `gen` (M_{t+1}; M1 when t = 0): its held-out answers
-    and judgments checked by the program, and how correct round t's training data was."""
+    """The testbed's ground truth for the model in `gen` (M_{t+1}; M1 when t = 0): its greedy and
+    sampled held-out answers and its judgments checked by the program, and how correct round t's
+    training data and own candidates were."""
     from selfreward import testbed
 
     eft = load_seed(cfg.eval.eft_path, "eft")
-    scores = [j["score"] for j in judge_candidates(gen, cfg.judge, eft_items(eft), seed)]
+    scores = [j["score"] for j in judge_candidates(gen, own_judge(cfg), eft_items(eft), seed)]
+    g = cfg.generation
+    rendered = [chat_prompt(gen.tokenizer, p["prompt"]) for p in prompts]
+    samples = gen.generate(rendered, Sampling(g.temperature, g.top_p, cfg.eval.max_new_tokens, n=g.num_candidates,
+                                              seed=seed), desc="eval samples")
+    sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern)
     if not t:  # M1: no round data yet
-        return testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score)
-    training = read_jsonl(rd.training_data(cfg, t))
-    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training)
-    out.update(testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))))
-    return out
+        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score), **sampled}
+    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)))
+    judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: votes
+    own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern)
+    return {**out, **sampled, **own}
 
 
 def answers(cfg: Config, model: str, path: Path, prompts: list[dict], gen=None) -> list[str]:

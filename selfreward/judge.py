@@ -4,6 +4,10 @@
 score is the mean of the parsed ones (None if none parsed). Raw texts are kept, failures counted.
 `judge=logprob`: the judge's reply is forced to start with "Score:" and the expected score is read
 from the next-token probabilities of the score tokens 0..max_score (one forward pass, no sampling).
+With `judge.reasoning=true` the judge first writes its judgment (greedy) and the score is read after
+its own "Score:" (generative verification, GenRM: arXiv 2408.15240); the text is kept.
+`judge.method=oracle` (recipe=testbed only) scores with the checker; `random_scores` is the
+random-reward floor (variant=random). Neither is self-rewarding: they are the controls.
 
 A template may ask for several named scores (`judge.score_names`, e.g. I-SHEEP's self-assessment
 "Quality: X" and "Following: Y"): a judgment counts only when every one parses; each candidate gets
@@ -12,11 +16,12 @@ their means in `named_scores` and a ranking `score` (`judge.combine`: their mean
 
 from __future__ import annotations
 
+import random
 import re
 from functools import lru_cache
 
 from selfreward.errors import ConfigError
-from selfreward.generation.base import Generator, Sampling
+from selfreward.generation.base import Generator, Sampling, derive_seed
 from selfreward.schema import JudgeConfig, JudgeMethod
 from selfreward.templates import Template, chat_prompt
 
@@ -29,6 +34,19 @@ MIN_SCORE_MASS = 0.01
 def _pattern(label: str) -> re.Pattern:
     words = r"\s+".join(re.escape(w) for w in label.split())
     return re.compile(rf"(?<![a-z]){words}{_VALUE}", re.IGNORECASE)
+
+
+def random_scores(cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+    """variant=random, the floor: each candidate's score is uniform on [0, max_score], drawn from its
+    own stream of the chunk's seed (no model, no text): whatever this trains is not self-rewarding."""
+    draws = [random.Random(derive_seed(seed, i)).uniform(0, cfg.max_score) for i in range(len(candidates))]
+    return _scored(cfg, candidates, draws)
+
+
+def _scored(cfg: JudgeConfig, candidates: list[dict], scores: list[float]) -> list[dict]:
+    name = cfg.score_names[0]
+    return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "score": s, "scores": [s],
+             "named_scores": {name: s}, "judgments": []} for c, s in zip(candidates, scores)]
 
 
 def parse_score(text: str, max_score: float = 5, label: str = "Score") -> float | None:
@@ -103,8 +121,13 @@ def score_token_ids(tokenizer, max_score: int, label: str = "Score") -> tuple[st
     return option_token_ids(tokenizer, label, [str(s) for s in range(max_score + 1)])
 
 
-def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+def judge_candidates(generator: Generator | None, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
     """Return [{prompt_id, candidate_id, score, scores, named_scores, judgments}] in candidate order."""
+    if cfg.method is JudgeMethod.oracle:
+        from selfreward.testbed import check
+
+        return _scored(cfg, candidates, [cfg.max_score if check(c["prompt"], c["response"]) else 0
+                                         for c in candidates])
     template = judge_template(cfg)
     rendered = [
         chat_prompt(generator.tokenizer, template.render(instruction=c["prompt"], response=c["response"]))
@@ -112,14 +135,19 @@ def judge_candidates(generator: Generator, cfg: JudgeConfig, candidates: list[di
     ]
     if cfg.method is JudgeMethod.logprob:
         name = cfg.score_names[0]  # config validation allows one score with this method
-        prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score, name)
-        probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
+        if cfg.reasoning:
+            texts, probs = reason_then_read(generator, rendered, name, [str(s) for s in range(cfg.max_score + 1)],
+                                            cfg.max_new_tokens, "judge (reasoning)")
+        else:
+            prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score, name)
+            texts = [None] * len(rendered)
+            probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
         rows = []
-        for p in probs:
+        for p, text in zip(probs, texts):
             mass = sum(p)
             score = sum(s * q for s, q in enumerate(p)) / mass if mass >= MIN_SCORE_MASS else None
-            rows.append({"score": score, "scores": [score], "named_scores": {name: score}, "judgments": [],
-                         "score_probs": p})
+            rows.append({"score": score, "scores": [score], "named_scores": {name: score},
+                         "judgments": [] if text is None else [text], "score_probs": p})
     else:
         sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=cfg.samples, seed=seed)
         texts = generator.generate(rendered, sampling, desc="judge (sampled)")

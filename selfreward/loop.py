@@ -150,7 +150,7 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
     unless `restart_from` names where to start again (that stage and all after it are superseded)."""
     restart = parse_restart(restart_from) if restart_from else None
     if rd.config.is_file():
-        old, new = _flatten(yaml.safe_load(rd.config.read_text())), _flatten(yaml.safe_load(to_yaml(cfg)))
+        old, new = flatten(yaml.safe_load(rd.config.read_text())), flatten(yaml.safe_load(to_yaml(cfg)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         stale = {k: first_affected(k) for k in changed if first_affected(k)}
         stale = {k: s for k, s in stale.items() if done_from(rd, s)}
@@ -200,11 +200,11 @@ def parse_restart(value: str) -> tuple[int, str]:
     )
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
     out = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
-        out.update(_flatten(v, key + ".") if isinstance(v, dict) else {key: v})
+        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
     return out
 
 

@@ -10,6 +10,8 @@ from selfreward.rundir import RunDir, read_jsonl, write_json
 from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
 
+PAIR_RULE = ("length_rho", "cream_consistency", "label_smoothing", "unparsed_answers")
+
 
 def score_histogram(judgments: list[dict]) -> dict[str, int]:
     """Counts of every individual parsed score (logprob scores are rounded to the nearest point)."""
@@ -24,7 +26,7 @@ def _mean(values: list[float]) -> float | None:
 def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
     candidates = read_jsonl(rd.output(t, "candidates"))
-    judgments = read_jsonl(rd.output(t, "judge"))
+    judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: none
 
     single = [s for j in judgments for s in j["scores"]]
     histogram = score_histogram(judgments)
@@ -42,6 +44,8 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         },
         "prompt_filter": {k: v for k, v in manifest["prompts"].items() if k.startswith("dropped_")},
         "pair_filter": {k: v for k, v in manifest["pairs"].items() if k.startswith("dropped_")},
+        # how the variant's rule shaped the pairs: its length window, CREAM's consistency and smoothing
+        "pair_rule": {k: v for k, v in manifest["pairs"].items() if k in PAIR_RULE},
         "judge": {
             "parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
             "score_histogram": histogram,
@@ -95,10 +99,16 @@ def testbed_headline(rd: RunDir, tb: dict) -> dict:
     gain = tb["accuracy"] - m1["accuracy"] if m1.get("accuracy") is not None and tb["accuracy"] is not None else None
     return {
         "testbed_accuracy": tb["accuracy"],
+        "testbed_sampled_accuracy": tb.get("sampled_accuracy"),
+        "testbed_majority_accuracy": tb.get("majority_accuracy"),
         "testbed_judge_accuracy": tb["judge_accuracy"],
         "testbed_pair_precision": tb.get("pair_precision"),
         "testbed_judge_own_pairwise_accuracy": tb.get("judge_own_pairwise_accuracy"),
+        "testbed_generation_verification_gap": tb.get("generation_verification_gap"),
+        "testbed_vote_accuracy": tb.get("vote_accuracy"),
         "testbed_m1_accuracy": m1.get("accuracy"),
+        "testbed_m1_sampled_accuracy": m1.get("sampled_accuracy"),
+        "testbed_m1_majority_accuracy": m1.get("majority_accuracy"),
         "testbed_m1_judge_accuracy": m1.get("judge_accuracy"),
         "testbed_accuracy_gain": round(gain, 4) if gain is not None else None,
     }

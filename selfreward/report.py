@@ -29,14 +29,19 @@ CURVES = {
     "all candidates length (tokens)": lambda m: m["lengths_tokens"]["all"],
     # recipe=testbed: the truth, for M_{t+1} (round 0 = M1)
     "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy"),
+    "sampled accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_sampled_accuracy"),
+    "majority accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_majority_accuracy"),
     "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_accuracy"),
     "accuracy gain vs M1 (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy_gain"),
     "chosen correct (testbed)": lambda m: m.get("eval", {}).get("testbed_pair_precision"),
     "judge on own candidates (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_own_pairwise_accuracy"),
+    "generation-verification gap (testbed)": lambda m: m.get("eval", {}).get("testbed_generation_verification_gap"),
 }
 # Curves that also have a point for M1 (round 0), read from round 1's metrics.
 AT_M1 = {
     "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_accuracy"),
+    "sampled accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_sampled_accuracy"),
+    "majority accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_majority_accuracy"),
     "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_judge_accuracy"),
 }
 
@@ -156,8 +161,9 @@ def report_sweep(sweep_dir: Path) -> Path:
     cols = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy (M_t)",
             "training examples (pairs / SFT)", "chosen length (tokens)"]
     if any(last["accuracy gain vs M1 (testbed)"] for _, _, last in rows):
-        cols = ["accuracy gain vs M1 (testbed)", "held-out accuracy (testbed)", "judge accuracy (testbed)",
-                "judge on own candidates (testbed)", "chosen correct (testbed)", "training examples (pairs / SFT)"]
+        cols = ["accuracy gain vs M1 (testbed)", "held-out accuracy (testbed)", "sampled accuracy (testbed)",
+                "majority accuracy (testbed)", "judge accuracy (testbed)", "judge on own candidates (testbed)",
+                "chosen correct (testbed)", "training examples (pairs / SFT)"]
     over = ", ".join(sorted(set(info["swept"]) - set(compared))) or "runs"
     lines = [f"# selfreward sweep report: {sweep_dir}", "",
              f"Compared: {', '.join(compared)}; mean ± sample sd (n - 1) over {over} at the last round.", "",

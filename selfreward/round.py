@@ -23,6 +23,14 @@ def _variant(*names: VariantName, also: Callable[[Config], bool] = lambda cfg: T
     return lambda cfg, t: cfg.variant.name in names and also(cfg)
 
 
+def _judged(cfg: Config, t: int) -> bool:
+    return cfg.variant.name is not VariantName.self_consistency  # votes rank its candidates instead
+
+
+def _cream_from_round_2(cfg: Config, t: int) -> bool:
+    return cfg.variant.name is VariantName.cream and t >= 2  # round 1's M_t has no judged previous model
+
+
 _temporal_anchor = _variant(VariantName.temporal, also=lambda cfg: cfg.variant.anchored_rejection)
 _temporal_future = _variant(VariantName.temporal, also=lambda cfg: cfg.variant.future_chosen)
 
@@ -32,8 +40,9 @@ class Stage:
     name: str
     # What it writes in round_<t>/ (the first is its main output; the rest are moved with it on restart).
     files: tuple[str, ...]
-    # Who runs it: "policy" (M_t), "initial" (M1), "lookahead" (the temporal variant's model),
-    # "judge" (judge.model, or M_t itself); None when no model generates for it.
+    # Who runs it: "policy" (M_t), "initial" (M1), "previous" (M_{t-1}), "lookahead" (the temporal
+    # variant's model), "judge" (judge.model, or M_t itself; no model for variant=random and
+    # judge.method=oracle); None when no model generates for it.
     model: str | None = None
     # The stages whose outputs it reads.
     inputs: tuple[str, ...] = ()
@@ -50,14 +59,15 @@ class Stage:
 
 
 # The init stage (round 0): not a round stage, but the settings that shape M1 are refused the same way.
-INIT_SETTINGS = ("seed", "model", "data", "train", "init", "lora", "judge.template", "testbed")
+# judge.reasoning: the testbed writes its EFT judgments with the check worked out.
+INIT_SETTINGS = ("seed", "model", "data", "train", "init", "lora", "judge.template", "judge.reasoning", "testbed")
 
 TABLE = (
     Stage("prompts", ("prompts.jsonl",), "policy", (), "prompts", 0, ("prompts",)),
     Stage("candidates", ("candidates.jsonl",), "policy", ("prompts",), "sample", 1, ("generation",)),
-    Stage("judge", ("judgments.jsonl",), "judge", ("candidates",), "judge", 2, ("judge",)),
+    Stage("judge", ("judgments.jsonl",), "judge", ("candidates",), "judge", 2, ("judge", "variant.name"), _judged),
     Stage("second_judge", ("judgments_second.jsonl",), "judge", ("candidates",), "second_judge", 3,
-          ("variant.name", "variant.second_judge", "variant.second_template"), _variant(VariantName.consistency)),
+          ("variant.second_judge", "variant.second_template"), _variant(VariantName.consistency)),
     Stage("meta_judge", ("meta_judgments.jsonl",), "judge", ("candidates", "judge"), "meta_judge", 4,
           ("variant.meta_template",), _variant(VariantName.meta)),
     Stage("anchor_candidates", ("anchor_candidates.jsonl",), "initial", ("prompts",), "sample", 5,
@@ -70,8 +80,11 @@ TABLE = (
           _temporal_future),
     Stage("future_judge", ("future_judgments.jsonl",), "judge", ("future_candidates",), "judge", 8, (),
           _temporal_future),
+    Stage("previous_judge", ("judgments_previous.jsonl",), "previous", ("candidates",), "judge", 10, (),
+          _cream_from_round_2),
     Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, None,
-          ("pairs", "variant.meta_share", "variant.rho", "variant.length_control")),
+          ("pairs", "variant.meta_share", "variant.rho", "variant.length_control", "variant.answer_pattern",
+           "variant.min_vote_share", "variant.min_vote_margin")),
     Stage("update", ("model", "train", ".model.tmp"), None, ("pairs",), "train", None, ("update",)),
     Stage("evaluate", ("eval.json", "eval_responses.jsonl"), None, ("update",), None, 9, ("eval",)),
 )

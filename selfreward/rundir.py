@@ -216,9 +216,12 @@ class RunDir:
     def stage_model(self, cfg, t: int, stage: str) -> str | None:
         """The model that runs a stage of round t, by the role the stage table gives it."""
         role = STAGE[stage].model
-        if role == "judge":
+        if role == "judge":  # random scores and the checker need no model
+            if cfg.variant.name.value == "random" or cfg.judge.method.value == "oracle":
+                return None
             return cfg.judge.model or self.policy(cfg, t)
         roles = {"policy": self.policy, "initial": lambda c, _: self.initial(c),
+                 "previous": lambda c, r: self.policy(c, r - 1),
                  "lookahead": lambda c, r: str(self.lookahead_dir(r) / "model")}
         return roles[role](cfg, t) if role else None
 

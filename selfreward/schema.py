@@ -19,6 +19,7 @@ class UpdateMethod(str, Enum):
 class JudgeMethod(str, Enum):
     sampled = "sampled"
     logprob = "logprob"
+    oracle = "oracle"  # recipe=testbed only: the checker scores (the ceiling, not self-rewarding)
 
 
 class Reference(str, Enum):
@@ -39,7 +40,7 @@ class Backend(str, Enum):
 
 INIT_DATA = ("ift+eft", "eft", "ift")
 # The testbed's task families (`selfreward.testbed.TASKS` implements each one).
-TESTBED_TASKS = ("reverse", "sort", "count", "add")
+TESTBED_TASKS = ("reverse", "sort", "count", "add", "pair")
 
 
 class VariantName(str, Enum):
@@ -49,6 +50,9 @@ class VariantName(str, Enum):
     consistency = "consistency"
     length = "length"
     seed_anchored = "seed_anchored"
+    self_consistency = "self_consistency"
+    cream = "cream"
+    random = "random"
 
 
 @dataclass
@@ -194,6 +198,12 @@ class JudgeConfig:
         default="mean", metadata={"help": "How several scores rank a candidate: 'mean' or one of score_names."}
     )
     samples: int = field(default=3, metadata={"help": "Sampled judgments per candidate (method=sampled)."})
+    reasoning: bool = field(
+        default=False,
+        metadata={"help": "method=logprob: the judge first writes its judgment (greedy, up to max_new_tokens) "
+                          "and the score tokens' probabilities are read after its '<score name>:' (GenRM); "
+                          "on the testbed its EFT judgments work the check out before the score."},
+    )
     temperature: float = 0.7
     top_p: float = 0.9
     max_new_tokens: int = 256
@@ -259,6 +269,19 @@ class VariantConfig:
         metadata={"help": "meta: chosen is the shortest response scoring within this share of the prompt's "
                           "score range from its top (Meta-Rewarding's length control; 0 = the best)."},
     )
+    # self_consistency: Self-Consistency Preference Optimization (ScPO, arXiv 2411.04109)
+    answer_pattern: Optional[str] = field(
+        default=None,
+        metadata={"help": "self_consistency: regex whose first group is a response's final answer (e.g. "
+                          "'#### (.+)'); null = the whole stripped response."},
+    )
+    min_vote_share: float = field(
+        default=0.0, metadata={"help": "self_consistency: drop a prompt whose top answer has a smaller share."}
+    )
+    min_vote_margin: float = field(
+        default=0.0,
+        metadata={"help": "self_consistency: keep a pair only when (top votes - bottom votes) / N is at least this."},
+    )
     # length (and any variant that sets it): best and worst within a length window around the
     # shortest top-scored response
     rho: list[float] = field(
@@ -297,11 +320,11 @@ class TestbedConfig:
 
     enabled: bool = False
     tasks: list[str] = field(
-        default_factory=lambda: ["reverse", "sort", "count", "add"], metadata={"help": "reverse | sort | count | add"}
+        default_factory=lambda: ["reverse", "sort", "count", "add"], metadata={"help": " | ".join(TESTBED_TASKS)}
     )
     alphabet: str = "abcdefgh"
-    min_len: int = 3
-    max_len: int = 6
+    min_len: int = field(default=3, metadata={"help": "Shortest word (pair: list of digits, at least 3)."})
+    max_len: int = field(default=6, metadata={"help": "Longest word (pair: list of digits)."})
     max_number: int = field(default=49, metadata={"help": "add: operands are drawn from 0..max_number."})
     n_ift: int = field(default=2000, metadata={"help": "IFT: task instances with their correct answer."})
     n_self_instruct: int = field(default=300, metadata={"help": "IFT: k-shot prompt-writing demonstrations."})

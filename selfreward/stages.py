@@ -27,13 +27,13 @@ from selfreward.data import heldout_prompts, seed_instructions, seed_path
 from selfreward.errors import ConfigError
 from selfreward.generation import distributed, load_generator
 from selfreward.generation.base import Generator
-from selfreward.judge import judge_candidates
+from selfreward.judge import judge_candidates, random_scores
 from selfreward.metrics import score_histogram
 from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
 from selfreward.round import GENERATION_STAGES, STAGE, stage_seed
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
-from selfreward.schema import Config, JudgeConfig, OnProblem
+from selfreward.schema import Config, JudgeConfig, OnProblem, VariantName
 from selfreward.variants.meta import run_meta_judge
 
 
@@ -80,12 +80,16 @@ def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str =
     return {"records": len(records)}
 
 
-def run_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "judge",
+def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: str = "judge",
               judge: JudgeConfig | None = None) -> dict:
-    """Judge the candidates the stage reads with `judge` (the round's judge by default)."""
+    """Judge the candidates the stage reads with `judge` (the round's judge by default); variant=random
+    draws their scores instead (no model is loaded then, nor for judge.method=oracle)."""
     judge = judge or cfg.judge
     candidates = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
-    fn = partial(judge_candidates, gen, judge)
+    if cfg.variant.name is VariantName.random:
+        fn = partial(random_scores, judge)
+    else:
+        fn = partial(judge_candidates, gen, judge)
     log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(candidates, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
     try:
@@ -134,7 +138,8 @@ RUNNERS = {
 def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
     """What the manifest records a stage ran on: its input files (the seed set for prompts) and its model."""
     files = [rd.output(t, s) for s in STAGE[stage].inputs] or [seed_path(cfg.data.ift_path, "ift")]
-    return [*files, rd.stage_model(cfg, t, stage)]
+    model = rd.stage_model(cfg, t, stage)
+    return [*files, model] if model else files
 
 
 def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
@@ -143,11 +148,11 @@ def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
     rd.round_dir(t).mkdir(parents=True, exist_ok=True)
     gen, loaded = None, None
     for stage in todo:
-        if rd.stage_model(cfg, t, stage) != loaded:
+        model = rd.stage_model(cfg, t, stage)
+        if model is not None and model != loaded:
             gen = None  # one model in memory at a time
             gc.collect()
-            loaded = rd.stage_model(cfg, t, stage)
-            gen = load_generator(cfg, loaded)
+            gen, loaded = load_generator(cfg, model), model
         start = time.perf_counter()
         entry = RUNNERS[STAGE[stage].runner](gen, cfg, rd, t, stage)
         rd.mark_done(t, stage, stage_inputs(cfg, rd, t, stage), seconds=round(time.perf_counter() - start, 3), **entry)

@@ -7,21 +7,31 @@ and validated before anything runs; each runs as `selfreward run ... run_dir=<sw
 in its own process (its training stages under accelerate launch as usual). A combination whose run
 already finished is skipped, a failed one is reported at the end without stopping the others, and a
 killed sweep rerun continues where it stopped (each run resumes stage by stage).
+
+Runs whose init-shaping settings are identical (the settings `selfreward.round.INIT_SETTINGS` names:
+the same seed, model, data, init budget...) share one M1: the first trains it, the others start from
+its finished `init/` (and `base_model/`, `testbed/`), hard-linked where the filesystem allows, with
+`shared_from` recorded in their init manifest. An arm of an ablation then costs only its rounds.
 """
 
 from __future__ import annotations
 
 import itertools
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import yaml
 from rich.console import Console
 from rich.table import Table
 
-from selfreward.config import compose
+from selfreward.config import compose, to_yaml
 from selfreward.errors import ConfigError
-from selfreward.rundir import RunDir, write_json
+from selfreward.loop import first_affected, flatten
+from selfreward.rundir import RunDir, atomic_dir, write_json
 from selfreward.schema import Config
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
@@ -52,6 +62,37 @@ def run_name(combo: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in combo.items()) or "run"
 
 
+def init_key(cfg: Config) -> str:
+    """The settings that shape M1, as text: two runs with equal keys train the same init."""
+    flat = flatten(yaml.safe_load(to_yaml(cfg)))
+    return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == "init"})
+
+
+def share_init(source: RunDir, target: RunDir) -> bool:
+    """Give `target` the finished init of `source` (hard links, or copies across filesystems) unless it
+    has one; the init manifest entry is copied with `shared_from`. True when something was shared."""
+    if not source.is_done(None, "init") or target.is_done(None, "init") or target.init_dir.exists():
+        return False
+    for part in ("base_model", "testbed"):
+        if (source.root / part).is_dir() and not (target.root / part).exists():
+            _link_tree(source.root / part, target.root / part)
+    with atomic_dir(target.model(None)) as tmp:
+        _link_tree(source.model(None), tmp, exist_ok=True)
+    entry = {**source.manifest(None)["init"], "shared_from": str(source.root)}
+    write_json(target.init_dir / "manifest.json", {"init": entry})
+    return True
+
+
+def _link_tree(src: Path, dst: Path, exist_ok: bool = False) -> None:
+    def link(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link, dirs_exist_ok=exist_ok)
+
+
 def is_complete(cfg: Config) -> bool:
     last = RunDir(cfg.run_dir).round_dir(cfg.rounds)
     return (last / "metrics.json").is_file() and (not cfg.eval.enabled or (last / "eval.json").is_file())
@@ -66,14 +107,19 @@ def sweep(overrides: list[str]) -> int:
         args = [*fixed, *(f"{k}={v}" for k, v in combo.items()), f"run_dir='{root / run_name(combo)}'"]
         plans.append((combo, args, compose(args)))  # a bad combination stops the sweep before any run
     root.mkdir(parents=True, exist_ok=True)
-    results = []
+    results, inits = [], {}
     for i, (combo, args, cfg) in enumerate(plans, 1):
         console.rule(f"sweep {i}/{len(plans)}: {run_name(combo)}")
+        rd, key = RunDir(cfg.run_dir), init_key(cfg)
+        if key in inits and share_init(inits[key], rd):
+            console.log(f"M1 shared from {inits[key].root} (same init settings)")
         if is_complete(cfg):
             status = "done (skipped)"
         else:
             code = subprocess.run([sys.executable, "-m", "selfreward", "run", *args]).returncode
             status = "done" if code == 0 and is_complete(cfg) else f"failed (exit {code})"
+        if rd.is_done(None, "init"):
+            inits.setdefault(key, rd)
         results.append({"name": run_name(combo), "overrides": combo, "run_dir": cfg.run_dir, "status": status})
         write_json(root / "sweep.json", {"fixed": fixed, "swept": list(combos[0]) if combos else [], "runs": results})
     table = Table(title=f"sweep {root}")

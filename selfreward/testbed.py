@@ -2,12 +2,17 @@
 ~1M-parameter model learns to answer and to judge them in CPU minutes.
 
     reverse cabd -> dbac        sort cabd -> abcd        count a in abca -> 2        add 17 25 -> 42
+    pair 3 8 5 1 sum 9 -> 8 1   (the one pair of the list that sums to the target, in list order)
+
+`pair` is the family where checking is easier than producing: finding the pair is a search over
+the list, checking a proposed one is two look-ups and one addition.
 
 `write` puts the run's data into `<run_dir>/testbed/` (`attach` points the config at it):
 - `ift.jsonl`: task instances with correct answers, plus self-instruct demonstrations (`kind:
   self_instruct`: the prompts template with k seed tasks -> one new task), so M1 can write prompts;
 - `eft.jsonl`: instances with a correct or a corrupted answer and the judgment in the recipe's judge
-  format ("Score: <max_score>" or "Score: 0");
+  format ("Score: <max_score>" or "Score: 0"); with `judge.reasoning=true` the judgment first works
+  the check out ("sorted: abcd; given abcd: same. Score: 1", "8+5=13, not 9. Score: 0");
 - `heldout_prompts.jsonl`, `heldout_eft.jsonl`: a fixed held-out set (`testbed.heldout_seed`, the same
   for every run seed), disjoint from the training instances.
 
@@ -37,29 +42,88 @@ NUMBER = r"(\d{1,3})"
 @dataclass(frozen=True)
 class Task:
     pattern: re.Pattern
-    solve: Callable[..., str]
+    solve: Callable[..., str | None]  # None: an ill-posed instance (a list with no single pair)
     sample: Callable[[random.Random, TestbedConfig], tuple]  # the arguments of a new instance
     render: str  # instruction format, filled with the arguments
     # Instances with equal keys teach the same answer: `sort cab` and `sort bca` are both "abc". The
     # held-out set is disjoint from training (and from self-written prompts) by this key.
     key: Callable[..., tuple]
+    # Whether an instance lies in the configured family (cfg, arguments): alphabet, lengths, numbers.
+    fits: Callable[..., bool]
+    # How a judge that works its check out writes it, for (arguments, response): the default redoes
+    # the task and compares; `pair` verifies the proposed pair instead.
+    explain: Callable[..., str] | None = None
+    # A plausible wrong answer (arguments, rng, correct answer); None: `corrupt`.
+    wrong: Callable[..., str] | None = None
 
 
 def _word(rng: random.Random, cfg: TestbedConfig) -> str:
     return "".join(rng.choice(cfg.alphabet) for _ in range(rng.randint(cfg.min_len, cfg.max_len)))
 
 
+def _fits_word(cfg: TestbedConfig, word: str) -> bool:
+    return set(word) <= set(cfg.alphabet) and cfg.min_len <= len(word) <= cfg.max_len
+
+
+def _pairs(numbers: str, target: str) -> list[tuple[int, int]]:
+    xs = [int(x) for x in numbers.split()]
+    return [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs)) if xs[i] + xs[j] == int(target)]
+
+
+def _solve_pair(numbers: str, target: str) -> str | None:
+    found, xs = _pairs(numbers, target), numbers.split()
+    return f"{xs[found[0][0]]} {xs[found[0][1]]}" if len(found) == 1 else None
+
+
+def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
+    """Digits 0-9, a list of min_len..max_len (at least 3), with exactly one pair summing to the target."""
+    while True:
+        xs = [rng.randint(0, 9) for _ in range(rng.randint(max(cfg.min_len, 3), cfg.max_len))]
+        i, j = rng.sample(range(len(xs)), 2)
+        numbers, target = " ".join(map(str, xs)), str(xs[i] + xs[j])
+        if len(_pairs(numbers, target)) == 1:
+            return numbers, target
+
+
+def _explain_pair(numbers: str, target: str, response: str) -> str:
+    xs, got = numbers.split(), response.split()
+    if len(got) != 2 or not all(g.isdigit() for g in got):
+        return "not two numbers"
+    missing = [g for g in got if got.count(g) > xs.count(g)]
+    if missing:
+        return f"{missing[0]} not in the list"
+    total = int(got[0]) + int(got[1])
+    return f"{got[0]}+{got[1]}={total}, {'the target' if total == int(target) else f'not {target}'}"
+
+
+def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> str:
+    """Another pair of the list (the model's usual mistake), or the right pair with one number off."""
+    xs = numbers.split()
+    others = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs)) if f"{xs[i]} {xs[j]}" != answer]
+    if others and rng.random() < 0.7:
+        i, j = rng.choice(others)
+        return f"{xs[i]} {xs[j]}"
+    a, b = answer.split()
+    k = rng.randrange(2)
+    bumped = str((int((a, b)[k]) + rng.choice((1, 2, 8, 9))) % 10)
+    return f"{bumped} {b}" if k == 0 else f"{a} {bumped}"
+
+
 TASKS = {
     "reverse": Task(re.compile(rf"reverse {WORD}"), lambda w: w[::-1], lambda r, c: (_word(r, c),), "reverse {}",
-                    lambda w: (w,)),
+                    lambda w: (w,), _fits_word),
     "sort": Task(re.compile(rf"sort {WORD}"), lambda w: "".join(sorted(w)), lambda r, c: (_word(r, c),), "sort {}",
-                 lambda w: tuple(sorted(w))),
+                 lambda w: tuple(sorted(w)), _fits_word),
     "count": Task(re.compile(rf"count ([a-z]) in {WORD}"), lambda ch, w: str(w.count(ch)),
                   lambda r, c: (r.choice(c.alphabet), _word(r, c)), "count {} in {}",
-                  lambda ch, w: (ch, *sorted(w))),
+                  lambda ch, w: (ch, *sorted(w)), lambda c, ch, w: ch in c.alphabet and _fits_word(c, w)),
     "add": Task(re.compile(rf"add {NUMBER} {NUMBER}"), lambda a, b: str(int(a) + int(b)),
                 lambda r, c: (r.randint(0, c.max_number), r.randint(0, c.max_number)), "add {} {}",
-                lambda a, b: tuple(sorted((int(a), int(b))))),
+                lambda a, b: tuple(sorted((int(a), int(b)))), lambda c, a, b: max(int(a), int(b)) <= c.max_number),
+    "pair": Task(re.compile(r"pair ((?:\d )+\d) sum (\d{1,2})"), _solve_pair, _sample_pair, "pair {} sum {}",
+                 lambda numbers, target: (*sorted(numbers.split()), target),
+                 lambda c, numbers, target: max(c.min_len, 3) <= len(numbers.split()) <= c.max_len,
+                 _explain_pair, _wrong_pair),
 }
 
 
@@ -73,9 +137,11 @@ def _match(instruction: str) -> tuple[str, re.Match] | None:
 
 
 def parse(instruction: str) -> tuple[str, str] | None:
-    """(task name, correct answer) of an instruction, or None when no task's format matches it exactly."""
+    """(task name, correct answer) of an instruction, or None when no task's format matches it exactly
+    or it has no single answer (a `pair` list with no pair, or several, summing to the target)."""
     found = _match(instruction)
-    return (found[0], TASKS[found[0]].solve(*found[1].groups())) if found else None
+    answer = TASKS[found[0]].solve(*found[1].groups()) if found else None
+    return (found[0], answer) if answer is not None else None
 
 
 def key(instruction: str) -> tuple | None:
@@ -88,16 +154,11 @@ def why_not_a_task(instruction: str, cfg: TestbedConfig, heldout: frozenset = fr
     """Why a self-written prompt is not a training instance of this testbed's tasks (None when it is):
     it does not parse, its task, letters, word length or numbers lie outside the configured family,
     or it has the canonical key of a held-out instance (`heldout`)."""
-    found = _match(instruction)
+    found = _match(instruction) if parse(instruction) else None
     if found is None:
         return "unparseable"
     name, m = found
-    words = () if name == "add" else m.groups()[-1:]  # count's first group is the letter counted
-    letters = "".join(g for g in m.groups() if g.isalpha())
-    in_range = (name in cfg.tasks and set(letters) <= set(cfg.alphabet)
-                and all(cfg.min_len <= len(w) <= cfg.max_len for w in words)
-                and all(int(g) <= cfg.max_number for g in m.groups() if g.isdigit()))
-    if not in_range:
+    if name not in cfg.tasks or not TASKS[name].fits(cfg, *m.groups()):
         return "out_of_range"
     return "heldout" if key(instruction) in heldout else None
 
@@ -160,16 +221,41 @@ def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: frozenset
                       f"{cfg.alphabet!r}, lengths {cfg.min_len}-{cfg.max_len}: widen them or ask for fewer.")
 
 
-def _judged(rows: list[dict], rng: random.Random, label: str, max_score: int, both: bool) -> list[dict]:
-    """EFT records: each instance with its correct answer, a corrupted one, or (both) one of each."""
+def wrong_answer(rng: random.Random, row: dict) -> str:
+    """A plausible wrong answer to an instance {task, instruction, answer}."""
+    task, args = TASKS[row["task"]], _match(row["instruction"])[1].groups()
+    while True:
+        wrong = task.wrong(*args, rng, row["answer"]) if task.wrong else corrupt(rng, row["answer"], row["task"])
+        if wrong != row["answer"]:
+            return wrong
+
+
+def judgment(instruction: str, response: str, label: str, score: int, reasoning: bool) -> str:
+    """The EFT judgment: "Score: X", or with `reasoning` the check worked out first ("sorted: abcd;
+    given abcd: same. Score: 1"; for `pair`, the proposed pair verified: "8+5=13, not 9. Score: 0")."""
+    if not reasoning:
+        return f"{label}: {score}"
+    name, m = _match(instruction)
+    task = TASKS[name]
+    if task.explain:
+        why = task.explain(*m.groups(), response)
+    else:
+        answer = task.solve(*m.groups())
+        why = f"{name}: {answer}; given {response}: {'same' if response.strip() == answer else 'different'}"
+    return f"{why}. {label}: {score}"
+
+
+def _judged(rows: list[dict], rng: random.Random, label: str, max_score: int, both: bool,
+            reasoning: bool = False) -> list[dict]:
+    """EFT records: each instance with its correct answer, a wrong one, or (both) one of each."""
     out = []
     for r in rows:
         kinds = (True, False) if both else (rng.random() < 0.5,)
         for right in kinds:
-            response = r["answer"] if right else corrupt(rng, r["answer"], r["task"])
+            response = r["answer"] if right else wrong_answer(rng, r)
             score = max_score if right else 0
             out.append({"task": r["task"], "instruction": r["instruction"], "response": response,
-                        "judgment": f"{label}: {score}", "score": score})
+                        "judgment": judgment(r["instruction"], response, label, score, reasoning), "score": score})
     return out
 
 
@@ -198,7 +284,8 @@ def write(cfg: Config, rd: RunDir) -> None:
 
     tb, paths = cfg.testbed, files(rd)
     judged_as = (cfg.judge.score_names[0], cfg.judge.max_score)
-    settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "judge": judged_as,
+    reasoning = cfg.judge.reasoning
+    settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "judge": [*judged_as, reasoning],
                            "template": cfg.prompts.template, "num_shots": cfg.prompts.num_shots}, sort_keys=True)
     stamp = paths["ift"].with_name("settings.json")
     if stamp.is_file() and stamp.read_text() == settings and all(p.is_file() for p in paths.values()):
@@ -214,8 +301,10 @@ def write(cfg: Config, rd: RunDir) -> None:
         for _ in range(tb.n_self_instruct)]
     write_jsonl(paths["heldout_prompts"], [{"id": f"tb{i:04d}", "prompt": r["instruction"], "task": r["task"]}
                                            for i, r in enumerate(heldout)])
-    write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), *judged_as, both=True))
-    write_jsonl(paths["eft"], _judged(judged, rng, *judged_as, both=False))
+    # the held-out judgments are scored, never trained on: their reasoning is the training data's format
+    write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), *judged_as, both=True,
+                                              reasoning=reasoning))
+    write_jsonl(paths["eft"], _judged(judged, rng, *judged_as, both=False, reasoning=reasoning))
     write_jsonl(paths["ift"], [{"kind": "task", "instruction": r["instruction"], "response": r["answer"]}
                                for r in answered] + demos)
     atomic_write_text(stamp, settings)
@@ -263,21 +352,53 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
     return out
 
 
-def candidate_stats(candidates: list[dict], judgments: list[dict]) -> dict:
-    """On the round's own prompts: the share of sampled candidates that are correct, and how often
-    the round's judge scores a correct candidate above a wrong one of the same prompt (ties count half).
-    The second number is the one pair quality rests on: the judge meets the model's own mistakes here,
-    not the held-out set's."""
+def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str | None = None) -> dict:
+    """On the round's own prompts, against the checker:
+    - candidate_accuracy: sampled candidates that are correct (pass@1 at the round's temperature);
+    - judge_own_pairwise_accuracy: how often the judge scores a correct candidate above a wrong one of
+      the same prompt (ties half): pair quality rests on this, the judge meeting the model's own mistakes;
+    - judge_pick_accuracy: prompts whose top-scored candidate is correct; vote_accuracy: prompts whose
+      most-voted answer is correct (TTRL's label accuracy; `pattern` extracts the answers);
+    - generation_verification_gap: the better of the two picks minus candidate_accuracy. A model
+      improves itself only where it checks better than it produces ("Mind the Gap", arXiv 2412.02674):
+      this is how much better, on its own samples."""
+    from selfreward.variants.votes import majority, tally
+
     score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
     groups: dict[str, dict[bool, list[float]]] = {}
+    best: dict[str, tuple[float, int, bool]] = {}
     right = []
     for c in candidates:
         ok = bool(check(c["prompt"], c["response"]))
         right.append(ok)
         s = score.get((c["prompt_id"], c["candidate_id"]))
         groups.setdefault(c["prompt_id"], {True: [], False: []})[ok].append(-1.0 if s is None else s)
+        if s is not None and (c["prompt_id"] not in best or (s, -c["candidate_id"]) > best[c["prompt_id"]][:2]):
+            best[c["prompt_id"]] = (s, -c["candidate_id"], ok)
     wins = [1.0 if a > b else 0.5 if a == b else 0.0
             for g in groups.values() for a in g[True] for b in g[False]]
-    return {"candidate_accuracy": _share(right),
+    prompt_of = {c["prompt_id"]: c["prompt"] for c in candidates}
+    voted = [check(prompt_of[pid], top[0]) for pid, g in tally(candidates, pattern).items()
+             if (top := majority(g)) is not None]
+    sampled, pick, vote = _share(right), _share([ok for _, _, ok in best.values()]), _share([bool(v) for v in voted])
+    picks = [p for p in (pick, vote) if p is not None]
+    return {"candidate_accuracy": sampled,
             "judge_own_pairwise_accuracy": round(sum(wins) / len(wins), 4) if wins else None,
-            "n_own_pairs": len(wins)}
+            "n_own_pairs": len(wins),
+            "judge_pick_accuracy": pick,
+            "vote_accuracy": vote,
+            "generation_verification_gap": round(max(picks) - sampled, 4) if picks and sampled is not None else None}
+
+
+def sampled_metrics(prompts: list[dict], samples: list[list[str]], pattern: str | None = None) -> dict:
+    """Held-out: sampled_accuracy (the mean over N samples of being correct: pass@1 at the sampling
+    temperature) and majority_accuracy (the most-voted answer is correct)."""
+    from selfreward.variants.votes import majority, tally
+
+    right = [bool(check(p["prompt"], s)) for p, ss in zip(prompts, samples) for s in ss]
+    candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
+                  for p, ss in zip(prompts, samples) for j, s in enumerate(ss)]
+    prompt_of = {p["id"]: p["prompt"] for p in prompts}
+    voted = [bool(check(prompt_of[pid], top[0])) if (top := majority(g)) else False
+             for pid, g in tally(candidates, pattern).items()]
+    return {"sampled_accuracy": _share(right), "majority_accuracy": _share(voted)}

@@ -20,7 +20,8 @@ from tests.test_pairs import cand, judg
 
 
 def test_every_variant_composes_with_both_updates():
-    assert group_options("variant") == ["base", "consistency", "length", "meta", "seed_anchored", "temporal"]
+    assert group_options("variant") == ["base", "consistency", "cream", "length", "meta", "random", "seed_anchored",
+                                        "self_consistency", "temporal"]
     for variant in group_options("variant"):
         for update in ("dpo", "sft"):
             if (variant, update) == ("temporal", "sft"):
@@ -41,7 +42,14 @@ def test_every_variant_composes_with_both_updates():
         (["variant=seed_anchored", "prompts.seed_share=0"], "'prompts.seed_share' > 0"),
         (["variant=temporal", "variant.anchored_rejection=false", "variant.future_chosen=false"],
          "is variant=base"),
-        (["variant=nope"], "Valid choices: base, consistency, length, meta, seed_anchored, temporal"),
+        (["variant=self_consistency", "variant.answer_pattern='#### .+'"], "needs a group around the answer"),
+        (["variant=self_consistency", "variant.min_vote_share=2"], "'variant.min_vote_share' must be in"),
+        (["variant=self_consistency", "update=sft", "generation.num_candidates=1"], "num_candidates' >= 2"),
+        (["variant=cream", "judge.model=/some/judge"], "needs judge.model=null"),
+        (["judge.method=oracle"], "needs recipe=testbed"),
+        (["judge.reasoning=true"], "needs judge=logprob"),
+        (["variant=nope"], "Valid choices: base, consistency, cream, length, meta, random, seed_anchored, "
+                           "self_consistency, temporal"),
     ],
 )
 def test_bad_variant_settings_name_the_key(overrides, message):
@@ -62,7 +70,10 @@ def test_round_stages_and_changed_variant_settings():
     assert "anchor_candidates" not in no_anchor and "lookahead" in no_anchor
     assert first_affected("variant.rho") == "pairs"
     assert first_affected("variant.meta_share") == "pairs" and first_affected("variant.meta_template") == "meta_judge"
-    assert first_affected("variant.name") == "second_judge"
+    assert first_affected("variant.name") == "judge"  # variant=random replaces the judge's scores
+    assert "judge" not in names(compose(["variant=self_consistency"]))  # the votes rank the candidates
+    assert "previous_judge" not in names(compose(["variant=cream"]))  # round 1: no judged previous model
+    assert "previous_judge" in [s.name for s in round_stages(compose(["variant=cream"]), 2)]
 
 
 def test_length_window_excludes_long_rejected():

@@ -8,6 +8,9 @@
 | consistency     | drops pairs a second judge orders differently                        | pairs below |
 | length          | picks best/worst inside a length window                              | length.py   |
 | seed_anchored   | mixes seed prompts into each round's prompt set                      | prompts stage |
+| self_consistency| no judge: most-voted vs least-voted answer (ScPO)                    | votes.py    |
+| cream           | DPO label smoothing 1 - C, C the agreement with M_{t-1}'s ranking    | cream.py    |
+| random          | uniform random scores: the floor every gain is read against          | judge stage |
 
 The stages a variant adds are rows of the stage table (`selfreward.round`); this module holds the
 rules by which the round's training data is built (`preference_pairs` / `sft_examples`).
@@ -21,7 +24,7 @@ from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
 from selfreward.round import TABLE
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config, JudgeConfig, VariantName
-from selfreward.variants import length, meta
+from selfreward.variants import cream, length, meta, votes
 
 
 def second_judge(cfg: Config) -> JudgeConfig:
@@ -31,7 +34,7 @@ def second_judge(cfg: Config) -> JudgeConfig:
 
 
 # Each stage of sampled candidates -> the stage that judges them.
-JUDGED_BY = {s.inputs[0]: s.name for s in TABLE if s.runner == "judge"}
+JUDGED_BY = {s.inputs[0]: s.name for s in TABLE if s.runner == "judge" and s.model == "judge"}
 
 
 def _read(rd: RunDir, t: int, *stages: str) -> list[list[dict]]:
@@ -42,6 +45,8 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     """The round's DPO pairs. `future=False` gives the temporal variant's draft pairs, which train
     the look-ahead model before the future candidates exist."""
     v, extra = cfg.variant, {}
+    if v.name is VariantName.self_consistency:
+        return votes.vote_pairs(read_jsonl(rd.output(t, "candidates")), v)
     chosen_from = rejected_from = "candidates"
     if v.name is VariantName.temporal:
         if v.anchored_rejection:
@@ -65,7 +70,15 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
         pairs += [meta.as_pair(r) for r in _judge_pairs(cfg, rd, t, len(pairs), drops)]
     if v.rho:
         drops["length_rho"] = length.rho(cfg, t)
+    if v.name is VariantName.cream:
+        drops.update(cream.smoothing(*_previous_rankings(rd, t)))
     return pairs, drops
+
+
+def _previous_rankings(rd: RunDir, t: int) -> tuple[list[dict], list[dict] | None]:
+    """CREAM: this round's judgments, and M_{t-1}'s of the same candidates (None in round 1)."""
+    previous = rd.output(t, "previous_judge")
+    return read_jsonl(rd.output(t, "judge")), read_jsonl(previous) if t >= 2 else None
 
 
 def _tokenizer(cfg: Config, rd: RunDir, t: int):
@@ -97,6 +110,8 @@ def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
 def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
     """The round's score-filtered SFT set, under the same variant rules where they apply."""
     v, threshold = cfg.variant, cfg.pairs.sft_threshold
+    if v.name is VariantName.self_consistency:
+        return votes.majority_examples(read_jsonl(rd.output(t, "candidates")), v)
     names = cfg.judge.score_names
     thresholds = dict(zip(names, cfg.pairs.sft_thresholds or [threshold] * len(names)))
     candidates, judgments = _read(rd, t, "candidates", "judge")
@@ -113,4 +128,6 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
         rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)
     if v.name is VariantName.meta:
         rows += [meta.as_sft(r) for r in _judge_pairs(cfg, rd, t, len(rows), drops)]
+    if v.name is VariantName.cream:
+        rows, drops["dropped_rankings_disagree"] = cream.agreeing_prompts(rows, *_previous_rankings(rd, t))
     return rows, drops

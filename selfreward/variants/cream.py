@@ -1,0 +1,54 @@
+"""Consistency-Regularized Self-Rewarding (CREAM, arXiv 2410.12735).
+
+From round 2 on, the previous model M_{t-1} also judges the round's candidates (stage
+`previous_judge`). Per prompt, the Kendall tau-b between M_t's and M_{t-1}'s scores says how far the
+two rankings agree; C = mean over prompts of (tau + 1) / 2. The DPO update then trains on
+C * DPO(chosen, rejected) + (1 - C) * DPO(rejected, chosen), which is TRL's sigmoid DPO loss with
+`label_smoothing = 1 - C`: the less the judge agrees with its previous self, the less the pairs are
+trusted. C and the smoothing are recorded in the pairs' manifest entry and in `metrics.json`.
+
+The paper ranks with the DPO implicit reward (log pi_t - log pi_{t-1}); selfreward ranks with the
+judge score of each model, the signal the rest of the round uses. In round 1 there is no judged
+previous model: C = 1, no smoothing. With update=sft, a prompt's kept responses are dropped when
+the two rankings disagree more than they agree on it ((tau + 1) / 2 < 0.5), selfreward's analogue.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from statistics import mean
+
+from selfreward.stats import kendall_tau
+
+
+def _per_prompt(judgments: list[dict], previous: list[dict]) -> dict[str, float]:
+    """prompt_id -> (tau + 1) / 2 over the candidates both models scored (prompts without a tau left out)."""
+    before = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in previous}
+    pairs: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for j in judgments:
+        old = before.get((j["prompt_id"], j["candidate_id"]))
+        if j["score"] is not None and old is not None:
+            pairs[j["prompt_id"]].append((j["score"], old))
+    out = {}
+    for prompt_id, both in pairs.items():
+        tau = kendall_tau([a for a, _ in both], [b for _, b in both]) if len(both) > 1 else None
+        if tau is not None:
+            out[prompt_id] = (tau + 1) / 2
+    return out
+
+
+def smoothing(judgments: list[dict], previous: list[dict] | None) -> dict:
+    """{"cream_consistency": C, "label_smoothing": 1 - C} for the pairs' manifest entry."""
+    agreement = _per_prompt(judgments, previous) if previous is not None else {}
+    c = mean(agreement.values()) if agreement else 1.0
+    return {"cream_consistency": round(c, 4), "label_smoothing": round(1 - c, 4),
+            "cream_prompts": len(agreement)}
+
+
+def agreeing_prompts(rows: list[dict], judgments: list[dict], previous: list[dict] | None) -> tuple[list[dict], int]:
+    """SFT: the rows of prompts whose two rankings agree at least as much as they disagree."""
+    if previous is None:
+        return rows, 0
+    agreement = _per_prompt(judgments, previous)
+    kept = [r for r in rows if agreement.get(r["prompt_id"], 1.0) >= 0.5]
+    return kept, len(rows) - len(kept)

@@ -1,0 +1,143 @@
+"""The testbed's self-improvement mechanisms and controls, on hand-made inputs: ScPO's votes, CREAM's
+consistency, the random floor, the oracle ceiling, the reasoning judge, and the `pair` task."""
+
+import random
+
+import pytest
+
+from selfreward import testbed
+from selfreward.generation.base import derive_seed
+from selfreward.judge import judge_candidates, random_scores
+from selfreward.schema import JudgeConfig, JudgeMethod, VariantConfig
+from selfreward.stats import kendall_tau
+from selfreward.variants import cream, votes
+from tests.test_pairs import cand, judg
+
+
+def answers(pid, *texts):
+    return [cand(pid, i, t) for i, t in enumerate(texts)]
+
+
+def test_votes_pair_a_most_voted_with_a_least_voted_answer():
+    cands = answers("a", "12", "12", "7", "12", "9", "9") + answers("b", "x", "x", "x") + answers("c", "1", "2")
+    pairs, drops = votes.vote_pairs(cands, VariantConfig())
+    (pair,) = [p for p in pairs if p["prompt_id"] == "a"]
+    assert (pair["chosen"], pair["rejected"]) == ("12", "7")  # 3 votes vs 1 (9 has 2)
+    assert (pair["chosen_id"], pair["rejected_id"]) == (0, 2)
+    assert pair["vote_margin"] == round((3 - 1) / 6, 4) and pair["score_chosen"] == 0.5
+    assert drops["dropped_unanimous"] == 1  # b: every answer the same, nothing to contrast
+    # c: a 1-1 tie still pairs (first sampled first) unless the share or margin filters drop it
+    strict, drops = votes.vote_pairs(cands, VariantConfig(min_vote_share=0.6))
+    assert [p["prompt_id"] for p in strict] == [] and drops["dropped_vote_share"] == 2
+    margin, drops = votes.vote_pairs(cands, VariantConfig(min_vote_margin=0.2))
+    assert [p["prompt_id"] for p in margin] == ["a"] and drops["dropped_vote_margin"] == 1
+
+
+def test_votes_use_the_answer_pattern_and_skip_unparsed():
+    cands = answers("a", "so #### 42", "thus #### 42", "hence #### 41", "no answer here")
+    (pair,), drops = votes.vote_pairs(cands, VariantConfig(answer_pattern=r"#### (\d+)"))
+    assert (pair["chosen_id"], pair["rejected_id"]) == (0, 2) and drops["unparsed_answers"] == 1
+
+
+def test_votes_sft_keeps_the_untied_majority():
+    cands = answers("a", "12", "12", "7") + answers("b", "1", "2")
+    rows, drops = votes.majority_examples(cands, VariantConfig())
+    assert [(r["prompt_id"], r["response"]) for r in rows] == [("a", "12")]  # one row per distinct text
+    assert drops == {"dropped_no_majority": 1}
+
+
+def test_cream_smoothing_is_one_minus_the_mean_rank_agreement():
+    now = [judg("a", 0, 3.0), judg("a", 1, 2.0), judg("a", 2, 1.0), judg("b", 0, 1.0), judg("b", 1, 2.0)]
+    before = [judg("a", 0, 0.9), judg("a", 1, 0.5), judg("a", 2, 0.7), judg("b", 0, 0.1), judg("b", 1, 0.8)]
+    tau_a = kendall_tau([3.0, 2.0, 1.0], [0.9, 0.5, 0.7])  # 1/3
+    c = ((tau_a + 1) / 2 + 1.0) / 2  # b agrees completely
+    assert cream.smoothing(now, before) == {"cream_consistency": round(c, 4), "label_smoothing": round(1 - c, 4),
+                                            "cream_prompts": 2}
+    assert cream.smoothing(now, None)["label_smoothing"] == 0.0  # round 1: no previous model
+    flipped = [judg("b", 0, 0.9), judg("b", 1, 0.1)]
+    rows = [{"prompt_id": "a"}, {"prompt_id": "b"}]
+    assert cream.agreeing_prompts(rows, now, flipped) == ([{"prompt_id": "a"}], 1)
+
+
+def test_random_scores_are_drawn_from_the_seed():
+    cfg = JudgeConfig(max_score=5)
+    cands = answers("a", "x", "y", "z")
+    rows = random_scores(cfg, cands, seed=77)
+    assert [r["score"] for r in rows] == [random.Random(derive_seed(77, i)).uniform(0, 5) for i in range(3)]
+    assert rows == random_scores(cfg, cands, seed=77) and rows != random_scores(cfg, cands, seed=78)
+
+
+def test_the_oracle_scores_with_the_checker():
+    cands = [cand("a", 0, "abc"), cand("a", 1, "acb")]
+    for c in cands:
+        c["prompt"] = "sort cab"
+    rows = judge_candidates(None, JudgeConfig(method=JudgeMethod.oracle, max_score=1), cands, seed=0)
+    assert [r["score"] for r in rows] == [1, 0]
+
+
+def test_reasoning_judge_reads_the_score_after_its_own_reasoning(tiny_checkpoint):
+    from selfreward.config import compose
+    from selfreward.generation import load_generator
+    from selfreward.judge import score_token_ids
+
+    gen = load_generator(compose(["generation.batch_size=4"]), str(tiny_checkpoint))
+    calls = []
+    real_probs = gen.next_token_probs
+    gen.generate = lambda prompts, sampling, desc="": calls.append(("generate", prompts)) or [
+        ["sorted: abc; given abc: same. Score: 0 because"] for _ in prompts]
+
+    def read(prompts, ids, desc=""):
+        calls.append(("read", prompts))
+        return real_probs(prompts, ids, desc)
+
+    gen.next_token_probs = read
+    cfg = JudgeConfig(method=JudgeMethod.logprob, reasoning=True, max_score=1, template="testbed_judge.txt")
+    (row,) = judge_candidates(gen, cfg, [{**cand("a", 0, "abc"), "prompt": "sort cab"}], seed=0)
+    prefix, _ = score_token_ids(gen.tokenizer, 1)
+    assert [c[0] for c in calls] == ["generate", "read"]
+    assert calls[1][1] == [calls[0][1][0] + "sorted: abc; given abc: same.\n" + prefix]
+    assert row["judgments"] == ["sorted: abc; given abc: same."] and 0 <= row["score"] <= 1
+
+
+@pytest.mark.parametrize("numbers, target, answer", [("3 8 5 1", "9", "8 1"), ("0 4 7", "11", "4 7")])
+def test_pair_task(numbers, target, answer):
+    instruction = f"pair {numbers} sum {target}"
+    assert testbed.parse(instruction) == ("pair", answer) and testbed.check(instruction, answer)
+    assert not testbed.check(instruction, " ".join(reversed(answer.split())))
+    assert testbed.parse("pair 1 2 3 4 sum 5") is None  # two pairs sum to 5: no single answer
+
+
+def test_pair_instances_have_one_answer_and_wrong_answers_are_wrong():
+    cfg = testbed.TestbedConfig(enabled=True, tasks=["pair"])
+    rng = random.Random(3)
+    rows = testbed.instances(cfg, rng, 200)
+    assert all(testbed.check(r["instruction"], r["answer"]) for r in rows)
+    for r in rows:
+        assert not testbed.check(r["instruction"], testbed.wrong_answer(rng, r))
+    assert testbed.why_not_a_task("pair 1 2 3 4 sum 5", cfg) == "unparseable"
+    assert testbed.why_not_a_task("pair 1 2 sum 3", cfg) == "out_of_range"  # lists have 3-6 numbers
+
+
+def test_reasoning_judgments_work_the_check_out():
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 1", "Score", 1, True) == "8+1=9, the target. Score: 1"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 5", "Score", 0, True) == "8+5=13, not 9. Score: 0"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 2", "Score", 0, True) == "2 not in the list. Score: 0"
+    assert testbed.judgment("sort cab", "abc", "Score", 1, True) == "sort: abc; given abc: same. Score: 1"
+    assert testbed.judgment("sort cab", "abc", "Score", 1, False) == "Score: 1"
+
+
+def test_candidate_stats_measure_the_generation_verification_gap():
+    cands = [{**cand("p", i, r), "prompt": "sort cab"} for i, r in enumerate(["abc", "acb", "acb", "abc"])]
+    cands += [{**cand("q", i, r), "prompt": "sort ba"} for i, r in enumerate(["ab", "ba", "ba", "ba"])]
+    judged = [judg("p", 0, 0.9), judg("p", 1, 0.2), judg("p", 2, 0.2), judg("p", 3, 0.8),
+              judg("q", 0, 0.7), judg("q", 1, 0.1), judg("q", 2, 0.3), judg("q", 3, 0.2)]
+    s = testbed.candidate_stats(cands, judged)
+    assert s["candidate_accuracy"] == 0.375 and s["judge_pick_accuracy"] == 1.0
+    assert s["vote_accuracy"] == 0.5  # p ties 2-2 and the answer sampled first (abc) wins; q's majority is wrong
+    assert s["generation_verification_gap"] == 0.625
+
+
+def test_sampled_and_majority_accuracy():
+    prompts = [{"id": "x", "prompt": "sort cab"}, {"id": "y", "prompt": "sort ba"}]
+    m = testbed.sampled_metrics(prompts, [["abc", "abc", "acb"], ["ba", "ab", "ba"]])
+    assert m == {"sampled_accuracy": round(3 / 6, 4), "majority_accuracy": 0.5}
