@@ -3,7 +3,7 @@
     selfreward run recipe=tiny update=sft rounds=2 generation.num_candidates=4 run_dir=/tmp/r
     selfreward run run_dir=/tmp/r judge.samples=5 restart_from=judge   # redo from round 1's judge
     selfreward config recipe=tiny judge=logprob      # print the resolved config and exit
-    selfreward status run_dir=/tmp/r                 # done / partial / not started, per stage
+    selfreward status /tmp/r                         # done / partial / not started, per stage
     selfreward sweep update=dpo,sft seed=0,1 rounds=2 sweep_dir=runs/sweep
     selfreward report runs/sweep                     # report.md + PNG plots (a run or a sweep)
     selfreward export runs/r --round 2 --questions q.jsonl --format mt_bench --out answers.jsonl
@@ -25,20 +25,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="selfreward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    commands = (
-        ("run", "run (or resume) the self-rewarding loop"),
-        ("config", "print the resolved config"),
-        ("status", "show each stage of a run directory as done / partial / not started"),
-    )
-    for name, help_text in commands:
+    for name, help_text in (("run", "run (or resume) the self-rewarding loop"), ("config", "print the resolved config")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. recipe=tiny update=sft rounds=3")
+    p = sub.add_parser("status", help="show each stage of a run directory as done / partial / not started")
+    p.add_argument("run_dir", type=run_dir_argument, help="the run directory (or run_dir=<dir>)")
     p = sub.add_parser("sweep", help="run every combination of swept settings (a=1,2), one run dir each")
     p.add_argument("overrides", nargs="*", help="overrides with sweeps, plus sweep_dir=<dir>")
     p = sub.add_parser("report", help="write report.md and PNG plots for a run or a sweep directory")
-    p.add_argument("path")
+    p.add_argument("path", type=run_dir_argument, help="a run or sweep directory (or run_dir=<dir>)")
     p = sub.add_parser("export", help="answer a benchmark question file in AlpacaEval or MT-Bench format")
-    p.add_argument("run_dir")
+    p.add_argument("run_dir", type=run_dir_argument, help="the run directory (or run_dir=<dir>)")
     p.add_argument("--round", type=int, required=True, help="0 = M1, t = the model round t trained")
     p.add_argument("--questions", required=True)
     p.add_argument("--format", required=True, choices=("alpaca_eval", "mt_bench"))
@@ -63,12 +60,12 @@ def main(argv: list[str] | None = None) -> int:
             except FileNotFoundError as e:
                 raise ConfigError(str(e)) from None
             return 0
+        if args.command == "status":
+            return status(args.run_dir)
         cfg, directives = parse_command(args.overrides)
         if args.command == "config":
             print(to_yaml(cfg), end="")
             return 0
-        if args.command == "status":
-            return status(cfg.run_dir)
         from selfreward.loop import run
         from selfreward.process import StageFailed
 
@@ -81,6 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0
+
+
+def run_dir_argument(value: str) -> str:
+    """A run directory given as a path, or as `run_dir=<path>` like the run's own overrides."""
+    return value.removeprefix("run_dir=")
 
 
 def status(run_dir: str) -> int:

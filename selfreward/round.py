@@ -56,6 +56,8 @@ class Stage:
     settings: tuple[str, ...] = ()
     # Whether a round of this config runs it.
     when: Callable[[Config, int], bool] = _always
+    # For a stage of the paper's round that a variant leaves out: why (`status` shows it).
+    skipped: str = ""
 
 
 # The init stage (round 0): not a round stage, but the settings that shape M1 are refused the same way.
@@ -65,7 +67,8 @@ INIT_SETTINGS = ("seed", "model", "data", "train", "init", "lora", "judge.templa
 TABLE = (
     Stage("prompts", ("prompts.jsonl",), "policy", (), "prompts", 0, ("prompts",)),
     Stage("candidates", ("candidates.jsonl",), "policy", ("prompts",), "sample", 1, ("generation",)),
-    Stage("judge", ("judgments.jsonl",), "judge", ("candidates",), "judge", 2, ("judge", "variant.name"), _judged),
+    Stage("judge", ("judgments.jsonl",), "judge", ("candidates",), "judge", 2, ("judge", "variant.name"), _judged,
+          "votes rank the candidates (self_consistency)"),
     Stage("second_judge", ("judgments_second.jsonl",), "judge", ("candidates",), "second_judge", 3,
           ("variant.second_judge", "variant.second_template"), _variant(VariantName.consistency)),
     Stage("meta_judge", ("meta_judgments.jsonl",), "judge", ("candidates", "judge"), "meta_judge", 4,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from selfreward.round import STAGE, TRAINING_STAGES, round_stages
+from selfreward.round import STAGE, TABLE, TRAINING_STAGES, round_stages
 from selfreward.rundir import ChunkLog, RunDir, last_checkpoint
 from selfreward.schema import Config, UpdateMethod
 
@@ -29,11 +29,20 @@ def expected_records(cfg: Config, done: dict, stage: str) -> int | None:
     return None
 
 
-def stage_states(cfg: Config, rd: RunDir, t: int) -> dict[str, str]:
+def columns(cfg: Config, rounds: int) -> list[str]:
+    """The stages any round of this config runs, and those of the paper's round it leaves out."""
+    active = {s.name for t in range(1, rounds + 1) for s in round_stages(cfg, t)}
+    return [s.name for s in TABLE if s.name in active or s.skipped]
+
+
+def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str, str]:
     states = {}
     done = {stage: entry.get("records") for stage, entry in rd.manifest(t).items()}
-    for stage in (s.name for s in round_stages(cfg, t)):
-        if stage in TRAINING_STAGES:
+    runs = {s.name for s in round_stages(cfg, t)}
+    for stage in shown:
+        if stage not in runs:
+            states[stage] = f"skipped: {STAGE[stage].skipped}" if STAGE[stage].skipped else "-"
+        elif stage in TRAINING_STAGES:
             states[stage] = _training(rd, t, stage)
         elif stage == "evaluate" and not cfg.eval.enabled:
             states[stage] = "disabled"
@@ -51,8 +60,10 @@ def status_table(cfg: Config, rd: RunDir) -> Table:
     init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, "init")
     variant = "" if cfg.variant.name.value == "base" else f", variant={cfg.variant.name.value}"
     table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
-    for column in ("round", *(s.name for s in round_stages(cfg))):
+    rounds = max([cfg.rounds, *rd.rounds()])
+    shown = columns(cfg, rounds)
+    for column in ("round", *shown):
         table.add_column(column)
-    for t in range(1, max([cfg.rounds, *rd.rounds()]) + 1):
-        table.add_row(str(t), *stage_states(cfg, rd, t).values())
+    for t in range(1, rounds + 1):
+        table.add_row(str(t), *stage_states(cfg, rd, t, shown).values())
     return table

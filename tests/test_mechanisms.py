@@ -141,3 +141,135 @@ def test_sampled_and_majority_accuracy():
     prompts = [{"id": "x", "prompt": "sort cab"}, {"id": "y", "prompt": "sort ba"}]
     m = testbed.sampled_metrics(prompts, [["abc", "abc", "acb"], ["ba", "ab", "ba"]])
     assert m == {"sampled_accuracy": round(3 / 6, 4), "majority_accuracy": 0.5}
+
+
+# -- each mechanism in the files of a real shortened testbed run (slow) ------------------------------
+
+SHORT_TESTBED = ["recipe=testbed", "testbed.tasks=[sort,pair]", "init.max_steps=40", "testbed.n_ift=200",
+                 "testbed.n_eft=200", "testbed.n_heldout=24", "testbed.n_self_instruct=20", "prompts.num_prompts=12",
+                 "prompts.seed_share=0.5", "pairs.min_margin=0", "judge.max_mode_share=1.0",
+                 "pairs.on_too_few=skip", "launch.in_process=true"]
+
+
+@pytest.fixture(scope="module")
+def mechanisms_sweep(tmp_path_factory):
+    """Three arms of one seed, two rounds each: one init, shared by the sweep."""
+    from tests.helpers import selfreward
+
+    root = tmp_path_factory.mktemp("mechanisms") / "sweep"
+    selfreward("sweep", *SHORT_TESTBED, "variant=self_consistency,cream,random", "seed=0", "rounds=2",
+               f"sweep_dir={root}")
+    return root
+
+
+def _run(root, variant):
+    from selfreward.rundir import RunDir
+
+    return RunDir(root / f"variant={variant}")
+
+
+@pytest.mark.slow
+def test_a_sweep_of_arms_trains_their_common_init_once(mechanisms_sweep):
+    runs = [_run(mechanisms_sweep, v) for v in ("self_consistency", "cream", "random")]
+    first, *others = runs
+    assert "shared_from" not in first.manifest(None)["init"]
+    for rd in others:
+        assert rd.manifest(None)["init"]["shared_from"] == str(first.root)
+        weights = "model.safetensors"
+        assert (rd.model(None) / weights).stat().st_ino == (first.model(None) / weights).stat().st_ino  # linked
+        assert (rd.round_dir(2) / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_self_consistency_pairs_a_most_voted_with_a_least_voted_answer(mechanisms_sweep):
+    from collections import Counter
+
+    from selfreward.rundir import read_jsonl
+    from tests.helpers import selfreward
+
+    rd = _run(mechanisms_sweep, "self_consistency")
+    for t in (1, 2):
+        assert not rd.output(t, "judge").exists() and "judge" not in rd.manifest(t)
+        votes = {}
+        for c in read_jsonl(rd.output(t, "candidates")):
+            votes.setdefault(c["prompt_id"], Counter())[c["response"].strip()] += 1
+        pairs = read_jsonl(rd.output(t, "pairs"))
+        for p in pairs:
+            counts = votes[p["prompt_id"]]
+            assert counts[p["chosen"].strip()] == max(counts.values())
+            assert counts[p["rejected"].strip()] == min(counts.values())
+            assert p["vote_margin"] == round((max(counts.values()) - min(counts.values())) / sum(counts.values()), 4)
+    status = selfreward("status", str(rd.root)).stdout
+    assert "skipped: votes rank the candidates (self_consistency)" in status
+
+
+@pytest.mark.slow
+def test_cream_label_smoothing_is_one_minus_c_and_reaches_the_trainer(mechanisms_sweep):
+    from selfreward.rundir import read_jsonl
+    from selfreward.variants import cream
+
+    rd = _run(mechanisms_sweep, "cream")
+    assert not rd.output(1, "previous_judge").exists()  # round 1 has no judged previous model
+    assert rd.manifest(1)["update"]["trainer_args"]["label_smoothing"] == 0.0
+    entry = rd.manifest(2)["previous_judge"]
+    assert str(rd.model(None)) in entry["inputs"]  # M_{t-1} = M1 judged round 2's candidates
+    expected = cream.smoothing(read_jsonl(rd.output(2, "judge")), read_jsonl(rd.output(2, "previous_judge")))
+    pairs = rd.manifest(2)["pairs"]
+    assert pairs["label_smoothing"] == expected["label_smoothing"] == round(1 - pairs["cream_consistency"], 4)
+    if not pairs.get("skip_update"):
+        assert rd.manifest(2)["update"]["trainer_args"]["label_smoothing"] == pairs["label_smoothing"]
+    metrics = (rd.round_dir(2) / "metrics.json").read_text()
+    assert '"label_smoothing"' in metrics and '"cream_consistency"' in metrics
+
+
+@pytest.mark.slow
+def test_random_scores_are_the_rounds_seed(mechanisms_sweep):
+    from selfreward.config import load_frozen
+    from selfreward.round import stage_seed
+    from selfreward.rundir import read_jsonl
+
+    rd = _run(mechanisms_sweep, "random")
+    cfg = load_frozen(rd.root)
+    assert str(rd.model(None)) not in rd.manifest(1)["judge"]["inputs"]  # no model judged
+    for t in (1, 2):
+        candidates, judged = read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge"))
+        size, seed = cfg.generation.batch_size, stage_seed(cfg, t, "judge")
+        expected = [s for i in range(0, len(candidates), size)
+                    for s in (r["score"] for r in random_scores(cfg.judge, candidates[i : i + size],
+                                                                seed * 1_000_003 + i // size))]
+        assert [j["score"] for j in judged] == expected
+
+
+@pytest.mark.slow
+def test_the_oracle_arm_agrees_with_the_checker(mechanisms_sweep, tmp_path):
+    from selfreward.config import compose
+    from selfreward.rundir import RunDir, read_jsonl
+    from selfreward.sweep import share_init
+    from tests.helpers import selfreward
+
+    args = [*SHORT_TESTBED, "judge.method=oracle", "rounds=1", f"run_dir={tmp_path / 'oracle'}"]
+    rd = RunDir(tmp_path / "oracle")
+    assert share_init(_run(mechanisms_sweep, "random"), rd)  # judge.method does not shape M1
+    selfreward("run", *args)
+    assert compose(args).judge.method.value == "oracle"
+    judged = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in read_jsonl(rd.output(1, "judge"))}
+    for c in read_jsonl(rd.output(1, "candidates")):
+        assert judged[(c["prompt_id"], c["candidate_id"])] == (1 if testbed.check(c["prompt"], c["response"]) else 0)
+    pairs = [p for p in read_jsonl(rd.output(1, "pairs"))]
+    assert all(testbed.check(p["prompt"], p["chosen"]) and not testbed.check(p["prompt"], p["rejected"])
+               for p in pairs)
+
+
+@pytest.mark.slow
+def test_the_reasoning_judge_writes_its_check_before_the_score_is_read(tmp_path):
+    from selfreward.rundir import RunDir, read_jsonl
+    from tests.helpers import selfreward
+
+    rd = RunDir(tmp_path / "reasoning")
+    selfreward("run", *SHORT_TESTBED, "judge.reasoning=true", "judge.max_new_tokens=24", "rounds=1",
+               f"run_dir={rd.root}")
+    eft = read_jsonl(testbed.files(rd)["eft"])
+    assert all(r["judgment"].endswith(f"Score: {r['score']}") and ". Score:" in r["judgment"] for r in eft)
+    for j in read_jsonl(rd.output(1, "judge")):
+        (text,) = j["judgments"]  # the reasoning, cut before its own "Score:"; the score read after it
+        assert "Score:" not in text and j["score"] is not None and len(j["score_probs"]) == 2

@@ -107,6 +107,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
             deepspeed_zero_stage=_zero_stage(trainer),
             last_log=logs[-1] if logs else {},
             log_history=trainer.state.log_history,
+            trainer_args=_json_safe(trainer.args.to_dict()),  # what TRL actually trained with
         )
     accel.wait_for_everyone()
 
@@ -122,6 +123,10 @@ def _merge_in_place(adapter_dir: Path, cfg: Config) -> None:
     merge_adapter(adapter_dir, merged, train_dtype(cfg), cfg.model.trust_remote_code)
     shutil.rmtree(adapter_dir)
     os.replace(merged, adapter_dir)
+
+
+def _json_safe(args: dict) -> dict:
+    return {k: v for k, v in args.items() if isinstance(v, (str, int, float, bool, type(None), list))}
 
 
 def _zero_stage(trainer) -> int | None:
