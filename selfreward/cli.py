@@ -25,7 +25,8 @@ def main(argv: list[str] | None = None) -> int:
         prog="selfreward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, help_text in (("run", "run (or resume) the self-rewarding loop"), ("config", "print the resolved config")):
+    for name, help_text in (("run", "run (or resume) the self-rewarding loop"),
+                            ("config", "print the resolved config")):
         p = sub.add_parser(name, help=help_text)
         p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. recipe=tiny update=sft rounds=3")
     p = sub.add_parser("status", help="show each stage of a run directory as done / partial / not started")
