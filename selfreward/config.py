@@ -19,6 +19,7 @@ from omegaconf import OmegaConf
 
 from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
+from selfreward.rundir import CONFIG_HEADER
 from selfreward.schema import (
     INIT_DATA,
     TESTBED_TASKS,
@@ -142,19 +143,7 @@ def validate(cfg) -> Config:
         raise ConfigError(_readable(e)) from None
     if obj.rounds < 0:
         raise ConfigError(f"'rounds' must be >= 0 (0 runs only the init stage), got {obj.rounds}.")
-    positive = {
-        "prompts.num_prompts": obj.prompts.num_prompts,
-        "prompts.num_shots": obj.prompts.num_shots,
-        "generation.num_candidates": obj.generation.num_candidates,
-        "generation.batch_size": obj.generation.batch_size,
-        "judge.samples": obj.judge.samples,
-        "judge.max_score": obj.judge.max_score,
-        "train.per_device_batch_size": obj.train.per_device_batch_size,
-        "pairs.min_pairs": obj.pairs.min_pairs,  # a trainer given nothing to train on fails late
-    }
-    for key, value in positive.items():
-        if value < 1:
-            raise ConfigError(f"'{key}' must be at least 1, got {value}.")
+    _check_bounds(obj)
     if obj.update.method is UpdateMethod.dpo and obj.generation.num_candidates < 2:
         raise ConfigError("'generation.num_candidates' must be at least 2 for update=dpo (pairs need two).")
     if obj.judge.on_collapse is OnProblem.skip:
@@ -181,6 +170,45 @@ def validate(cfg) -> Config:
         if value is not None and not Path(value).is_file():
             raise ConfigError(f"'{key}': no such file: {value}")
     return obj
+
+
+def _check_bounds(obj: Config) -> None:
+    """Counts and token budgets >= 1, temperatures >= 0, shares and top-p in range, steps > 0, and
+    thresholds inside the judge's scale: values a run would otherwise accept and fail on much later."""
+    p, g, j, tr, u, i = obj.prompts, obj.generation, obj.judge, obj.train, obj.update, obj.init
+    at_least_one = {
+        "prompts.num_prompts": p.num_prompts, "prompts.num_shots": p.num_shots, "prompts.max_attempts": p.max_attempts,
+        "prompts.max_new_tokens": p.max_new_tokens, "prompts.min_words": p.min_words,
+        "generation.num_candidates": g.num_candidates, "generation.batch_size": g.batch_size,
+        "generation.max_new_tokens": g.max_new_tokens, "judge.samples": j.samples, "judge.max_score": j.max_score,
+        "judge.max_new_tokens": j.max_new_tokens, "eval.max_new_tokens": obj.eval.max_new_tokens,
+        "train.per_device_batch_size": tr.per_device_batch_size,
+        "train.gradient_accumulation_steps": tr.gradient_accumulation_steps, "train.max_length": tr.max_length,
+        "train.logging_steps": tr.logging_steps, "train.save_steps": tr.save_steps,
+        "pairs.min_pairs": obj.pairs.min_pairs,  # a trainer given nothing to train on fails late
+    }
+    for key, value in at_least_one.items():
+        if value < 1:
+            raise ConfigError(f"'{key}' must be at least 1, got {value}.")
+    for key, value in {"prompts.temperature": p.temperature, "generation.temperature": g.temperature,
+                       "judge.temperature": j.temperature}.items():
+        if value < 0:
+            raise ConfigError(f"'{key}' must be >= 0 (0 = greedy), got {value}.")
+    for key, value in {"prompts.top_p": p.top_p, "generation.top_p": g.top_p, "judge.top_p": j.top_p,
+                       "judge.max_mode_share": j.max_mode_share}.items():
+        if not 0 < value <= 1:
+            raise ConfigError(f"'{key}' must be in (0, 1], got {value}.")
+    positive = {"init.learning_rate": i.learning_rate, "update.learning_rate": u.learning_rate,
+                "update.epochs": u.epochs, "update.beta": u.beta}
+    if i.max_steps < 0:  # -1 = the epochs decide
+        positive["init.epochs"] = i.epochs
+    for key, value in positive.items():
+        if value <= 0:
+            raise ConfigError(f"'{key}' must be > 0, got {value}.")
+    if i.max_steps == 0 or i.max_steps < -1:
+        raise ConfigError(f"'init.max_steps' must be >= 1, or -1 for init.epochs, got {i.max_steps}.")
+    if p.min_words > p.max_words:
+        raise ConfigError(f"'prompts.min_words' ({p.min_words}) must not exceed 'prompts.max_words' ({p.max_words}).")
 
 
 def rendered_templates(obj: Config) -> list[tuple[str, str]]:
@@ -210,6 +238,12 @@ def _validate_judge(obj: Config) -> None:
     if obj.pairs.sft_thresholds and len(obj.pairs.sft_thresholds) != len(j.score_names):
         raise ConfigError(f"'pairs.sft_thresholds' {obj.pairs.sft_thresholds} must give one threshold per "
                           f"'judge.score_names' entry ({', '.join(j.score_names)}), or be empty.")
+    scale = {"pairs.sft_threshold": obj.pairs.sft_threshold, "pairs.min_margin": obj.pairs.min_margin,
+             **{f"pairs.sft_thresholds[{k}]": v for k, v in enumerate(obj.pairs.sft_thresholds)}}
+    for key, value in scale.items():
+        if not 0 <= value <= j.max_score:
+            raise ConfigError(f"'{key}' must be inside the judge's scale [0, judge.max_score={j.max_score}], "
+                              f"got {value}.")
     if j.model and j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().is_dir():
         raise ConfigError(f"'judge.model': no such checkpoint directory: {j.model}")
 
@@ -329,7 +363,7 @@ def _validate_variant(obj: Config) -> None:
 
 
 def to_yaml(cfg: Config) -> str:
-    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+    return CONFIG_HEADER + OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
 def load_frozen(run_dir: str | Path) -> Config:

@@ -16,6 +16,7 @@ look-ahead training step, or other rules for building the pairs; the round keeps
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shlex
 import shutil
@@ -31,6 +32,7 @@ from selfreward.config import to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
+from selfreward.lock import RunLock
 from selfreward.metrics import round_metrics, summary_table
 from selfreward.process import run_stage
 from selfreward.resources import find_launch_config
@@ -51,8 +53,20 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
         cfg = testbed.attach(cfg, rd)
+    rd.check_is_run_dir()
     preflight(cfg, rd)
+    if rd.root.is_dir() and not os.access(rd.root, os.W_OK):  # nothing can write it: no lock needed
+        return finished_read_only(cfg, rd)
+    rd.root.mkdir(parents=True, exist_ok=True)
+    with RunLock(rd.root) as lock:
+        if note := lock.acquire():
+            console.log(note)
+        return _run(cfg, rd, restart_from)
+
+
+def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
     freeze(cfg, rd, restart_from)
+    verify_finished(cfg, rd)
     if cfg.testbed.enabled:  # after freeze: changed testbed settings are refused once init is done
         testbed.write(cfg, rd)
         check_init_lengths(cfg, rd)
@@ -75,6 +89,31 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
         console.print(summary_table(all_metrics))
     console.print(f"run directory: {rd.root.resolve()}")
     return all_metrics
+
+
+def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
+    """A read-only run directory can only be a finished run with unchanged settings: show its results."""
+    if not rd.config.is_file() or rd.config.read_text() != to_yaml(cfg):
+        raise ConfigError(f"{rd.root} is read-only and its config.yaml differs from these settings (or is "
+                          "missing): nothing can be written there. Copy it somewhere writable to change it.")
+    verify_finished(cfg, rd)
+    todo = [f"round {t} {s.name}" for t in range(1, cfg.rounds + 1) for s in round_stages(cfg, t)
+            if not rd.is_done(t, s.name) and not (s.name == "evaluate" and not cfg.eval.enabled)]
+    if todo:
+        raise ConfigError(f"{rd.root} is read-only and {len(todo)} stages are not done ({todo[0]} first): "
+                          "make it writable to resume the run.")
+    all_metrics = [json.loads((rd.round_dir(t) / "metrics.json").read_text()) for t in range(1, cfg.rounds + 1)]
+    if all_metrics:
+        console.print(summary_table(all_metrics))
+    return all_metrics
+
+
+def verify_finished(cfg: Config, rd: RunDir) -> None:
+    """Before any finished stage is skipped or read, check that its outputs are what it wrote."""
+    rd.verify(None, "init")
+    for t in rd.rounds():
+        for stage in ROUND_STAGES:
+            rd.verify(t, stage)
 
 
 def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
@@ -168,8 +207,9 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
     if restart is not None:
         moved = rd.restart_from(*restart)
         console.log(f"restart_from={restart_from}: moved {len(moved)} outputs to {rd.root / 'superseded'}")
-    rd.root.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(rd.config, to_yaml(cfg))
+    text = to_yaml(cfg)
+    if not rd.config.is_file() or rd.config.read_text() != text:
+        atomic_write_text(rd.config, text)
 
 
 def first_affected(key: str) -> str | None:

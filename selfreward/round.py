@@ -86,8 +86,8 @@ TABLE = (
     Stage("previous_judge", ("judgments_previous.jsonl",), "previous", ("candidates",), "judge", 10, (),
           _cream_from_round_2),
     Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, None,
-          ("pairs", "variant.meta_share", "variant.rho", "variant.length_control", "variant.answer_pattern",
-           "variant.min_vote_share", "variant.min_vote_margin")),
+          ("pairs", "update.method", "variant.meta_share", "variant.rho", "variant.length_control",
+           "variant.answer_pattern", "variant.min_vote_share", "variant.min_vote_margin")),
     Stage("update", ("model", "train", ".model.tmp"), None, ("pairs",), "train", None, ("update",)),
     Stage("evaluate", ("eval.json", "eval_responses.jsonl"), None, ("update",), None, 9, ("eval",)),
 )

@@ -30,7 +30,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
+from selfreward.errors import ConfigError
 from selfreward.round import ROUND_STAGES, STAGE
+
+# The first line of every config.yaml selfreward writes: what marks a directory as a run directory.
+CONFIG_HEADER = "# selfreward run directory: the resolved config of this run (written by selfreward)\n"
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -50,8 +54,16 @@ def write_jsonl(path: Path, records: Iterable[dict]) -> int:
 
 
 def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSONL file; a line that is not JSON is a ConfigError naming the file and line."""
+    rows = []
     with open(path, encoding="utf-8") as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for lineno, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ConfigError(f"{path}:{lineno}: not valid JSON ({e.msg}); the file is damaged") from None
+    return rows
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -60,13 +72,46 @@ def write_json(path: Path, obj: Any) -> None:
 
 @contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory that replaces `path` only if the block finishes."""
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Yield a temporary directory (named for this process) that replaces `path` only if the block finishes."""
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     yield tmp
     shutil.rmtree(path, ignore_errors=True)
     os.replace(tmp, path)
+
+
+# Outputs above this size are recorded by size only: hashing many GB of weights would cost more than
+# it tells (a deleted or truncated file still shows).
+HASH_LIMIT = 64 << 20
+
+
+def fingerprint(path: Path) -> dict:
+    """What `verify` compares: a file's size, SHA-256 (below HASH_LIMIT) and JSONL record count, or the
+    sizes of a directory's files (a training stage's `train/` checkpoints left out)."""
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and "train" not in p.relative_to(path).parts)
+        return {"files": {str(p.relative_to(path)): fingerprint(p) for p in files}}
+    size = path.stat().st_size
+    out = {"bytes": size, **({"sha256": file_sha256(path)} if size <= HASH_LIMIT else {})}
+    if path.suffix == ".jsonl":
+        with open(path, "rb") as f:
+            out["records"] = sum(1 for line in f if line.strip())
+    return out
+
+
+def _differences(recorded: dict, now: dict, where: str) -> list[str]:
+    if "files" in recorded:
+        found = now.get("files", {})
+        missing = [f"{where}/{name}: missing" for name in recorded["files"] if name not in found]
+        return missing + [d for name, r in recorded["files"].items() if name in found
+                          for d in _differences(r, found[name], f"{where}/{name}")]
+    if "records" in recorded and recorded["records"] != now.get("records"):
+        return [f"{where}: {now.get('records')} records, {recorded['records']} when written"]
+    if recorded.get("bytes") != now.get("bytes") or recorded.get("sha256") != now.get("sha256"):
+        return [f"{where}: its content changed after it was written ({now.get('bytes')} bytes, "
+                f"{recorded.get('bytes')} when written)"]
+    return []
 
 
 def file_sha256(path: Path) -> str:
@@ -109,7 +154,13 @@ class ChunkLog:
         state = json.loads(self.progress.read_text())
         with open(self.partial, "rb") as f:
             lines = f.read().split(b"\n")[: state["records"]]
-        records = [json.loads(line) for line in lines]
+        records = []
+        for lineno, line in enumerate(lines, 1):
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise ConfigError(f"{self.partial}:{lineno}: not valid JSON ({e.msg}) in a committed chunk; "
+                                  f"delete {self.partial.name} and {self.progress.name} to redo the stage") from None
         atomic_write_text(self.partial, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
         self.chunks, self.records = state["chunks"], len(records)
         return self.chunks, records, state.get("extra", {})
@@ -233,6 +284,44 @@ class RunDir:
     def is_done(self, t: int | None, stage: str) -> bool:
         return stage in self.manifest(t)
 
+    def outputs(self, t: int | None, stage: str) -> list[Path]:
+        """The existing outputs of a stage (stage table; the init's model) for its manifest entry."""
+        names = ("model",) if stage == "init" else STAGE[stage].files
+        folder = self.stage_dir(t)
+        return [folder / n for n in names if not n.startswith(".") and n != "train" and (folder / n).exists()]
+
+    def problem(self, t: int | None, stage: str) -> str | None:
+        """Why a finished stage's outputs are not what it wrote (missing, edited, truncated), or None."""
+        recorded = self.manifest(t).get(stage, {}).get("outputs")
+        if not recorded:  # not finished, or finished before outputs were recorded
+            return None
+        for name, fp in recorded.items():
+            path = self.root / name
+            found = _differences(fp, fingerprint(path), name) if path.exists() else [f"{name}: missing"]
+            if found:
+                return found[0]
+        return None
+
+    def verify(self, t: int | None, stage: str) -> None:
+        """Raise a ConfigError naming the damaged output and the restart_from that redoes its stage."""
+        why = self.problem(t, stage)
+        if why:
+            hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
+            raise ConfigError(f"{self.root / why.split(':')[0]}: {why.split(': ', 1)[1]}. The {stage} stage "
+                              f"of {'the init' if not t else f'round {t}'} is not what it wrote; rerun with "
+                              f"restart_from={hint} to redo it and everything after it.")
+
+    def check_is_run_dir(self) -> None:
+        """Refuse a non-empty directory selfreward did not write: its files are someone else's."""
+        if not self.root.is_dir() or not any(self.root.iterdir()):
+            return
+        ours = self.config.is_file() and self.config.read_text(errors="replace").startswith(CONFIG_HEADER)
+        shared = "init" in self.manifest(None)  # prepared by a sweep that shares an init
+        if not (ours or shared):
+            raise ConfigError(f"{self.root} exists, holds files and is not a selfreward run directory (no "
+                              "config.yaml written by selfreward): nothing was written. Choose a new or empty "
+                              "run_dir.")
+
     def rounds(self) -> list[int]:
         found = (p.name.removeprefix("round_") for p in self.root.glob("round_*"))
         return sorted(int(n) for n in found if n.isdigit())
@@ -279,5 +368,6 @@ class RunDir:
             **entry,
             "config_sha256": file_sha256(self.config),
             "inputs": {str(p): file_sha256(Path(p)) if Path(p).is_file() else "model" for p in inputs},
+            "outputs": {str(p.relative_to(self.root)): fingerprint(p) for p in self.outputs(t, stage)},
         }
         write_json(self.stage_dir(t) / "manifest.json", manifest)

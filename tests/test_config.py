@@ -70,6 +70,15 @@ def test_recipe_values_beat_group_defaults_and_cli_beats_both():
         ("judge.model=/no/such/judge", ["'judge.model'", "/no/such/judge"]),
         ("prompts.evolve=true prompts.evolve_share=0", ["'prompts.evolve_share'"]),
         ("model.chat_template=nope.jinja", ["'model.chat_template'", "plain_chat.jinja"]),
+        ("generation.temperature=-1", ["'generation.temperature'", ">= 0"]),
+        ("prompts.max_new_tokens=0", ["'prompts.max_new_tokens'", "at least 1"]),
+        ("pairs.sft_threshold=99", ["'pairs.sft_threshold'", "judge.max_score=5"]),
+        ("judge.template=self_assess.txt 'judge.score_names=[Quality,Following]' judge.max_score=10 "
+         "'pairs.sft_thresholds=[8,11]'", ["'pairs.sft_thresholds[1]'", "[0, judge.max_score=10]"]),
+        ("generation.top_p=0", ["'generation.top_p'", "(0, 1]"]),
+        ("update.beta=0", ["'update.beta'", "> 0"]),
+        ("init.max_steps=0", ["'init.max_steps'", "-1 for init.epochs"]),
+        ("prompts.min_words=9 prompts.max_words=3", ["'prompts.min_words'", "'prompts.max_words'"]),
     ],
 )
 def test_bad_override_names_key_and_choices(override, words):

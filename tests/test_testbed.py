@@ -98,7 +98,10 @@ def test_candidate_stats_on_a_hand_made_round():
     judgments = [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "score": s}
                  for c, s in zip(candidates, [0.9, 0.4, 0.9, None, 0.1])]
     stats = testbed.candidate_stats(candidates, judgments)
-    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": round(2.5 / 3, 4), "n_own_pairs": 3}
+    # judge picks: p0's tie at 0.9 goes to the lower id (right), p1's only score is the right one;
+    # votes: every answer once, so the first sampled wins (p0 right, p1 "3" wrong)
+    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": round(2.5 / 3, 4), "n_own_pairs": 3,
+                     "judge_pick_accuracy": 1.0, "vote_accuracy": 0.5, "generation_verification_gap": 0.6}
 
 
 def test_write_keeps_truth_out_of_training(tmp_path):
