@@ -9,8 +9,9 @@ from statistics import mean
 from selfreward.rundir import RunDir, read_jsonl, write_json
 from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
+from selfreward.variants.cream import unflipped
 
-PAIR_RULE = ("length_rho", "cream_consistency", "label_smoothing", "unparsed_answers")
+PAIR_RULE = ("length_rho", "cream_consistency", "label_smoothing", "cream_flipped", "unparsed_answers")
 
 
 def score_histogram(judgments: list[dict]) -> dict[str, int]:
@@ -59,7 +60,8 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         pairs = read_jsonl(rd.output(t, "pairs"))
         metrics["counts"]["pairs"] = len(pairs)
         metrics["counts"]["judge_pairs"] = sum(p.get("kind") == "judge" for p in pairs)
-        pairs = [p for p in pairs if p.get("kind", "response") == "response"]  # lengths of responses only
+        # lengths of responses only, chosen as the judge chose (variant=cream trains some pairs flipped)
+        pairs = [unflipped(p) for p in pairs if p.get("kind", "response") == "response"]
         metrics["lengths_tokens"]["chosen"] = _mean(token_counts(tokenizer, [p["chosen"] for p in pairs]))
         metrics["lengths_tokens"]["rejected"] = _mean(token_counts(tokenizer, [p["rejected"] for p in pairs]))
     else:

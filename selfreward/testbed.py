@@ -345,7 +345,10 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         "per_task": per_task,
     }
     if training is not None:
-        rows = [r for r in training if r.get("kind", "response") == "response"]  # not judge pairs
+        from selfreward.variants.cream import unflipped
+
+        # response pairs only (not judge pairs), as the judge ordered them (variant=cream flips some)
+        rows = [unflipped(r) for r in training if r.get("kind", "response") == "response"]
         out["pair_precision"] = _share([bool(check(r["prompt"], r.get("chosen", r.get("response")))) for r in rows])
         rejected = [not check(r["prompt"], r["rejected"]) for r in rows if "rejected" in r]
         out["rejected_wrong"] = _share(rejected)

@@ -59,6 +59,17 @@ def test_cream_smoothing_is_one_minus_the_mean_rank_agreement():
     assert cream.agreeing_prompts(rows, now, flipped) == ([{"prompt_id": "a"}], 1)
 
 
+def test_cream_flips_a_one_minus_c_share_of_the_pairs():
+    pairs = [{"prompt_id": str(i), "chosen": f"c{i}", "rejected": f"r{i}"} for i in range(10)]
+    out, flipped = cream.smooth_labels(pairs, 0.3, seed=5)
+    assert flipped == 3 and [p for p in out if p.get("flipped")] == [
+        {"prompt_id": p["prompt_id"], "chosen": p["rejected"], "rejected": p["chosen"], "flipped": True}
+        for p, q in zip(pairs, out) if q.get("flipped")]
+    assert cream.smooth_labels(pairs, 0.3, seed=5) == (out, 3)  # the round's seed decides which
+    assert [cream.unflipped(p) for p in out] == [{**p, **({"flipped": True} if q.get("flipped") else {})}
+                                                  for p, q in zip(pairs, out)]
+
+
 def test_random_scores_are_drawn_from_the_seed():
     cfg = JudgeConfig(max_score=5)
     cands = answers("a", "x", "y", "z")
@@ -204,20 +215,24 @@ def test_self_consistency_pairs_a_most_voted_with_a_least_voted_answer(mechanism
 
 
 @pytest.mark.slow
-def test_cream_label_smoothing_is_one_minus_c_and_reaches_the_trainer(mechanisms_sweep):
+def test_cream_smooths_the_labels_by_one_minus_c_in_what_the_trainer_reads(mechanisms_sweep):
     from selfreward.rundir import read_jsonl
     from selfreward.variants import cream
 
     rd = _run(mechanisms_sweep, "cream")
     assert not rd.output(1, "previous_judge").exists()  # round 1 has no judged previous model
-    assert rd.manifest(1)["update"]["trainer_args"]["label_smoothing"] == 0.0
+    assert rd.manifest(1)["pairs"]["label_smoothing"] == 0.0
     entry = rd.manifest(2)["previous_judge"]
     assert str(rd.model(None)) in entry["inputs"]  # M_{t-1} = M1 judged round 2's candidates
     expected = cream.smoothing(read_jsonl(rd.output(2, "judge")), read_jsonl(rd.output(2, "previous_judge")))
-    pairs = rd.manifest(2)["pairs"]
-    assert pairs["label_smoothing"] == expected["label_smoothing"] == round(1 - pairs["cream_consistency"], 4)
-    if not pairs.get("skip_update"):
-        assert rd.manifest(2)["update"]["trainer_args"]["label_smoothing"] == pairs["label_smoothing"]
+    manifest = rd.manifest(2)
+    smoothing = manifest["pairs"]["label_smoothing"]
+    assert smoothing == expected["label_smoothing"] == round(1 - manifest["pairs"]["cream_consistency"], 4)
+    pairs = read_jsonl(rd.output(2, "pairs"))  # exactly what the DPO trainer reads
+    assert sum(p.get("flipped", False) for p in pairs) == manifest["pairs"]["cream_flipped"] == round(
+        smoothing * len(pairs))
+    if not manifest["pairs"].get("skip_update"):
+        assert manifest["update"]["records"] == len(pairs)
     metrics = (rd.round_dir(2) / "metrics.json").read_text()
     assert '"label_smoothing"' in metrics and '"cream_consistency"' in metrics
 

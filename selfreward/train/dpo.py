@@ -46,8 +46,6 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     out_dir = rd.trained_model(t, stage).with_name("train")
     args = DPOConfig(
         beta=cfg.update.beta,
-        # variant=cream: C * DPO(chosen, rejected) + (1 - C) * DPO(rejected, chosen), set by the pairs step
-        label_smoothing=rd.manifest(t).get("pairs", {}).get("label_smoothing", 0.0) if stage == "update" else 0.0,
         precompute_ref_log_probs=cfg.update.precompute_ref,
         **trainer_kwargs(cfg, out_dir, cfg.update.epochs, cfg.update.learning_rate, cfg.seed + t),
     )

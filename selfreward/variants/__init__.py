@@ -9,7 +9,7 @@
 | length          | picks best/worst inside a length window                              | length.py   |
 | seed_anchored   | mixes seed prompts into each round's prompt set                      | prompts stage |
 | self_consistency| no judge: most-voted vs least-voted answer (ScPO)                    | votes.py    |
-| cream           | DPO label smoothing 1 - C, C the agreement with M_{t-1}'s ranking    | cream.py    |
+| cream           | labels smoothed by 1 - C, C the agreement with M_{t-1}'s ranking     | cream.py    |
 | random          | uniform random scores: the floor every gain is read against          | judge stage |
 
 The stages a variant adds are rows of the stage table (`selfreward.round`); this module holds the
@@ -72,6 +72,7 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
         drops["length_rho"] = length.rho(cfg, t)
     if v.name is VariantName.cream:
         drops.update(cream.smoothing(*_previous_rankings(rd, t)))
+        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], cfg.seed * 100_003 + t)
     return pairs, drops
 
 

@@ -2,10 +2,15 @@
 
 From round 2 on, the previous model M_{t-1} also judges the round's candidates (stage
 `previous_judge`). Per prompt, the Kendall tau-b between M_t's and M_{t-1}'s scores says how far the
-two rankings agree; C = mean over prompts of (tau + 1) / 2. The DPO update then trains on
-C * DPO(chosen, rejected) + (1 - C) * DPO(rejected, chosen), which is TRL's sigmoid DPO loss with
-`label_smoothing = 1 - C`: the less the judge agrees with its previous self, the less the pairs are
-trusted. C and the smoothing are recorded in the pairs' manifest entry and in `metrics.json`.
+two rankings agree; C = mean over prompts of (tau + 1) / 2. The update then trains on
+C * DPO(chosen, rejected) + (1 - C) * DPO(rejected, chosen): the less the judge agrees with its
+previous self, the less its pairs are trusted. That is conservative DPO with label smoothing 1 - C,
+but TRL 1.x's sigmoid DPO loss no longer reads `label_smoothing` (only its robust, EXO and AOT losses
+do, each differently), so passing it would silently change nothing. selfreward keeps TRL's loss as it
+is and smooths the labels in the data: a share 1 - C of the round's pairs, drawn with the round's
+seed, is trained with chosen and rejected swapped (`flipped: true`), which gives the same objective
+in expectation. C, 1 - C and the number flipped are recorded in the pairs' manifest entry and in
+`metrics.json`.
 
 The paper ranks with the DPO implicit reward (log pi_t - log pi_{t-1}); selfreward ranks with the
 judge score of each model, the signal the rest of the round uses. In round 1 there is no judged
@@ -15,6 +20,7 @@ the two rankings disagree more than they agree on it ((tau + 1) / 2 < 0.5), self
 
 from __future__ import annotations
 
+import random
 from collections import defaultdict
 from statistics import mean
 
@@ -43,6 +49,19 @@ def smoothing(judgments: list[dict], previous: list[dict] | None) -> dict:
     c = mean(agreement.values()) if agreement else 1.0
     return {"cream_consistency": round(c, 4), "label_smoothing": round(1 - c, 4),
             "cream_prompts": len(agreement)}
+
+
+def smooth_labels(pairs: list[dict], label_smoothing: float, seed: int) -> tuple[list[dict], int]:
+    """Swap chosen and rejected in round(label_smoothing * n) of the pairs, drawn with `seed`."""
+    flip = set(random.Random(seed).sample(range(len(pairs)), round(label_smoothing * len(pairs))))
+    out = [{**p, "chosen": p["rejected"], "rejected": p["chosen"], "flipped": True} if i in flip else p
+           for i, p in enumerate(pairs)]
+    return out, len(flip)
+
+
+def unflipped(pair: dict) -> dict:
+    """A pair as the judge ordered it (what its precision is measured on), flipped or not."""
+    return {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]} if pair.get("flipped") else pair
 
 
 def agreeing_prompts(rows: list[dict], judgments: list[dict], previous: list[dict] | None) -> tuple[list[dict], int]:
