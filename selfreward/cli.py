@@ -14,16 +14,21 @@ Exit codes: 0 done, 2 bad configuration or input (one message naming the key), 1
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from selfreward.config import load_frozen, parse_command, to_yaml
 from selfreward.errors import ConfigError
+from selfreward.process import VERBOSE
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="selfreward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="every stage's full output on the console, library warnings included (default: "
+                             "one line per stage, the output in <run_dir>/logs/)")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run (or resume) the self-rewarding loop"),
                             ("config", "print the resolved config")):
@@ -43,6 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True)
     p.add_argument("--max-new-tokens", type=int, default=1024)
     args = parser.parse_args(argv)
+    if args.verbose:
+        os.environ[VERBOSE] = "1"  # read by this process and every stage it starts
     try:
         if args.command == "export":
             from selfreward.export import export

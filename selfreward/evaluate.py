@@ -62,7 +62,7 @@ def judge_quality(gen, cfg: Config, seed: int) -> dict:
     accuracy, n_pairs = stats.pairwise_accuracy(groups, judge, reference)
     return {
         "n_items": len(rows),
-        "parse_failure_rate": 1 - len(scored) / len(rows),
+        "unscored_rate": 1 - len(scored) / len(rows),  # held-out items whose every judgment failed to parse
         "pairwise_accuracy": accuracy,
         "n_pairs": n_pairs,
         "exact_match": sum(round(j) == r for j, r in zip(judge, reference)) / len(scored) if scored else None,

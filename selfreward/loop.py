@@ -27,14 +27,14 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from selfreward import profiling, testbed, variants
-from selfreward.config import to_yaml
+from selfreward import extensions, profiling, testbed, variants
+from selfreward.config import launch_zero_stage, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
 from selfreward.lock import RunLock
-from selfreward.metrics import round_metrics, summary_table
-from selfreward.process import run_stage
+from selfreward.metrics import round_metrics, summary_markdown, summary_table
+from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.round import GENERATION_STAGES, ROUND_STAGES, round_stages, setting_stages
 from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, write_jsonl
@@ -58,6 +58,9 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     if rd.root.is_dir() and not os.access(rd.root, os.W_OK):  # nothing can write it: no lock needed
         return finished_read_only(cfg, rd)
     rd.root.mkdir(parents=True, exist_ok=True)
+    import torch
+
+    quiet_environment(cuda=torch.cuda.is_available())
     with RunLock(rd.root) as lock:
         if note := lock.acquire():
             console.log(note)
@@ -86,9 +89,20 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
         with profiling.timed("round"):  # for the benchmark's share of a round spent outside model calls
             all_metrics.append(run_round(cfg, rd, t))
     if all_metrics:
-        console.print(summary_table(all_metrics))
-    console.print(f"run directory: {rd.root.resolve()}")
+        atomic_write_text(rd.root / "summary.md", summary_markdown(all_metrics))
+    show_results(rd, all_metrics)
     return all_metrics
+
+
+def show_results(rd: RunDir, all_metrics: list[dict]) -> None:
+    """The results on stdout (diagnostics go to stderr): the summary table, whose cells wrap rather
+    than being cut, and where the run directory, summary.md and the stages' logs are."""
+    out = Console(width=None if sys.stdout.isatty() else 160)
+    if all_metrics:
+        out.print(summary_table(all_metrics))
+        out.print(f"summary: {rd.root.resolve() / 'summary.md'}")
+    out.print(f"run directory: {rd.root.resolve()}" + (f" (stage logs in {rd.root.resolve() / 'logs'})"
+                                                          if (rd.root / "logs").is_dir() else ""))
 
 
 def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
@@ -103,8 +117,7 @@ def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
         raise ConfigError(f"{rd.root} is read-only and {len(todo)} stages are not done ({todo[0]} first): "
                           "make it writable to resume the run.")
     all_metrics = [json.loads((rd.round_dir(t) / "metrics.json").read_text()) for t in range(1, cfg.rounds + 1)]
-    if all_metrics:
-        console.print(summary_table(all_metrics))
+    show_results(rd, all_metrics)
     return all_metrics
 
 
@@ -264,18 +277,28 @@ def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     generate(cfg, rd, t, batch)
 
 
+def stage_launch(cfg: Config, rd: RunDir) -> Launch:
+    """How this run starts its stages: each stage's output in <run_dir>/logs/ (unless verbose)."""
+    return Launch(in_process=cfg.launch.in_process, log_dir=None if verbose() else rd.root / "logs",
+                  stall_timeout=cfg.launch.stall_timeout or None, watch=rd.root)
+
+
 def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
     todo = [s for s in stages if not rd.is_done(t, s)]
     if todo:
         args = ["-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
         n = cfg.launch.generation_processes
         launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
-        run_stage([sys.executable, *launch, *args], f"round {t} generation ({', '.join(todo)})", cfg.launch.in_process)
+        run_stage([sys.executable, *launch, *args], f"round {t}: {', '.join(todo)}", f"round_{t}.generation",
+                  stage_launch(cfg, rd), launched_env() if n > 1 else None)
 
 
 def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
-    run_stage(train_command(cfg, rd, t, module, stage), f"training ({module}, round {t}, {stage})",
-              cfg.launch.in_process)
+    what = "init: SFT on IFT + EFT -> M1" if not t else f"round {t}: {stage} ({module.rsplit('.', 1)[1].upper()})"
+    if launch_zero_stage(cfg.launch.accelerate_config) is not None and not cfg.launch.launcher:
+        extensions.prepare(lambda line: console.print(line))
+    run_stage(train_command(cfg, rd, t, module, stage), what, "init" if not t else f"round_{t}.{stage}",
+              stage_launch(cfg, rd), launched_env() if cfg.launch.accelerate_config or cfg.launch.launcher else None)
 
 
 def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> list[str]:
@@ -292,7 +315,7 @@ def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "up
 
 def evaluate(cfg: Config, rd: RunDir, t: int, what: str) -> None:
     run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what,
-              cfg.launch.in_process)
+              f"round_{t}.evaluate" if t else "init.evaluate", stage_launch(cfg, rd))
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:

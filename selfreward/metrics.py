@@ -48,7 +48,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         # how the variant's rule shaped the pairs: its length window, CREAM's consistency and smoothing
         "pair_rule": {k: v for k, v in manifest["pairs"].items() if k in PAIR_RULE},
         "judge": {
-            "parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
+            "judgment_parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
             "score_histogram": histogram,
             "mode_share": round(max(histogram.values()) / parsed, 4) if parsed else None,
             "mean_score": _mean(scores),
@@ -120,23 +120,20 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
-def summary_table(all_metrics: list[dict]):
-    from rich.table import Table
-
-    table = Table(title="selfreward: rounds")
-    columns = ["round", "prompts", "cands", "parse fail", "mode share", "mean score", "train on",
+def summary_rows(all_metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
+    """(columns, one row per round) of the end-of-run summary."""
+    columns = ["round", "prompts", "cands", "unparsed judgments", "mode share", "mean score", "train on",
                "len chosen/rej", "loss", "reward acc", "judge acc", "win vs prev", "win vs M1", "seconds"]
     testbed = any("testbed_accuracy" in m.get("eval", {}) for m in all_metrics)
     if testbed:  # the ground truth: held-out accuracy and judge accuracy of M_{t+1}, chosen-correct share
         columns[-1:-1] = ["true acc", "true judge acc", "chosen correct"]
-    for col in columns:
-        table.add_column(col, justify="right")
+    rows = []
     for m in all_metrics:
         c, j, lens, tr, ev = m["counts"], m["judge"], m["lengths_tokens"], m["training"], m.get("eval", {})
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
         length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
         row = [
-            str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["parse_failure_rate"], ".1%"),
+            str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["judgment_parse_failure_rate"], ".1%"),
             _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
             _fmt(tr.get("train_loss"), ".4f"), _fmt(tr.get("rewards/accuracies"), ".2f"),
             _fmt(ev.get("judge_pairwise_accuracy"), ".2f"), _fmt(ev.get("win_rate_vs_previous"), ".2f"),
@@ -145,5 +142,24 @@ def summary_table(all_metrics: list[dict]):
         if testbed:
             keys = ("testbed_accuracy", "testbed_judge_accuracy", "testbed_pair_precision")
             row += [_fmt(ev.get(k), ".2f") for k in keys]
-        table.add_row(*row, _fmt(sum(v for v in m["seconds"].values() if v), ".0f"))
+        rows.append([*row, _fmt(sum(v for v in m["seconds"].values() if v), ".0f")])
+    return columns, rows
+
+
+def summary_table(all_metrics: list[dict]):
+    """The summary as a rich table whose cells wrap, never cut, at any width."""
+    from rich.table import Table
+
+    columns, rows = summary_rows(all_metrics)
+    table = Table(title="selfreward: rounds")
+    for col in columns:
+        table.add_column(col, justify="right", overflow="fold")
+    for row in rows:
+        table.add_row(*row)
     return table
+
+
+def summary_markdown(all_metrics: list[dict]) -> str:
+    columns, rows = summary_rows(all_metrics)
+    lines = ["| " + " | ".join(columns) + " |", "|" + " --- |" * len(columns)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows]) + "\n"

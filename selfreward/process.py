@@ -10,12 +10,54 @@ import os
 import signal
 import subprocess
 import sys
+import threading
+import time
 import traceback
-from typing import Callable
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
 
 from selfreward.errors import ConfigError
 
 PR_SET_PDEATHSIG = 1
+VERBOSE = "SELFREWARD_VERBOSE"  # set by `selfreward -v`: every stage's full output on the console
+
+
+def verbose() -> bool:
+    return os.environ.get(VERBOSE) == "1"
+
+
+def quiet_environment(cuda: bool) -> None:
+    """Settings every stage process inherits (unless verbose): no auto-detection warning from
+    DeepSpeed on a CPU machine, no torchrun banner about OMP threads (torchrun's own default, said
+    aloud; see `launched_env`), no dataset-map progress bars, and progress bars that redraw rarely in
+    log files."""
+    if verbose():
+        return
+    quiet = {"HF_DATASETS_DISABLE_PROGRESS_BARS": "1", "TQDM_MININTERVAL": "10"}
+    if not cuda:
+        quiet["DS_ACCELERATOR"] = "cpu"
+    for key, value in quiet.items():
+        os.environ.setdefault(key, value)
+
+
+def launched_env() -> dict[str, str]:
+    """For a stage started by torchrun or accelerate launch: one OMP thread per rank, which torchrun
+    sets anyway when it is unset, with a banner saying so."""
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+
+
+def quiet_warnings() -> None:
+    """Filter, where they are raised, the library warnings selfreward cannot act on (unless verbose)."""
+    if verbose():
+        return
+    import warnings
+
+    # DeepSpeed's collectives call torch's deprecated all_gather_into_tensor
+    warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed.c10d_logger")
+    # peft asks transformers for is_gradient_checkpointing
+    warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 _in_process = False  # a stage running inside the orchestrator (launch.in_process=true)
 
 
@@ -44,6 +86,7 @@ def stage_main(argv: list[str] | None, description: str, run: Callable[[argparse
     add_arguments(parser)
     args = parser.parse_args(argv)
     die_with_parent()
+    quiet_warnings()
     try:
         return run(args) or 0
     except ConfigError as e:
@@ -52,28 +95,167 @@ def stage_main(argv: list[str] | None, description: str, run: Callable[[argparse
 
 
 class StageFailed(RuntimeError):
-    def __init__(self, what: str, returncode: int):
-        super().__init__(
-            f"{what} failed with exit code {returncode} (its output is above). "
-            "Rerun the same command to resume from the last finished stage."
-        )
+    def __init__(self, what: str, returncode: int, log: Path | None = None, why: str = ""):
+        where = f"its output is in {log}; the last lines:\n{_tail(log)}" if log else "its output is above"
+        super().__init__(f"{what} {why or f'failed with exit code {returncode}'} ({where})\n"
+                         "Rerun the same command to resume from the last finished stage.")
         self.returncode = returncode
 
 
-def run_stage(cmd: list[str], what: str, in_process: bool = False) -> None:
-    """Run `cmd` and wait for it. With `in_process`, `cmd` must be `python -m selfreward.<stage> args...`
-    (config validation allows `launch.in_process` only when every stage is one such process): then
-    `<module>.main(args)` runs in this process, so torch, transformers and TRL are imported once per
-    run instead of once per stage."""
-    if in_process:
-        # torchrun is `python -m` too, but its ranks cannot run here
-        if cmd[:2] != [sys.executable, "-m"] or not cmd[2].startswith("selfreward."):
-            raise ValueError(f"launch.in_process runs only plain `python -m` stages, not {cmd}")
-        returncode = _run_main(cmd[2], cmd[3:])
-    else:
-        returncode = subprocess.run(cmd, env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+@dataclass
+class Launch:
+    """How the orchestrator runs its stages (the same for every stage of a run)."""
+
+    in_process: bool = False  # call the stage's main() here instead of a fresh process
+    log_dir: Path | None = None  # each stage's output goes to <log_dir>/<name>.log; None: this console (-v)
+    stall_timeout: float | None = None  # stop a stage process that makes no progress for this long
+    watch: Path | None = None  # a folder whose changing files count as progress, besides the log
+    heartbeat: float = 60.0  # seconds between "still running" lines when stderr is not a terminal
+
+
+def run_stage(cmd: list[str], what: str, name: str = "stage", launch: Launch | None = None,
+              env: dict[str, str] | None = None) -> None:
+    """Run one stage and wait for it; raise StageFailed when it fails or stalls.
+
+    With `launch.in_process`, `cmd` must be `python -m selfreward.<stage> args...` (config validation
+    allows it only when every stage is one such process): `<module>.main(args)` then runs here, so
+    torch, transformers and TRL are imported once per run instead of once per stage. Otherwise the
+    stage is a child process, watched: no new output and no file written under `launch.watch` for
+    `launch.stall_timeout` seconds stops it with a message that says where it stalled."""
+    launch = launch or Launch()
+    log = launch.log_dir / f"{name}.log" if launch.log_dir else None
+    if log:
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "a", encoding="utf-8") as f:
+            f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {' '.join(cmd)}\n")
+    start = time.monotonic()
+    with _progress_line(what, launch, start):
+        if launch.in_process:
+            # torchrun is `python -m` too, but its ranks cannot run here
+            if cmd[:2] != [sys.executable, "-m"] or not cmd[2].startswith("selfreward."):
+                raise ValueError(f"launch.in_process runs only plain `python -m` stages, not {cmd}")
+            with _output_to(log):
+                returncode = _run_main(cmd[2], cmd[3:])
+            why = ""
+        else:
+            returncode, why = _watched(cmd, log, launch, env or {})
     if returncode:
-        raise StageFailed(what, returncode)
+        raise StageFailed(what, returncode, log, why)
+    _say(f"{what}: done in {_clock(time.monotonic() - start)}" if log else "")
+
+
+def _watched(cmd: list[str], log: Path | None, launch: Launch, env: dict[str, str]) -> tuple[int, str]:
+    """Run a child process (its output into `log`), stopping it when it stalls. (exit code, why stopped)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
+    out = open(log, "a", encoding="utf-8") if log else None
+    try:
+        child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                 start_new_session=True)
+        last, marker = time.monotonic(), None
+        while True:
+            try:
+                return child.wait(timeout=5), ""
+            except subprocess.TimeoutExpired:
+                pass
+            now_marker = _progress_marker(log, launch.watch)
+            if now_marker != marker:
+                last, marker = time.monotonic(), now_marker
+            elif launch.stall_timeout and time.monotonic() - last > launch.stall_timeout:
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                return 124, (f"made no progress for {launch.stall_timeout:.0f} s (no output, no file written "
+                             f"under {launch.watch}; launch.stall_timeout) and was stopped")
+    except BaseException:
+        if "child" in locals() and child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+        raise
+    finally:
+        if out:
+            out.close()
+
+
+def _progress_marker(log: Path | None, watch: Path | None) -> tuple:
+    """What changes while a stage works: its log's size and the newest file time under `watch`."""
+    size = log.stat().st_size if log and log.exists() else 0
+    newest = 0.0
+    if watch and watch.is_dir():
+        for root, _dirs, files in os.walk(watch):
+            for f in files:
+                try:
+                    newest = max(newest, os.stat(os.path.join(root, f)).st_mtime)
+                except OSError:
+                    pass
+    return size, newest
+
+
+@contextmanager
+def _output_to(log: Path | None) -> Iterator[None]:
+    """Send this process's stdout and stderr, C libraries' included, to `log` for the block."""
+    if log is None:
+        yield
+        return
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    with open(log, "a", encoding="utf-8") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            os.close(saved[0])
+            os.close(saved[1])
+
+
+@contextmanager
+def _progress_line(what: str, launch: Launch, start: float) -> Iterator[None]:
+    """While a stage runs with its output in a log: a live spinner on a terminal, otherwise a line when
+    it starts and one every `launch.heartbeat` seconds, so a long stage never looks hung."""
+    if launch.log_dir is None:
+        yield
+        return
+    if sys.stderr.isatty() and not launch.in_process:
+        from rich.console import Console
+
+        with Console(stderr=True).status(what):
+            yield
+        return
+    _say(f"{what} ...")
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(launch.heartbeat):
+            _say(f"  {what}: still running ({_clock(time.monotonic() - start)})")
+
+    thread = threading.Thread(target=beat, daemon=True)
+    if not launch.in_process:  # in-process output is redirected to the log: no thread may write then
+        thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+
+
+def _say(line: str) -> None:
+    if line:
+        print(line, file=sys.stderr, flush=True)
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds // 60:.0f}m{seconds % 60:02.0f}s"
+
+
+def _tail(log: Path, lines: int = 15) -> str:
+    try:
+        text = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return ""
+    # progress bars redraw with carriage returns: keep what the last redraw shows
+    return "\n".join("  " + line.rsplit("\r", 1)[-1][:300] for line in text[-lines:])
 
 
 def _run_main(module: str, args: list[str]) -> int:

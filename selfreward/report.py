@@ -116,13 +116,13 @@ def report_run(run_dir: Path) -> Path:
     _plot_curves(series, run_dir / "rounds.png", str(run_dir))
     _plot_histograms(rounds, run_dir / "scores.png")
     lines = [f"# selfreward report: {run_dir}", "", "![per round](rounds.png)", "", "![scores](scores.png)", "",
-             "| round | prompts | train on | parse fail | mode share | judge acc | win vs prev | win vs M1 "
+             "| round | prompts | train on | unparsed judgments | mode share | judge acc | win vs prev | win vs M1 "
              "| len chosen | len rejected | loss |", "|" + " --- |" * 11]
     for m in rounds:
         c, ev = m["counts"], m.get("eval", {})
         lines.append(
             f"| {m['round']} | {c['prompts']} | {CURVES['training examples (pairs / SFT)'](m)} "
-            f"| {_fmt(m['judge']['parse_failure_rate'], '.1%')} | {_fmt(m['judge']['mode_share'])} "
+            f"| {_fmt(m['judge']['judgment_parse_failure_rate'], '.1%')} | {_fmt(m['judge']['mode_share'])} "
             f"| {_fmt(ev.get('judge_pairwise_accuracy'))} | {_fmt(ev.get('win_rate_vs_previous'))} "
             f"| {_fmt(ev.get('win_rate_vs_initial'))} | {_fmt(CURVES['chosen length (tokens)'](m), '.1f')} "
             f"| {_fmt(m['lengths_tokens'].get('rejected'), '.1f')} | {_fmt(m['training'].get('train_loss'), '.4f')} |"

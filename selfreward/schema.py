@@ -364,6 +364,11 @@ class LaunchConfig:
     generation_device_map: Optional[str] = field(
         default=None, metadata={"help": "HF backend, one rank: 'auto' spreads a model too big for one GPU."}
     )
+    stall_timeout: float = field(
+        default=1800.0,
+        metadata={"help": "Stop a stage process after this many seconds without output or a file written in "
+                          "the run directory, with a message saying where it stalled (0 = never)."},
+    )
     in_process: bool = field(
         default=False,
         metadata={"help": "Run every stage inside the orchestrator instead of a fresh Python process each: "

@@ -98,7 +98,7 @@ def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: str
         log.discard()  # judged again on the rerun, under the settings the user changes
         raise
     log.finish()
-    return {"records": len(records), "parse_failures": sum(r["score"] is None for r in records)}
+    return {"records": len(records), "candidates_unscored": sum(r["score"] is None for r in records)}
 
 
 def check_judge_health(cfg: JudgeConfig, records: list[dict], t: int) -> None:

@@ -44,10 +44,10 @@ def check_round(run_dir, t, data_file):
     assert (rd / "model" / "config.json").is_file() and (rd / "model" / "tokenizer_config.json").is_file()
     metrics = json.loads((rd / "metrics.json").read_text())
     assert metrics["counts"]["candidates"] == len(records(rd / "candidates.jsonl"))
-    assert {"parse_failure_rate", "score_histogram", "mode_share"} <= set(metrics["judge"])
+    assert {"judgment_parse_failure_rate", "score_histogram", "mode_share"} <= set(metrics["judge"])
     assert metrics["training"]["train_loss"] is not None and "update" in metrics["seconds"]
     ev = json.loads((rd / "eval.json").read_text())
-    assert {"pairwise_accuracy", "exact_match", "spearman", "kendall_tau", "parse_failure_rate"} <= set(ev["judge"])
+    assert {"pairwise_accuracy", "exact_match", "spearman", "kendall_tau", "unscored_rate"} <= set(ev["judge"])
     assert ev["policy"]["vs_previous"]["n"] == 16 and ev["policy"]["vs_initial"]["n"] == 16
     assert {"response_length_mean", "distinct_2_responses", "distinct_2_prompts", "prompt_repeat_share"} <= set(
         ev["drift"]

@@ -8,6 +8,7 @@ GPUs; with `launch.generation_processes>1` each rank holds a copy (see `generati
 from __future__ import annotations
 
 import copy
+import inspect
 import random
 
 import torch
@@ -37,6 +38,8 @@ class HFGenerator:
             self.model.to(self.device)
         self.model.eval()
         self.batch_size = cfg.generation.batch_size
+        # transformers 5 renamed forward's `past_key_values` to `cache`; older versions know only the first
+        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.prefix_cache = cfg.generation.prefix_cache
         # Stop where vLLM stops: at the tokenizer's EOS and at every EOS of the model's generation config
         # (chat models often end turns with a token the tokenizer does not call EOS).
@@ -109,7 +112,8 @@ class HFGenerator:
         tokens once, then only each prompt's own tokens against a copy of their KV cache, right-padded
         (the prefix fixes the left edge), reading each row's logits at its own last token."""
         prefix = torch.tensor([ids[0][:shared]], device=self.device)
-        cache = self.model(input_ids=prefix, use_cache=True).past_key_values
+        out = self.model(input_ids=prefix, use_cache=True)
+        cache = getattr(out, "cache", None) or out.past_key_values
         pad = self.tokenizer.pad_token_id
         out: list[list[float]] = [[] for _ in ids]
         for idx in self._length_sorted(ids, f"{desc} (shared prefix)"):
@@ -119,7 +123,7 @@ class HFGenerator:
             mask = torch.tensor([[1] * (shared + len(t)) + [0] * (width - len(t)) for t in tails], device=self.device)
             batch_cache = copy.deepcopy(cache)
             batch_cache.batch_repeat_interleave(len(idx))
-            logits = self.model(input_ids=inputs, attention_mask=mask, past_key_values=batch_cache).logits
+            logits = self.model(input_ids=inputs, attention_mask=mask, **{self.cache_arg: batch_cache}).logits
             last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
             probs = torch.softmax(logits[torch.arange(len(idx)), last].float(), dim=-1)[:, token_ids]
             for j, i in enumerate(idx):

@@ -31,9 +31,16 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
                    max_steps: int = -1) -> dict:
     """TrainingArguments shared by SFTConfig and DPOConfig. DeepSpeed comes from the accelerate
     config of the launch, never from here (passing `deepspeed=` too would configure it twice)."""
+    import dataclasses
+
     import torch
+    from transformers import TrainingArguments
 
     t = cfg.train
+    # TRL's configs turn checkpointing on by default, under a name transformers 5 deprecates: set it
+    # by the name this transformers has, to what the recipe says.
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     return dict(
         # Without CUDA, say so: under a DeepSpeed launch transformers otherwise sets up a
         # 1-process state and DeepSpeed's batch-size check fails.
@@ -46,7 +53,7 @@ def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: flo
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         max_length=t.max_length,
         bf16=t.bf16,
-        **({"gradient_checkpointing": True} if t.gradient_checkpointing else {}),
+        **{checkpointing: t.gradient_checkpointing},
         logging_steps=t.logging_steps,
         save_strategy="steps",
         save_steps=t.save_steps,

@@ -1,0 +1,48 @@
+"""DeepSpeed's compiled ops, which torch's extension builder builds once per machine into
+`$TORCH_EXTENSIONS_DIR` (default `~/.cache/torch_extensions/`). On a CPU machine the first DeepSpeed
+launch compiles its communication op for about a minute and prints nothing meanwhile.
+
+A build holds `<build dir>/lock` while it runs; a build killed midway leaves the lock behind, and every
+later build on the machine then waits for it forever, silently. Before a DeepSpeed launch,
+`prepare` removes such a lock when it is provably stale: older than a minute while no compiler or
+ninja process runs on the machine (a live build always has one).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable
+
+BUILDERS = {"ninja", "cc1plus", "c++", "g++", "gcc", "cc", "ld", "collect2"}
+
+
+def root() -> Path:
+    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+
+
+def _building() -> bool:
+    for comm in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if comm.read_text().strip() in BUILDERS:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def stale_locks(min_age: float = 60.0) -> list[Path]:
+    locks = [p for p in root().glob("*/*/lock") if time.time() - p.stat().st_mtime > min_age]
+    return locks if locks and not _building() else []
+
+
+def prepare(say: Callable[[str], None]) -> None:
+    """Remove stale build locks, saying so, and say when DeepSpeed's CPU op is about to be built."""
+    for lock in stale_locks():
+        lock.unlink(missing_ok=True)
+        say(f"removed a stale build lock, {lock}: a build was killed there and no build is running now")
+    import torch
+
+    if not torch.cuda.is_available() and not list(root().glob("*/deepspeed_shm_comm/*.so")):
+        say(f"building DeepSpeed's CPU communication op once for this machine (about a minute; cached in {root()})")
