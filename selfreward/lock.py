@@ -22,8 +22,9 @@ import time
 from pathlib import Path
 
 from selfreward.errors import ConfigError
+from selfreward.rundir import LOCK_NAME
 
-NAME = ".selfreward.lock"
+NAME = LOCK_NAME
 HEARTBEAT = 30.0
 STALE_AFTER = 600.0
 

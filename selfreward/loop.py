@@ -27,7 +27,7 @@ from pathlib import Path
 import yaml
 from rich.console import Console
 
-from selfreward import extensions, profiling, testbed, variants
+from selfreward import extensions, profiling, testbed, trackers, variants
 from selfreward.config import launch_zero_stage, to_yaml
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
@@ -37,7 +37,7 @@ from selfreward.metrics import round_metrics, summary_markdown, summary_table
 from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.round import GENERATION_STAGES, ROUND_STAGES, round_stages, setting_stages
-from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, write_jsonl
+from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.schema import Backend, Config, OnProblem, UpdateMethod
 from selfreward.templates import Template, chat_prompt
 
@@ -70,6 +70,7 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
 def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
     freeze(cfg, rd, restart_from)
     verify_finished(cfg, rd)
+    os.environ.update(trackers.environment(cfg, rd))  # every stage reports into the run's one tracker run
     if cfg.testbed.enabled:  # after freeze: changed testbed settings are refused once init is done
         testbed.write(cfg, rd)
         check_init_lengths(cfg, rd)
@@ -79,7 +80,6 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
         console.log(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
     if not cfg.init.skip and not rd.is_done(None, "init"):
-        console.rule("init: SFT on IFT + EFT -> M1")
         train(cfg, rd, 0, "selfreward.train.sft")
     if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
         evaluate(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
@@ -141,8 +141,11 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     update(cfg, rd, t)
     # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
     if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
-        evaluate(cfg, rd, t, f"round {t} evaluation")
-    return collect_metrics(cfg, rd, t)
+        evaluate(cfg, rd, t, f"round {t}: evaluate")
+    metrics = collect_metrics(cfg, rd, t)
+    if trackers.enabled(cfg):
+        trackers.log_round(cfg, rd, t, metrics, read_jsonl(rd.training_data(cfg, t)))
+    return metrics
 
 
 def preflight(cfg: Config, rd: RunDir) -> None:
@@ -162,6 +165,10 @@ def preflight(cfg: Config, rd: RunDir) -> None:
                           "(a CUDA machine), or use backend=hf.")
     if not cfg.testbed.enabled:
         check_init_lengths(cfg, rd)
+    if cfg.train.trainer_args:
+        from selfreward.train.common import check_trainer_args
+
+        check_trainer_args(cfg, rd)
 
 
 def check_init_lengths(cfg: Config, rd: RunDir) -> None:

@@ -88,7 +88,7 @@ TABLE = (
     Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, None,
           ("pairs", "update.method", "variant.meta_share", "variant.rho", "variant.length_control",
            "variant.answer_pattern", "variant.min_vote_share", "variant.min_vote_margin")),
-    Stage("update", ("model", "train", ".model.tmp"), None, ("pairs",), "train", None, ("update",)),
+    Stage("update", ("model", "train"), None, ("pairs",), "train", None, ("update",)),
     Stage("evaluate", ("eval.json", "eval_responses.jsonl"), None, ("update",), None, 9, ("eval",)),
 )
 STAGE = {s.name: s for s in TABLE}
@@ -102,9 +102,13 @@ def round_stages(cfg: Config, t: int = 1) -> list[Stage]:
     return [s for s in TABLE if s.when(cfg, t)]
 
 
-def setting_stages() -> dict[str, str]:
-    """Setting (key or prefix) -> the first stage it shapes."""
-    out = dict.fromkeys(INIT_SETTINGS, "init")
+# Settings under those prefixes that shape nothing a stage writes: how training is watched.
+WATCH_SETTINGS = ("train.verify_checkpoints", "train.report_to")
+
+
+def setting_stages() -> dict[str, str | None]:
+    """Setting (key or prefix) -> the first stage it shapes (None: none)."""
+    out = {**dict.fromkeys(INIT_SETTINGS, "init"), **dict.fromkeys(WATCH_SETTINGS)}
     for stage in TABLE:
         for key in stage.settings:
             out.setdefault(key, stage.name)

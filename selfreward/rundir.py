@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterable, Iterator
 from selfreward.errors import ConfigError
 from selfreward.round import ROUND_STAGES, STAGE
 
+LOCK_NAME = ".selfreward.lock"  # see selfreward.lock
 # The first line of every config.yaml selfreward writes: what marks a directory as a run directory.
 CONFIG_HEADER = "# selfreward run directory: the resolved config of this run (written by selfreward)\n"
 
@@ -313,7 +314,8 @@ class RunDir:
 
     def check_is_run_dir(self) -> None:
         """Refuse a non-empty directory selfreward did not write: its files are someone else's."""
-        if not self.root.is_dir() or not any(self.root.iterdir()):
+        # a directory holding only a run's lock is a run directory another command is starting
+        if not self.root.is_dir() or all(p.name == LOCK_NAME for p in self.root.iterdir()):
             return
         ours = self.config.is_file() and self.config.read_text(errors="replace").startswith(CONFIG_HEADER)
         shared = "init" in self.manifest(None)  # prepared by a sweep that shares an init

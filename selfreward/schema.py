@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Optional
+from typing import Any, Optional
 
 from omegaconf import MISSING
 
@@ -127,6 +127,21 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     save_steps: int = 500
+    report_to: list[str] = field(
+        default_factory=lambda: ["none"],
+        metadata={"help": "Experiment trackers TRL reports to (tensorboard, wandb, trackio, mlflow, ...); the "
+                          "round's headline numbers go there too, all of a run in one tracker run."},
+    )
+    trainer_args: dict[str, Any] = field(
+        default_factory=dict,
+        metadata={"help": "Any other field of TRL's DPOConfig / SFTConfig, for the init and the updates (each "
+                          "config takes the fields it has), e.g. {lr_scheduler_type: cosine, warmup_ratio: 0.1}."},
+    )
+    verify_checkpoints: bool = field(
+        default=True,
+        metadata={"help": "Record the SHA-256 of every checkpoint file saved and resume only from a checkpoint "
+                          "that still matches (resuming runs torch.load on them); costs a hash of each save."},
+    )
 
 
 @dataclass

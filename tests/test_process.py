@@ -7,7 +7,9 @@ import types
 
 import pytest
 
-from selfreward.process import StageFailed, run_stage
+from selfreward.process import Launch, StageFailed, run_stage
+
+IN_PROCESS = Launch(in_process=True)
 
 STAGE = textwrap.dedent('''
     import argparse
@@ -34,14 +36,14 @@ def stage_module(monkeypatch):
 
 
 def test_in_process_stage_runs_main_with_its_arguments(stage_module):
-    run_stage([sys.executable, "-m", stage_module, "--run-dir", "r"], "fake stage", in_process=True)
+    run_stage([sys.executable, "-m", stage_module, "--run-dir", "r"], "fake stage", launch=IN_PROCESS)
     assert sys.modules[stage_module].calls == [["--run-dir", "r"]]
 
 
 @pytest.mark.parametrize("flag, code", [("--config-error", 2), ("--raise", 1), ("--bad-flag", 2)])
 def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys):
     with pytest.raises(StageFailed) as err:
-        run_stage([sys.executable, "-m", stage_module, flag], "fake stage", in_process=True)
+        run_stage([sys.executable, "-m", stage_module, flag], "fake stage", launch=IN_PROCESS)
     assert err.value.returncode == code and "fake stage failed" in str(err.value)
     if flag == "--raise":  # the traceback a stage process would have printed
         assert "RuntimeError: boom in the stage" in capsys.readouterr().err
@@ -50,4 +52,15 @@ def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys)
 @pytest.mark.parametrize("launcher", [["accelerate", "launch"], [sys.executable, "-m", "torch.distributed.run"]])
 def test_in_process_refuses_a_launcher_command(stage_module, launcher):
     with pytest.raises(ValueError, match="plain `python -m`"):
-        run_stage([*launcher, "-m", stage_module], "fake stage", in_process=True)
+        run_stage([*launcher, "-m", stage_module], "fake stage", launch=IN_PROCESS)
+
+
+def test_in_process_output_goes_to_the_stage_log(stage_module, tmp_path, capsys):
+    """With a log folder, what the stage prints (C-level writes included) lands in its log, and a
+    failure's message quotes the log's last lines and says where it is."""
+    launch = Launch(in_process=True, log_dir=tmp_path)
+    with pytest.raises(StageFailed) as err:
+        run_stage([sys.executable, "-m", stage_module, "--raise"], "fake stage", "fake", launch)
+    log = (tmp_path / "fake.log").read_text()
+    assert "RuntimeError: boom in the stage" in log and "boom in the stage" not in capsys.readouterr().err
+    assert str(tmp_path / "fake.log") in str(err.value) and "RuntimeError: boom" in str(err.value)

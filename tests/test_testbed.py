@@ -200,8 +200,8 @@ def _fake_round(run_dir, t, accuracy, m1_accuracy):
     path = run_dir / f"round_{t}" / "metrics.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({
-        "round": t, "counts": {"prompts": 8, "pairs": 4}, "judge": {"judgment_parse_failure_rate": 0.0, "mode_share": 0.5,
-                                                                    "score_histogram": {"0": 3, "1": 5}},
+        "round": t, "counts": {"prompts": 8, "pairs": 4},
+        "judge": {"judgment_parse_failure_rate": 0.0, "mode_share": 0.5, "score_histogram": {"0": 3, "1": 5}},
         "lengths_tokens": {"all": 5.0, "chosen": 5.0, "rejected": 6.0}, "training": {"train_loss": 0.6},
         "eval": {"judge_pairwise_accuracy": 0.8, "testbed_accuracy": accuracy, "testbed_judge_accuracy": 0.9,
                  "testbed_m1_accuracy": m1_accuracy, "testbed_m1_judge_accuracy": 0.85,

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import time
 from pathlib import Path
 from typing import Callable
 
+from selfreward import trackers
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base, trains_adapter
 from selfreward.config import load_frozen
+from selfreward.errors import ConfigError
 from selfreward.process import stage_main
 from selfreward.profiling import timed
-from selfreward.rundir import RunDir, last_checkpoint
+from selfreward.rundir import RunDir
 from selfreward.schema import Config
+from selfreward.train.callbacks import RunCallback, trusted_checkpoint
 
 
 def training_main(argv: list[str] | None, description: str, train: Callable[[Config, RunDir, int, str], None]) -> int:
@@ -27,39 +31,95 @@ def training_main(argv: list[str] | None, description: str, train: Callable[[Con
                       lambda p: p.add_argument("--stage", choices=("update", "lookahead"), default="update"))
 
 
-def trainer_kwargs(cfg: Config, out_dir: Path, epochs: float, learning_rate: float, seed: int,
-                   max_steps: int = -1) -> dict:
-    """TrainingArguments shared by SFTConfig and DPOConfig. DeepSpeed comes from the accelerate
-    config of the launch, never from here (passing `deepspeed=` too would configure it twice)."""
-    import dataclasses
+# TRL config fields selfreward sets itself -> the setting to use instead (train.trainer_args refuses them).
+RESERVED = {
+    "output_dir": "run_dir (each stage trains into its own train/ folder)",
+    "num_train_epochs": "init.epochs or update.epochs", "max_steps": "init.max_steps",
+    "learning_rate": "init.learning_rate or update.learning_rate",
+    "per_device_train_batch_size": "train.per_device_batch_size",
+    "gradient_accumulation_steps": "train.gradient_accumulation_steps", "max_length": "train.max_length",
+    "bf16": "train.bf16", "gradient_checkpointing": "train.gradient_checkpointing",
+    "activation_checkpointing": "train.gradient_checkpointing", "logging_steps": "train.logging_steps",
+    "save_steps": "train.save_steps", "save_strategy": "train.save_steps", "report_to": "train.report_to",
+    "logging_dir": "train.report_to (TensorBoard writes under <run_dir>/tensorboard/)",
+    "run_name": "run_dir (the tracker run is named after it)", "seed": "seed", "data_seed": "seed",
+    "use_cpu": "the machine (CUDA or not)", "deepspeed": "launch.accelerate_config", "beta": "update.beta",
+    "precompute_ref_log_probs": "update.precompute_ref",
+}
 
+
+def trl_config(config_class, cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, learning_rate: float,
+               max_steps: int = -1, **settings):
+    """A TRL config (SFTConfig or DPOConfig) for a training stage: selfreward's settings, the
+    method's own (`settings`, e.g. DPO's beta), then every `train.trainer_args` field this config
+    class has. DeepSpeed comes from the accelerate config of the launch, never from here (passing
+    `deepspeed=` too would configure it twice)."""
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    extra = {k: v for k, v in cfg.train.trainer_args.items() if k in fields}
+    return config_class(**trainer_kwargs(cfg, rd, t, stage, epochs, learning_rate, max_steps), **settings, **extra)
+
+
+def check_trainer_args(cfg: Config, rd: RunDir) -> None:
+    """Before any work: every `train.trainer_args` field is one of TRL's, not one selfreward sets, and
+    the init's and the updates' configs accept their values."""
+    import difflib
+    from tempfile import TemporaryDirectory
+
+    from trl import DPOConfig, SFTConfig
+
+    known = {f.name for c in (DPOConfig, SFTConfig) for f in dataclasses.fields(c)}
+    for key in cfg.train.trainer_args:
+        if key in RESERVED:
+            raise ConfigError(f"'train.trainer_args.{key}' is set by selfreward: use {RESERVED[key]} instead.")
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            hint = f" Did you mean '{close[0]}'?" if close else ""
+            raise ConfigError(f"'train.trainer_args.{key}' is not a field of TRL's DPOConfig or SFTConfig.{hint}")
+    with TemporaryDirectory() as scratch:
+        for config_class in (SFTConfig, DPOConfig if cfg.update.method.value == "dpo" else SFTConfig):
+            try:
+                trl_config(config_class, cfg, RunDir(scratch), 1, "update", 1.0, 1e-5)
+            except (ValueError, TypeError) as e:
+                raise ConfigError(f"'train.trainer_args' {dict(cfg.train.trainer_args)}: {config_class.__name__} "
+                                  f"refuses it ({e})") from None
+
+
+def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, learning_rate: float,
+                   max_steps: int = -1) -> dict:
+    """TrainingArguments shared by SFTConfig and DPOConfig, for stage `stage` of round t (0: the init)."""
     import torch
     from transformers import TrainingArguments
 
-    t = cfg.train
+    train = cfg.train
     # TRL's configs turn checkpointing on by default, under a name transformers 5 deprecates: set it
     # by the name this transformers has, to what the recipe says.
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
+    # This stage's TensorBoard folder: an argument before transformers 5, an environment variable since.
+    tensorboard = trackers.logging_dir(rd, "init" if stage == "init" else f"round_{t}.{stage}")
+    if "logging_dir" not in names:
+        os.environ["TENSORBOARD_LOGGING_DIR"] = tensorboard
     return dict(
         # Without CUDA, say so: under a DeepSpeed launch transformers otherwise sets up a
         # 1-process state and DeepSpeed's batch-size check fails.
         use_cpu=not torch.cuda.is_available(),
-        output_dir=str(out_dir),
+        output_dir=str(rd.trained_model(t, stage).with_name("train")),
         num_train_epochs=epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
-        per_device_train_batch_size=t.per_device_batch_size,
-        gradient_accumulation_steps=t.gradient_accumulation_steps,
-        max_length=t.max_length,
-        bf16=t.bf16,
-        **{checkpointing: t.gradient_checkpointing},
-        logging_steps=t.logging_steps,
+        per_device_train_batch_size=train.per_device_batch_size,
+        gradient_accumulation_steps=train.gradient_accumulation_steps,
+        max_length=train.max_length,
+        bf16=train.bf16,
+        **{checkpointing: train.gradient_checkpointing},
+        logging_steps=train.logging_steps,
         save_strategy="steps",
-        save_steps=t.save_steps,
-        report_to="none",
-        seed=seed,
-        data_seed=seed,
+        save_steps=train.save_steps,
+        report_to=list(train.report_to),
+        run_name=trackers.run_name(rd),
+        **({"logging_dir": tensorboard} if "logging_dir" in names else {}),
+        seed=cfg.seed + t,
+        data_seed=cfg.seed + t,
     )
 
 
@@ -82,14 +142,19 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     With LoRA the trainer saves the adapter; it is then merged onto `start_from` (`lora.merge=true`)
     or kept with `start_from` recorded as its base."""
     start = time.perf_counter()
-    resume = last_checkpoint(Path(trainer.args.output_dir))
+    out_dir = Path(trainer.args.output_dir)
+    trainer.add_callback(RunCallback(out_dir, cfg.train.verify_checkpoints))
+    hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
+    resume = trusted_checkpoint(out_dir, cfg.train.verify_checkpoints, hint)
     with timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     final = rd.trained_model(t, stage)
-    tmp = final.with_name(".model.tmp")
+    # one name for every rank of this launch (they share their launcher, the parent), another for any other
+    tmp = final.with_name(f".{final.name}.tmp{os.getppid()}")
     accel = trainer.accelerator
     if accel.is_main_process:
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in final.parent.glob(f".{final.name}.tmp*"):  # left by a killed save (one writer: the lock)
+            shutil.rmtree(stale, ignore_errors=True)
     accel.wait_for_everyone()
     trainer.save_model(str(tmp))
     if accel.is_main_process:

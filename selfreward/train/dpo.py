@@ -19,8 +19,8 @@ from selfreward.schema import Config, Reference
 from selfreward.train.common import (
     load_model,
     train_and_save,
-    trainer_kwargs,
     training_main,
+    trl_config,
 )
 
 
@@ -43,12 +43,8 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     policy = rd.policy(cfg, t)
     reference = policy if cfg.update.reference is Reference.previous else rd.initial(cfg)
     # The TRL config must exist before any model loads (ZeRO-3 partitions weights while loading).
-    out_dir = rd.trained_model(t, stage).with_name("train")
-    args = DPOConfig(
-        beta=cfg.update.beta,
-        precompute_ref_log_probs=cfg.update.precompute_ref,
-        **trainer_kwargs(cfg, out_dir, cfg.update.epochs, cfg.update.learning_rate, cfg.seed + t),
-    )
+    args = trl_config(DPOConfig, cfg, rd, t, stage, cfg.update.epochs, cfg.update.learning_rate,
+                      beta=cfg.update.beta, precompute_ref_log_probs=cfg.update.precompute_ref)
     tokenizer = load_tokenizer(policy, cfg)
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(

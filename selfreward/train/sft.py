@@ -15,7 +15,7 @@ from selfreward.judge import judge_template
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config
 from selfreward.text import token_counts
-from selfreward.train.common import load_model, train_and_save, trainer_kwargs, training_main
+from selfreward.train.common import load_model, train_and_save, training_main, trl_config
 
 
 def _example(prompt: str, completion: str) -> dict:
@@ -74,8 +74,7 @@ def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
         start_from, epochs, lr, max_steps = rd.policy(cfg, t), cfg.update.epochs, cfg.update.learning_rate, -1
         examples = [_example(r["prompt"], r["response"]) for r in rows]
         inputs = [rd.training_data(cfg, t), start_from]
-    out_dir = rd.trained_model(t, stage).with_name("train")
-    args = SFTConfig(**trainer_kwargs(cfg, out_dir, epochs, lr, cfg.seed + t, max_steps))
+    args = trl_config(SFTConfig, cfg, rd, t, stage, epochs, lr, max_steps)
     tokenizer = load_tokenizer(start_from, cfg)
     trainer = SFTTrainer(
         model=load_model(start_from, cfg),
