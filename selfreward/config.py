@@ -198,6 +198,8 @@ def _check_bounds(obj: Config) -> None:
                        "judge.max_mode_share": j.max_mode_share}.items():
         if not 0 < value <= 1:
             raise ConfigError(f"'{key}' must be in (0, 1], got {value}.")
+    if u.sft_weight < 0:
+        raise ConfigError(f"'update.sft_weight' must be >= 0, got {u.sft_weight}.")
     positive = {"init.learning_rate": i.learning_rate, "update.learning_rate": u.learning_rate,
                 "update.epochs": u.epochs, "update.beta": u.beta}
     if i.max_steps < 0:  # -1 = the epochs decide

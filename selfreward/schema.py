@@ -252,6 +252,11 @@ class UpdateConfig:
     epochs: float = 1.0
     learning_rate: float = 1e-6
     beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
+    sft_weight: float = field(
+        default=0.0,
+        metadata={"help": "DPO: add this weight times the chosen response's NLL to the loss (RPO, arXiv "
+                          "2404.19733; TRL's loss_type [sigmoid, sft]): keeps the chosen answers likely."},
+    )
     precompute_ref: bool = field(
         default=False,
         metadata={"help": "DPO: compute the reference log-probs once before training, then free the reference."},

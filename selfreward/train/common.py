@@ -56,6 +56,8 @@ def trl_config(config_class, cfg: Config, rd: RunDir, t: int, stage: str, epochs
     `deepspeed=` too would configure it twice)."""
     fields = {f.name for f in dataclasses.fields(config_class)}
     extra = {k: v for k, v in cfg.train.trainer_args.items() if k in fields}
+    if {"loss_type", "loss_weights"} & extra.keys():  # the user's loss replaces update.sft_weight's
+        settings = {k: v for k, v in settings.items() if k not in ("loss_type", "loss_weights")}
     return config_class(**trainer_kwargs(cfg, rd, t, stage, epochs, learning_rate, max_steps), **settings, **extra)
 
 

@@ -43,8 +43,10 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     policy = rd.policy(cfg, t)
     reference = policy if cfg.update.reference is Reference.previous else rd.initial(cfg)
     # The TRL config must exist before any model loads (ZeRO-3 partitions weights while loading).
+    sft = cfg.update.sft_weight
+    rpo = {"loss_type": ["sigmoid", "sft"], "loss_weights": [1.0, sft]} if sft else {}
     args = trl_config(DPOConfig, cfg, rd, t, stage, cfg.update.epochs, cfg.update.learning_rate,
-                      beta=cfg.update.beta, precompute_ref_log_probs=cfg.update.precompute_ref)
+                      beta=cfg.update.beta, precompute_ref_log_probs=cfg.update.precompute_ref, **rpo)
     tokenizer = load_tokenizer(policy, cfg)
     lora = peft_config(cfg.lora)
     trainer = DPOTrainer(
