@@ -38,8 +38,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("run_dir", type=run_dir_argument, help="the run directory (or run_dir=<dir>)")
     p = sub.add_parser("sweep", help="run every combination of swept settings (a=1,2), one run dir each")
     p.add_argument("overrides", nargs="*", help="overrides with sweeps, plus sweep_dir=<dir>")
-    p = sub.add_parser("report", help="write report.md and PNG plots for a run or a sweep directory")
-    p.add_argument("path", type=run_dir_argument, help="a run or sweep directory (or run_dir=<dir>)")
+    p = sub.add_parser("report", help="write report.md and PNG plots for a run or sweeps (--html: a page to "
+                                      "read what the judge chose)")
+    p.add_argument("paths", nargs="+", type=run_dir_argument,
+                   help="a run directory, or sweep directories compared together (or run_dir=<dir>)")
+    p.add_argument("--out", help="where to write (default: the directory given; needed for several)")
+    p.add_argument("--html", action="store_true", help="also write report.html for one run (no server, no network)")
+    p.add_argument("--max-prompts", type=int, default=50,
+                   help="--html: prompts shown per round, a seeded sample of larger rounds (default 50)")
     p = sub.add_parser("export", help="answer a benchmark question file in AlpacaEval or MT-Bench format")
     p.add_argument("run_dir", type=run_dir_argument, help="the run directory (or run_dir=<dir>)")
     p.add_argument("--round", type=int, required=True, help="0 = M1, t = the model round t trained")
@@ -63,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "report":
             from selfreward.report import report
 
-            try:
-                print(report(args.path))
-            except FileNotFoundError as e:
-                raise ConfigError(str(e)) from None
+            print(report(args.paths, args.out, args.html, args.max_prompts))
             return 0
         if args.command == "status":
             return status(args.run_dir)

@@ -1,49 +1,75 @@
-"""`selfreward report <run_dir or sweep_dir>`: report.md and PNG plots, readable in a minute.
+"""`selfreward report PATH [PATH ...] [--out DIR] [--html]`: report.md and PNG plots, readable in a minute.
 
-For one run: per round, the judge's pairwise accuracy on held-out EFT, the win rate of M_{t+1} vs M_t
-and vs M1, the self-judge's score histogram, pair counts and chosen/rejected lengths. For a sweep:
-every swept setting but the seed side by side, mean ± sample standard deviation (n - 1) over seeds,
-per round.
+For one run: per round, the judge's health (unparsed judgments, mode share, score histogram with the
+unparsed ones as their own bar), the training data (pairs, lengths), the evaluation (judge accuracy,
+win rates) and, on the testbed, the accuracies the program checks. For sweeps (one or several sweep
+directories, e.g. the arms of an ablation): every setting that differs between runs, the seed
+excepted, side by side, mean ± sample standard deviation (n - 1) over seeds, per round.
+
+Every per-round panel has round 0 = M1 on its x axis. Model panels (accuracy, judge accuracy, win
+rates) plot the model after round x, so M1 sits at 0; data panels (pairs, lengths, parse failures)
+plot the data round x produced. Rates keep the [0, 1] axis and lengths start at zero, so a small
+change does not look like a cliff. `--html` adds report.html, a page to read what the judge chose
+(`selfreward.report_html`).
 """
 
 from __future__ import annotations
 
 import json
+import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
+from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
-# (title, how to read it from a round's metrics.json)
-CURVES = {
-    "win rate vs M1": lambda m: m.get("eval", {}).get("win_rate_vs_initial"),
-    "win rate vs previous": lambda m: m.get("eval", {}).get("win_rate_vs_previous"),
-    "judge pairwise accuracy (M_t)": lambda m: m.get("eval", {}).get("judge_pairwise_accuracy"),
-    "training examples (pairs / SFT)": lambda m: m["counts"].get("pairs", m["counts"].get("sft_examples")),
-    "chosen length (tokens)": lambda m: m["lengths_tokens"].get("chosen", m["lengths_tokens"].get("selected")),
-    "rejected length (tokens)": lambda m: m["lengths_tokens"].get("rejected"),
-    "all candidates length (tokens)": lambda m: m["lengths_tokens"]["all"],
-    # recipe=testbed: the truth, for M_{t+1} (round 0 = M1)
-    "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy"),
-    "sampled accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_sampled_accuracy"),
-    "majority accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_majority_accuracy"),
-    "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_accuracy"),
-    "accuracy gain vs M1 (testbed)": lambda m: m.get("eval", {}).get("testbed_accuracy_gain"),
-    "chosen correct (testbed)": lambda m: m.get("eval", {}).get("testbed_pair_precision"),
-    "judge on own candidates (testbed)": lambda m: m.get("eval", {}).get("testbed_judge_own_pairwise_accuracy"),
-    "generation-verification gap (testbed)": lambda m: m.get("eval", {}).get("testbed_generation_verification_gap"),
-}
-# Curves that also have a point for M1 (round 0), read from round 1's metrics.
-AT_M1 = {
-    "held-out accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_accuracy"),
-    "sampled accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_sampled_accuracy"),
-    "majority accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_majority_accuracy"),
-    "judge accuracy (testbed)": lambda m: m.get("eval", {}).get("testbed_m1_judge_accuracy"),
-}
+from selfreward.errors import ConfigError  # noqa: E402
+
+
+def _eval(key: str) -> Callable[[dict], float | None]:
+    return lambda m: m.get("eval", {}).get(key)
+
+
+@dataclass(frozen=True)
+class Curve:
+    title: str
+    get: Callable[[dict], float | None]
+    kind: str  # "rate" (axis [0, 1]), "length" or "count" (axis from 0), "delta" (axis through 0)
+    m1: Callable[[dict], float | None] | None = None  # M1's value, read from round 1's metrics
+    model_of_round: int = 0  # -1: the value describes M_t (round t's judge), plotted at t - 1
+
+
+CURVES = [
+    Curve("held-out accuracy, greedy (testbed)", _eval("testbed_accuracy"), "rate", _eval("testbed_m1_accuracy")),
+    Curve("held-out accuracy, sampled (testbed)", _eval("testbed_sampled_accuracy"), "rate",
+          _eval("testbed_m1_sampled_accuracy")),
+    Curve("held-out accuracy, majority of N (testbed)", _eval("testbed_majority_accuracy"), "rate",
+          _eval("testbed_m1_majority_accuracy")),
+    Curve("accuracy gain vs M1 (testbed)", _eval("testbed_accuracy_gain"), "delta", lambda m: 0.0),
+    Curve("judge accuracy, held-out (testbed)", _eval("testbed_judge_accuracy"), "rate",
+          _eval("testbed_m1_judge_accuracy")),
+    Curve("judge on own candidates (testbed)", _eval("testbed_judge_own_pairwise_accuracy"), "rate"),
+    Curve("generation-verification gap (testbed)", _eval("testbed_generation_verification_gap"), "delta"),
+    Curve("chosen correct (testbed)", _eval("testbed_pair_precision"), "rate"),
+    Curve("win rate vs M1", _eval("win_rate_vs_initial"), "rate", lambda m: 0.5),
+    Curve("win rate vs previous", _eval("win_rate_vs_previous"), "rate"),
+    Curve("judge pairwise accuracy, held-out EFT", _eval("judge_pairwise_accuracy"), "rate", model_of_round=-1),
+    Curve("unparsed judgments", lambda m: m["judge"].get("judgment_parse_failure_rate"), "rate"),
+    Curve("most common score's share", lambda m: m["judge"].get("mode_share"), "rate"),
+    Curve("training examples (pairs / SFT)", lambda m: m["counts"].get("pairs", m["counts"].get("sft_examples")),
+          "count"),
+    Curve("chosen length (tokens)", lambda m: m["lengths_tokens"].get("chosen", m["lengths_tokens"].get("selected")),
+          "length"),
+    Curve("rejected length (tokens)", lambda m: m["lengths_tokens"].get("rejected"), "length"),
+    Curve("all candidates' length (tokens)", lambda m: m["lengths_tokens"].get("all"), "length"),
+]
+CURVE = {c.title: c for c in CURVES}
+SEED_KEYS = ("seed",)
 
 
 def sample_sd(values: list[float]) -> float | None:
@@ -56,139 +82,199 @@ def load_rounds(run_dir: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in paths]
 
 
-def points(name: str, rounds: list[dict]) -> list[tuple[int, float]]:
-    """(round, value) of one curve over a run's rounds; (0, M1's value) first where there is one."""
-    get = CURVES[name]
-    out = [(m["round"], get(m)) for m in rounds if get(m) is not None]
-    m1 = AT_M1[name](rounds[0]) if name in AT_M1 and rounds and rounds[0]["round"] == 1 else None
-    return [(0, m1), *out] if m1 is not None else out
+def points(curve: Curve, rounds: list[dict]) -> list[tuple[int, float]]:
+    """(x, value) of one curve over a run's rounds, M1 at x = 0 where the curve has a value for it."""
+    out = [(m["round"] + curve.model_of_round, curve.get(m)) for m in rounds if curve.get(m) is not None]
+    if out and curve.m1 and rounds[0]["round"] == 1 and curve.m1(rounds[0]) is not None:
+        out = [(0, curve.m1(rounds[0])), *out]
+    return out
 
 
 def _fmt(v, spec=".2f") -> str:
     return "–" if v is None else format(v, spec)
 
 
-def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str) -> None:
-    """series: curve title -> {label: [(round, mean, sd)]}: one panel per curve, one line per label."""
-    names = [n for n in CURVES if any(points for points in series[n].values())]
+def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, legend: str) -> None:
+    """series: curve title -> {label: [(x, mean, sd)]}: one panel per curve with data, one line per label."""
+    names = [c.title for c in CURVES if any(series[c.title].values())]
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows), squeeze=False)
-    for ax in axes.flat[len(names) :]:
+    fig, axes = plt.subplots(rows, cols, figsize=(3.8 * cols, 2.9 * rows), squeeze=False)
+    for ax in axes.flat[len(names):]:
         ax.axis("off")
+    last = max((x for s in series.values() for pts in s.values() for x, _, _ in pts), default=1)
     for ax, name in zip(axes.flat, names):
-        for label, points in series[name].items():
-            if points:
-                xs, ys, sds = zip(*points)
+        for label, pts in series[name].items():
+            if pts:
+                xs, ys, sds = zip(*pts)
                 ax.errorbar(xs, ys, yerr=[sd or 0.0 for sd in sds], marker="o", capsize=3, label=label)
+        curve = CURVE[name]
         ax.set_title(name, fontsize=9)
-        ax.set_xlabel("round")
-        if "rate" in name or "accuracy" in name:
-            ax.set_ylim(-0.05, 1.05)
-        ax.set_xticks(sorted({x for points in series[name].values() for x, _, _ in points}))
-    axes[0][0].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
+        ax.set_xlabel("round (0 = M1)", fontsize=8)
+        ax.set_xticks(range(0, last + 1))
+        ax.set_xlim(-0.3, last + 0.3)
+        if curve.kind == "rate":
+            ax.set_ylim(-0.03, 1.03)
+        elif curve.kind in ("length", "count"):
+            ax.set_ylim(bottom=0)
+        else:
+            ax.axhline(0.0, color="grey", linewidth=0.8)
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    if len(labels) > 1:
+        fig.legend(handles, labels, title=legend, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 if len(labels) > 1 else 0, 1, 1))
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
 def _plot_histograms(rounds: list[dict], path: Path) -> None:
-    fig, ax = plt.subplots(figsize=(5, 3.2))
+    """The share of each score per round, the judgments that did not parse as their own bar."""
+    fig, ax = plt.subplots(figsize=(5.5, 3.2))
     width = 0.8 / max(len(rounds), 1)
+    labels: list[str] = []
+    for m in rounds:
+        labels += [k for k in m["judge"]["score_histogram"] if k not in labels]
+    labels = sorted(labels, key=float) + ["unparsed"]
     for i, m in enumerate(rounds):
-        hist = {int(k): v for k, v in m["judge"]["score_histogram"].items()}
-        total = sum(hist.values()) or 1
-        ax.bar([s + i * width for s in hist], [v / total for v in hist.values()], width, label=f"round {m['round']}")
-    ax.set_xlabel("self-judge score")
+        counts = {**m["judge"]["score_histogram"], "unparsed": m["counts"].get("judgment_parse_failures", 0)}
+        total = sum(counts.values()) or 1
+        ax.bar([j + i * width for j in range(len(labels))], [counts.get(k, 0) / total for k in labels], width,
+               label=f"round {m['round']}")
+    ax.set_xticks([j + width * (len(rounds) - 1) / 2 for j in range(len(labels))], labels)
+    ax.set_xlabel("self-judge score (rounded)")
     ax.set_ylabel("share of judgments")
+    ax.set_ylim(0, 1)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
 
-def report_run(run_dir: Path) -> Path:
+def report_run(run_dir: Path, out: Path) -> Path:
     rounds = load_rounds(run_dir)
     if not rounds:
-        raise FileNotFoundError(f"{run_dir} has no finished round (round_*/metrics.json)")
-    series = {name: {"run": [(t, v, 0.0) for t, v in points(name, rounds)]} for name in CURVES}
-    _plot_curves(series, run_dir / "rounds.png", str(run_dir))
-    _plot_histograms(rounds, run_dir / "scores.png")
+        raise ConfigError(f"{run_dir} has no finished round (round_*/metrics.json)")
+    series = {c.title: {run_dir.name: [(x, v, None) for x, v in points(c, rounds)]} for c in CURVES}
+    _plot_curves(series, out / "rounds.png", str(run_dir), "run")
+    _plot_histograms(rounds, out / "scores.png")
     lines = [f"# selfreward report: {run_dir}", "", "![per round](rounds.png)", "", "![scores](scores.png)", "",
              "| round | prompts | train on | unparsed judgments | mode share | judge acc | win vs prev | win vs M1 "
              "| len chosen | len rejected | loss |", "|" + " --- |" * 11]
     for m in rounds:
         c, ev = m["counts"], m.get("eval", {})
         lines.append(
-            f"| {m['round']} | {c['prompts']} | {CURVES['training examples (pairs / SFT)'](m)} "
+            f"| {m['round']} | {c['prompts']} | {CURVE['training examples (pairs / SFT)'].get(m)} "
             f"| {_fmt(m['judge']['judgment_parse_failure_rate'], '.1%')} | {_fmt(m['judge']['mode_share'])} "
             f"| {_fmt(ev.get('judge_pairwise_accuracy'))} | {_fmt(ev.get('win_rate_vs_previous'))} "
-            f"| {_fmt(ev.get('win_rate_vs_initial'))} | {_fmt(CURVES['chosen length (tokens)'](m), '.1f')} "
+            f"| {_fmt(ev.get('win_rate_vs_initial'))} | {_fmt(CURVE['chosen length (tokens)'].get(m), '.1f')} "
             f"| {_fmt(m['lengths_tokens'].get('rejected'), '.1f')} | {_fmt(m['training'].get('train_loss'), '.4f')} |"
         )
-    accuracy = points("held-out accuracy (testbed)", rounds)
+    accuracy = points(CURVE["held-out accuracy, greedy (testbed)"], rounds)
     if accuracy:
-        judge = dict(points("judge accuracy (testbed)", rounds))
-        lines += ["", "Testbed, checked by the program (model M_{t+1} after round t; round 0 = M1):", "",
-                  "| after round | held-out accuracy | judge accuracy |", "| --- | --- | --- |"]
-        lines += [f"| {t} | {_fmt(v)} | {_fmt(judge.get(t))} |" for t, v in accuracy]
-    path = run_dir / "report.md"
+        other = {c: dict(points(CURVE[c], rounds)) for c in ("held-out accuracy, sampled (testbed)",
+                                                               "judge accuracy, held-out (testbed)")}
+        lines += ["", "Testbed, checked by the program (the model after round t; round 0 = M1):", "",
+                  "| after round | greedy accuracy | sampled accuracy | judge accuracy |", "| --- | --- | --- | --- |"]
+        lines += [f"| {t} | {_fmt(v)} | {' | '.join(_fmt(o.get(t)) for o in other.values())} |" for t, v in accuracy]
+    path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def report_sweep(sweep_dir: Path) -> Path:
-    info = json.loads((sweep_dir / "sweep.json").read_text())
-    compared = [k for k in info["swept"] if k != "seed"] or info["swept"]
+def sweep_runs(paths: list[Path]) -> list[dict]:
+    """Every finished run of the given sweep directories (sweep.json) or run directories, each with
+    the settings it was given ("overrides")."""
+    runs = []
+    for path in paths:
+        if (path / "sweep.json").is_file():
+            runs += [r for r in json.loads((path / "sweep.json").read_text())["runs"]]
+        elif (path / "config.yaml").is_file():
+            runs.append({"name": path.name, "overrides": {}, "run_dir": str(path), "status": "done"})
+        else:
+            raise ConfigError(f"{path} is neither a run directory (config.yaml) nor a sweep (sweep.json)")
+    return runs
+
+
+def arm_label(overrides: dict, compared: list[str]) -> str:
+    """The arm's settings that differ between arms; the controls say what they are."""
+    label = ",".join(f"{k}={overrides[k]}" for k in compared if k in overrides) or "defaults"
+    if overrides.get("judge.method") == "oracle":
+        label += " (ceiling: the checker's rewards, not self-rewarding)"
+    if overrides.get("variant") == "random":
+        label += " (floor: random rewards)"
+    return label
+
+
+TESTBED_COLUMNS = ["accuracy gain vs M1 (testbed)", "held-out accuracy, greedy (testbed)",
+                   "held-out accuracy, sampled (testbed)", "held-out accuracy, majority of N (testbed)",
+                   "judge on own candidates (testbed)", "chosen correct (testbed)",
+                   "generation-verification gap (testbed)", "training examples (pairs / SFT)"]
+GENERAL_COLUMNS = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy, held-out EFT",
+                   "training examples (pairs / SFT)", "chosen length (tokens)"]
+
+
+def report_sweep(paths: list[Path], out: Path) -> Path:
+    runs = sweep_runs(paths)
+    keys = sorted({k for r in runs for k in r["overrides"]})
+    compared = [k for k in keys if k not in SEED_KEYS and len({r["overrides"].get(k) for r in runs}) > 1]
     groups: dict[str, list[list[dict]]] = defaultdict(list)
-    for run in info["runs"]:
+    for run in runs:
         rounds = load_rounds(Path(run["run_dir"]))
         if rounds:
-            groups[",".join(f"{k}={run['overrides'][k]}" for k in compared)].append(rounds)
-    series = {name: {} for name in CURVES}
+            groups[arm_label(run["overrides"], compared)].append(rounds)
+    series = {c.title: {} for c in CURVES}
     rows = []
-    for label, runs in groups.items():
-        for name in CURVES:
+    for label, arm in groups.items():
+        for curve in CURVES:
             by_round = defaultdict(list)
-            for rounds in runs:
-                for t, v in points(name, rounds):
-                    by_round[t].append(v)
-            series[name][label] = [(t, mean(v), sample_sd(v)) for t, v in sorted(by_round.items())]
-        last = {name: series[name][label][-1] if series[name][label] else None for name in CURVES}
-        rows.append((label, len(runs), last))
-    _plot_curves(series, sweep_dir / "sweep.png", f"{sweep_dir}: mean ± sample sd over seeds")
-    cols = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy (M_t)",
-            "training examples (pairs / SFT)", "chosen length (tokens)"]
-    if any(last["accuracy gain vs M1 (testbed)"] for _, _, last in rows):
-        cols = ["accuracy gain vs M1 (testbed)", "held-out accuracy (testbed)", "sampled accuracy (testbed)",
-                "majority accuracy (testbed)", "judge accuracy (testbed)", "judge on own candidates (testbed)",
-                "chosen correct (testbed)", "training examples (pairs / SFT)"]
-    over = ", ".join(sorted(set(info["swept"]) - set(compared))) or "runs"
-    lines = [f"# selfreward sweep report: {sweep_dir}", "",
-             f"Compared: {', '.join(compared)}; mean ± sample sd (n - 1) over {over} at the last round.", "",
+            for rounds in arm:
+                for x, v in points(curve, rounds):
+                    by_round[x].append(v)
+            series[curve.title][label] = [(x, mean(v), sample_sd(v)) for x, v in sorted(by_round.items())]
+        rows.append((label, len(arm), {c.title: (series[c.title][label] or [None])[-1] for c in CURVES}))
+    legend = ", ".join(compared) or "runs"
+    _plot_curves(series, out / "sweep.png", "mean ± sample sd (n - 1) over seeds", legend)
+    testbed = any(last["held-out accuracy, greedy (testbed)"] for _, _, last in rows)
+    cols = TESTBED_COLUMNS if testbed else GENERAL_COLUMNS
+    over = ", ".join(k for k in keys if k in SEED_KEYS) or "runs"
+    lines = [f"# selfreward sweep report: {', '.join(map(str, paths))}", "",
+             f"Compared: {legend}; mean ± sample sd (n - 1) over {over} at the last round (– : one run).", "",
              "![sweep](sweep.png)", "",
              "| setting | runs | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
     for label, n, last in rows:
         cells = [f"{_fmt(last[c][1])} ± {_fmt(last[c][2])}" if last[c] else "–" for c in cols]
         lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     gains = [(label, n, last["accuracy gain vs M1 (testbed)"]) for label, n, last in rows]
-    if all(g for _, _, g in gains) and gains:
-        lines += ["", "Held-out accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1) over seeds:"]
+    if gains and all(g for _, _, g in gains):
+        lines += ["", "Held-out greedy accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1):"]
         lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
                   f"after round {g[0]} ({n} runs)" for label, n, g in gains]
-    failed = [r["name"] for r in info["runs"] if r["status"].startswith("failed")]
+    failed = [r["name"] for r in runs if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]
-    path = sweep_dir / "report.md"
+    path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def report(path: str) -> Path:
-    root = Path(path)
-    if (root / "sweep.json").is_file():
-        return report_sweep(root)
-    if (root / "config.yaml").is_file():
-        return report_run(root)
-    raise FileNotFoundError(f"{root} is neither a run directory (config.yaml) nor a sweep (sweep.json)")
+def report(paths: list[str], out: str | None = None, html: bool = False, max_prompts: int = 50) -> Path:
+    """Write the report of one run, or of sweeps, into `out` (default: the one directory given, when
+    it is writable: a finished run on a read-only disk is reported elsewhere with --out)."""
+    roots = [Path(p) for p in paths]
+    if out is None:
+        if len(roots) > 1:
+            raise ConfigError("a report on several directories needs --out <dir> (where to write it).")
+        if not os.access(roots[0], os.W_OK):
+            raise ConfigError(f"{roots[0]} is not writable: give --out <dir> to write the report there.")
+    target = Path(out) if out else roots[0]
+    target.mkdir(parents=True, exist_ok=True)
+    single = len(roots) == 1 and (roots[0] / "config.yaml").is_file()
+    if html:
+        if not single:
+            raise ConfigError("--html takes one run directory (the page shows its rounds).")
+        from selfreward.report_html import write_html
+
+        report_run(roots[0], target)
+        return write_html(roots[0], target, max_prompts)
+    return report_run(roots[0], target) if single else report_sweep(roots, target)

@@ -10,6 +10,8 @@ from selfreward.schema import Config, UpdateMethod
 
 
 def _training(rd: RunDir, t: int, stage: str) -> str:
+    if problem := rd.problem(t, stage):
+        return f"damaged: {problem}"
     if rd.is_done(t, stage):
         entry = rd.manifest(t)[stage]
         return "done (skipped: too few pairs)" if entry.get("skipped") else f"done ({entry.get('steps')} steps)"
@@ -46,6 +48,8 @@ def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str,
             states[stage] = _training(rd, t, stage)
         elif stage == "evaluate" and not cfg.eval.enabled:
             states[stage] = "disabled"
+        elif problem := rd.problem(t, stage):
+            states[stage] = f"damaged: {problem}"
         elif stage in done:
             states[stage] = f"done ({done[stage]} records)"
         elif (k := ChunkLog(rd.output(t, stage)).committed()) is not None:

@@ -37,14 +37,14 @@ from selfreward.schema import Config
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 
-def expand(overrides: list[str]) -> tuple[list[str], list[dict[str, str]], str]:
-    """(fixed overrides, one {key: value} per combination, sweep_dir)."""
+def expand(overrides: list[str]) -> tuple[list[str], dict[str, str], list[dict[str, str]], str]:
+    """(fixed overrides, the same as {key: value}, one {key: value} per combination, sweep_dir)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
     try:
         parsed = OverridesParser.create().parse_overrides(overrides)
-        fixed, swept, sweep_dir = [], {}, "runs/sweep"
+        fixed, settings, swept, sweep_dir = [], {}, {}, "runs/sweep"
         for text, o in zip(overrides, parsed):
             if o.key_or_group == "sweep_dir":
                 sweep_dir = str(o.value())
@@ -52,10 +52,11 @@ def expand(overrides: list[str]) -> tuple[list[str], list[dict[str, str]], str]:
                 swept[o.key_or_group] = list(o.sweep_string_iterator())
             else:
                 fixed.append(text)
+                settings[o.key_or_group] = text.split("=", 1)[1]
     except HydraException as e:
         raise ConfigError(f"Cannot expand the sweep: {e}") from None
     combos = [dict(zip(swept, values)) for values in itertools.product(*swept.values())]
-    return fixed, combos, sweep_dir
+    return fixed, settings, combos, sweep_dir
 
 
 def run_name(combo: dict[str, str]) -> str:
@@ -99,7 +100,10 @@ def is_complete(cfg: Config) -> bool:
 
 
 def sweep(overrides: list[str]) -> int:
-    fixed, combos, sweep_dir = expand(overrides)
+    """Run the combinations; a sweep_dir may take several sweeps (the arms of one ablation, e.g. one
+    sweep over variants and another for the oracle): sweep.json lists every run of all of them, and
+    a run with an init already trained there for the same settings starts from it."""
+    fixed, settings, combos, sweep_dir = expand(overrides)
     root = Path(sweep_dir)
     plans = []
     for combo in combos:
@@ -107,7 +111,10 @@ def sweep(overrides: list[str]) -> int:
         args = [*fixed, *(f"{k}={v}" for k, v in combo.items()), f"run_dir='{root / run_name(combo)}'"]
         plans.append((combo, args, compose(args)))  # a bad combination stops the sweep before any run
     root.mkdir(parents=True, exist_ok=True)
-    results, inits = [], {}
+    earlier = json.loads((root / "sweep.json").read_text())["runs"] if (root / "sweep.json").is_file() else []
+    ours = {run_name(combo) for combo in combos}
+    results = [r for r in earlier if r["name"] not in ours]
+    inits = {r["init_key"]: RunDir(r["run_dir"]) for r in results if r.get("init_key")}
     for i, (combo, args, cfg) in enumerate(plans, 1):
         console.rule(f"sweep {i}/{len(plans)}: {run_name(combo)}")
         rd, key = RunDir(cfg.run_dir), init_key(cfg)
@@ -120,16 +127,17 @@ def sweep(overrides: list[str]) -> int:
             status = "done" if code == 0 and is_complete(cfg) else f"failed (exit {code})"
         if rd.is_done(None, "init"):
             inits.setdefault(key, rd)
-        results.append({"name": run_name(combo), "overrides": combo, "run_dir": cfg.run_dir, "status": status})
-        write_json(root / "sweep.json", {"fixed": fixed, "swept": list(combos[0]) if combos else [], "runs": results})
+        results.append({"name": run_name(combo), "overrides": {**settings, **combo}, "swept": list(combo),
+                        "run_dir": cfg.run_dir, "status": status, "init_key": key})
+        write_json(root / "sweep.json", {"runs": results})
     table = Table(title=f"sweep {root}")
     for column in ("run", "status", "run_dir"):
         table.add_column(column)
-    for r in results:
+    for r in results[len(results) - len(plans):]:
         table.add_row(r["name"], r["status"], r["run_dir"])
     console.print(table)
-    failed = [r["name"] for r in results if r["status"].startswith("failed")]
+    failed = [r["name"] for r in results[len(results) - len(plans):] if r["status"].startswith("failed")]
     if failed:
         names = ", ".join(failed)
-        console.print(f"[red]{len(failed)} of {len(results)} runs failed: {names}; rerun the sweep to retry them.")
+        console.print(f"[red]{len(failed)} of {len(plans)} runs failed: {names}; rerun the sweep to retry them.")
     return 1 if failed else 0
