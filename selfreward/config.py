@@ -9,13 +9,16 @@ and never composes again, so several ranks never re-resolve the config.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import functools
 import re
+import typing
+from enum import Enum
 from pathlib import Path
 from typing import Optional
 
-from omegaconf import OmegaConf
+from omegaconf import MISSING, OmegaConf, open_dict
 
 from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
@@ -46,6 +49,52 @@ def recipes() -> list[str]:
     return sorted(p.stem for p in RECIPES_DIR.glob("*.yaml"))
 
 
+def recipe_summaries() -> list[tuple[str, str]]:
+    """(recipe, the first sentence of its header comment) for every recipe."""
+    out = []
+    for name in recipes():
+        header = []
+        for line in (RECIPES_DIR / f"{name}.yaml").read_text().splitlines():
+            if not line.startswith("#") or not line.strip("# "):
+                break
+            header.append(line.strip("# "))
+        text = " ".join(header)
+        out.append((name, text.split(". ")[0].rstrip(".") + "." if text else ""))
+    return out
+
+
+def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """(key, type, default, help) of every schema key under `prefix`, from the dataclasses' metadata."""
+    rows = []
+
+    def walk(cls, path: str) -> None:
+        for f in dataclasses.fields(cls):
+            key = f"{path}{f.name}"
+            hint = typing.get_type_hints(cls)[f.name]
+            if dataclasses.is_dataclass(hint):
+                walk(hint, key + ".")
+                continue
+            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = default.value if isinstance(default, Enum) else default
+            kind = _type_name(hint)
+            if key.startswith(prefix):
+                rows.append((key, kind, "???" if default is MISSING else repr(default), f.metadata.get("help", "")))
+
+    walk(Config, "")
+    if not rows:
+        raise ConfigError(f"No config key starts with {prefix!r}. Top-level keys: "
+                          f"{', '.join(f.name for f in dataclasses.fields(Config))}.")
+    return rows
+
+
+def _type_name(hint) -> str:
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return " | ".join(e.value for e in hint)
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join("null" if a is type(None) else _type_name(a) for a in typing.get_args(hint))
+    return hint.__name__ if isinstance(hint, type) else str(hint).replace("typing.", "")
+
+
 def group_options(group: str) -> list[str]:
     return sorted(p.stem for p in (RECIPES_DIR / group).glob("*.yaml"))
 
@@ -71,9 +120,13 @@ def _check_override_key(key: str) -> None:
 DIRECTIVES = ("restart_from",)
 
 
-def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str]]:
-    """Parse overrides with Hydra's grammar, validate keys and group choices, pull out `recipe=`
-    and the DIRECTIVES."""
+# Settings whose keys are free (any TRL field): set after composition, where new keys are allowed.
+FREE_DICTS = ("train.trainer_args",)
+
+
+def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], dict]:
+    """Parse overrides with Hydra's grammar, validate keys and group choices, pull out `recipe=`,
+    the DIRECTIVES and the values for FREE_DICTS (key -> parsed value)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -81,9 +134,12 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str]]:
         parsed = OverridesParser.create().parse_overrides(overrides)
     except HydraException as e:
         raise ConfigError(f"Cannot parse overrides: {e}") from None
-    recipe, rest, directives = "tiny", [], {}
+    recipe, rest, directives, free = "tiny", [], {}, {}
     for text, o in zip(overrides, parsed):
         key = o.key_or_group
+        if any(key == d or key.startswith(d + ".") for d in FREE_DICTS):
+            free[key] = o.value()
+            continue
         if o.is_sweep_override():
             raise ConfigError(f"'{text}' is a sweep; `selfreward run` takes one value per key.")
         if key == "recipe":
@@ -102,7 +158,7 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str]]:
         elif not o.is_delete():
             _check_override_key(key)
         rest.append(text)
-    return recipe, rest, directives
+    return recipe, rest, directives, free
 
 
 def compose(overrides: list[str]) -> Config:
@@ -117,11 +173,14 @@ def parse_command(overrides: list[str]) -> tuple[Config, dict[str, str]]:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    recipe, rest, directives = split_recipe(overrides)
+    recipe, rest, directives, free = split_recipe(overrides)
     _register_schema()
     try:
         with initialize_config_dir(config_dir=str(RECIPES_DIR), version_base="1.3"):
             cfg = hydra_compose(config_name=recipe, overrides=rest)
+        with open_dict(cfg):
+            for key, value in free.items():
+                OmegaConf.update(cfg, key, value, merge=False)
         return validate(cfg), directives
     except (HydraException, OmegaConfBaseException) as e:
         raise ConfigError(_readable(e)) from None

@@ -2,7 +2,7 @@
 ~1M-parameter model learns to answer and to judge them in CPU minutes.
 
     reverse cabd -> dbac        sort cabd -> abcd        count a in abca -> 2        add 17 25 -> 42
-    pair 3 8 5 1 sum 9 -> 8 1   (the one pair of the list that sums to the target, in list order)
+    pair 3 8 5 1 sum 9 -> 8 1   (a pair of the list, in list order, that sums to the target)
 
 `pair` is the family where checking is easier than producing: finding the pair is a search over
 the list, checking a proposed one is two look-ups and one addition.
@@ -12,7 +12,7 @@ the list, checking a proposed one is two look-ups and one addition.
   self_instruct`: the prompts template with k seed tasks -> one new task), so M1 can write prompts;
 - `eft.jsonl`: instances with a correct or a corrupted answer and the judgment in the recipe's judge
   format ("Score: <max_score>" or "Score: 0"); with `judge.reasoning=true` the judgment first works
-  the check out ("sorted: abcd; given abcd: same. Score: 1", "8+5=13, not 9. Score: 0");
+  the check out ("sort: abcd; given abcd: same. Score: 1", "8+5=13 vs 9: differs. Score: 0");
 - `heldout_prompts.jsonl`, `heldout_eft.jsonl`: a fixed held-out set (`testbed.heldout_seed`, the same
   for every run seed), disjoint from the training instances.
 
@@ -55,6 +55,8 @@ class Task:
     explain: Callable[..., str] | None = None
     # A plausible wrong answer (arguments, rng, correct answer); None: `corrupt`.
     wrong: Callable[..., str] | None = None
+    # Whether a response is right (arguments, response); None: it equals `solve`'s answer.
+    accepts: Callable[..., bool] | None = None
 
 
 def _word(rng: random.Random, cfg: TestbedConfig) -> str:
@@ -71,8 +73,15 @@ def _pairs(numbers: str, target: str) -> list[tuple[int, int]]:
 
 
 def _solve_pair(numbers: str, target: str) -> str | None:
+    """The first pair of the list (in list order) summing to the target; None when none does."""
     found, xs = _pairs(numbers, target), numbers.split()
-    return f"{xs[found[0][0]]} {xs[found[0][1]]}" if len(found) == 1 else None
+    return f"{xs[found[0][0]]} {xs[found[0][1]]}" if found else None
+
+
+def _accepts_pair(numbers: str, target: str, response: str) -> bool:
+    """Any pair of the list, in list order, that sums to the target (a self-written list may have several)."""
+    xs = numbers.split()
+    return response.strip() in {f"{xs[i]} {xs[j]}" for i, j in _pairs(numbers, target)}
 
 
 def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
@@ -86,6 +95,7 @@ def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
 
 
 def _explain_pair(numbers: str, target: str, response: str) -> str:
+    """The check a verifier writes: the proposed numbers in the list, their sum next to the target."""
     xs, got = numbers.split(), response.split()
     if len(got) != 2 or not all(g.isdigit() for g in got):
         return "not two numbers"
@@ -93,14 +103,15 @@ def _explain_pair(numbers: str, target: str, response: str) -> str:
     if missing:
         return f"{missing[0]} not in the list"
     total = int(got[0]) + int(got[1])
-    return f"{got[0]}+{got[1]}={total}, {'the target' if total == int(target) else f'not {target}'}"
+    return f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}"
 
 
 def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> str:
-    """Another pair of the list (the model's usual mistake), or the right pair with one number off."""
+    """Mostly another pair of the list (the model's usual mistake), else the pair with a number off."""
     xs = numbers.split()
-    others = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs)) if f"{xs[i]} {xs[j]}" != answer]
-    if others and rng.random() < 0.7:
+    others = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))
+              if int(xs[i]) + int(xs[j]) != int(target)]
+    if others and rng.random() < 0.85:
         i, j = rng.choice(others)
         return f"{xs[i]} {xs[j]}"
     a, b = answer.split()
@@ -123,7 +134,7 @@ TASKS = {
     "pair": Task(re.compile(r"pair ((?:\d )+\d) sum (\d{1,2})"), _solve_pair, _sample_pair, "pair {} sum {}",
                  lambda numbers, target: (*sorted(numbers.split()), target),
                  lambda c, numbers, target: max(c.min_len, 3) <= len(numbers.split()) <= c.max_len,
-                 _explain_pair, _wrong_pair),
+                 _explain_pair, _wrong_pair, _accepts_pair),
 }
 
 
@@ -174,7 +185,12 @@ def task_filter(cfg: Config, rd: RunDir) -> Callable[[str], str | None]:
 def check(instruction: str, response: str) -> bool | None:
     """Whether `response` answers `instruction` correctly (None: not a testbed instruction)."""
     parsed = parse(instruction)
-    return None if parsed is None else response.strip() == parsed[1]
+    if parsed is None:
+        return None
+    task = TASKS[parsed[0]]
+    if task.accepts:
+        return task.accepts(*_match(instruction)[1].groups(), response)
+    return response.strip() == parsed[1]
 
 
 def corrupt(rng: random.Random, answer: str, task: str = "") -> str:
@@ -231,8 +247,8 @@ def wrong_answer(rng: random.Random, row: dict) -> str:
 
 
 def judgment(instruction: str, response: str, label: str, score: int, reasoning: bool) -> str:
-    """The EFT judgment: "Score: X", or with `reasoning` the check worked out first ("sorted: abcd;
-    given abcd: same. Score: 1"; for `pair`, the proposed pair verified: "8+5=13, not 9. Score: 0")."""
+    """The EFT judgment: "Score: X", or with `reasoning` the check worked out first ("sort: abcd;
+    given abcd: same. Score: 1"; for `pair`, the proposed pair verified: "8+5=13 vs 9: differs. Score: 0")."""
     if not reasoning:
         return f"{label}: {score}"
     name, m = _match(instruction)

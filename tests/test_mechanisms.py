@@ -114,8 +114,11 @@ def test_reasoning_judge_reads_the_score_after_its_own_reasoning(tiny_checkpoint
 def test_pair_task(numbers, target, answer):
     instruction = f"pair {numbers} sum {target}"
     assert testbed.parse(instruction) == ("pair", answer) and testbed.check(instruction, answer)
-    assert not testbed.check(instruction, " ".join(reversed(answer.split())))
-    assert testbed.parse("pair 1 2 3 4 sum 5") is None  # two pairs sum to 5: no single answer
+    assert not testbed.check(instruction, " ".join(reversed(answer.split())))  # in list order
+    # a self-written list may hold several pairs: each is right, the first is the canonical answer
+    assert testbed.parse("pair 1 2 3 4 sum 5") == ("pair", "1 4")
+    assert testbed.check("pair 1 2 3 4 sum 5", "2 3") and not testbed.check("pair 1 2 3 4 sum 5", "1 2")
+    assert testbed.parse("pair 1 2 3 sum 9") is None  # no pair sums to 9: not a task
 
 
 def test_pair_instances_have_one_answer_and_wrong_answers_are_wrong():
@@ -125,13 +128,13 @@ def test_pair_instances_have_one_answer_and_wrong_answers_are_wrong():
     assert all(testbed.check(r["instruction"], r["answer"]) for r in rows)
     for r in rows:
         assert not testbed.check(r["instruction"], testbed.wrong_answer(rng, r))
-    assert testbed.why_not_a_task("pair 1 2 3 4 sum 5", cfg) == "unparseable"
+    assert testbed.why_not_a_task("pair 1 2 3 sum 9", cfg) == "unparseable"
     assert testbed.why_not_a_task("pair 1 2 sum 3", cfg) == "out_of_range"  # lists have 3-6 numbers
 
 
 def test_reasoning_judgments_work_the_check_out():
-    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 1", "Score", 1, True) == "8+1=9, the target. Score: 1"
-    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 5", "Score", 0, True) == "8+5=13, not 9. Score: 0"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 1", "Score", 1, True) == "8+1=9 vs 9: same. Score: 1"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 5", "Score", 0, True) == "8+5=13 vs 9: differs. Score: 0"
     assert testbed.judgment("pair 3 8 5 1 sum 9", "8 2", "Score", 0, True) == "2 not in the list. Score: 0"
     assert testbed.judgment("sort cab", "abc", "Score", 1, True) == "sort: abc; given abc: same. Score: 1"
     assert testbed.judgment("sort cab", "abc", "Score", 1, False) == "Score: 1"

@@ -222,13 +222,13 @@ def test_report_states_the_gain_over_m1_per_update(tmp_path):
             runs.append({"name": run_dir.name, "overrides": {"update": update, "seed": str(seed)},
                          "run_dir": str(run_dir), "status": "done"})
     (tmp_path / "sweep.json").write_text(json.dumps({"fixed": [], "swept": ["update", "seed"], "runs": runs}))
-    text = report(str(tmp_path)).read_text()
+    text = report([str(tmp_path)]).read_text()
     # dpo: gains 0.1 and 0.2 -> +15.0 points ± the sample sd (n - 1): sqrt(2 * 5.0**2 / 1) = 7.1; sft: 0.0 and 0.0
     assert "- update=dpo: +15.0 ± 7.1 points after round 2 (2 runs)" in text
     assert "- update=sft: +0.0 ± 0.0 points after round 2 (2 runs)" in text
     assert "accuracy gain vs M1 (testbed)" in text.splitlines()[6]  # the table's first column after runs
-    one = report(str(tmp_path / "update=dpo,seed=0")).read_text()
-    assert "| 0 | 0.50 | 0.85 |" in one and "| 2 | 0.60 | 0.90 |" in one  # round 0 is M1
+    one = report([str(tmp_path / "update=dpo,seed=0")]).read_text()
+    assert "| 0 | 0.50 | – | 0.85 |" in one and "| 2 | 0.60 | – | 0.90 |" in one  # round 0 is M1
 
 
 def test_too_small_a_task_family_is_a_config_error():
