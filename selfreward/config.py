@@ -285,9 +285,9 @@ def _validate_judge(obj: Config) -> None:
     if j.method is JudgeMethod.oracle and not obj.testbed.enabled:
         raise ConfigError("judge.method=oracle scores with the testbed's checker: it needs recipe=testbed "
                           "(testbed.enabled=true). It is the ceiling of a testbed sweep, never self-rewarding.")
-    if j.reasoning and j.method is not JudgeMethod.logprob:
-        raise ConfigError(f"'judge.reasoning'=true reads the score after the judge's own reasoning: it needs "
-                          f"judge=logprob (got judge.method={j.method.value}).")
+    if j.reasoning and j.method is JudgeMethod.sampled:  # oracle: the model's own judge is measured with it
+        raise ConfigError("'judge.reasoning'=true reads the score after the judge's own reasoning: it needs "
+                          "judge=logprob (got judge.method=sampled).")
     if not j.score_names or len(set(j.score_names)) != len(j.score_names):
         raise ConfigError(f"'judge.score_names' must be a non-empty list of distinct names, got {j.score_names}.")
     if j.combine != "mean" and j.combine not in j.score_names:
