@@ -4,8 +4,8 @@
     python -m benchmarks --model /models/Qwen2.5-0.5B-Instruct --device cuda
     python -m benchmarks --size minimal --out /tmp/results.json   # seconds: keeps the suite working
 
-Writes `benchmarks/results.json`: {"machine": ..., "rows": [{"name", "ratio", "target",
-"higher_is_better", "detail"}]} and prints the table.
+Writes `benchmarks/results.json`: {"machine": ..., "rows": [{"name", "value", "target", "met", "detail"}]}
+and prints the table. A row is met when its value is inside its target and its gate (if any) holds.
 """
 
 from __future__ import annotations
@@ -25,14 +25,12 @@ RESULTS = Path(__file__).resolve().parent / "results.json"
 
 
 def table(rows: list[dict]) -> Table:
-    t = Table(title="selfreward benchmarks (ratios measured side by side)")
-    for column in ("row", "ratio", "target", "met", "detail"):
+    t = Table(title="selfreward benchmarks (measured side by side)")
+    for column in ("row", "value", "target", "met", "detail"):
         t.add_column(column, overflow="fold")
     for r in rows:
-        met = "-" if r["target"] is None or r["ratio"] is None else (
-            "yes" if (r["ratio"] >= r["target"]) == r["higher_is_better"] or r["ratio"] == r["target"] else "NO")
-        target = "-" if r["target"] is None else ("≥ " if r["higher_is_better"] else "≤ ") + str(r["target"])
-        t.add_row(r["name"], "n/a" if r["ratio"] is None else f"{r['ratio']:.3g}", target, met, r["detail"])
+        met = {True: "yes", False: "NO", None: "-"}[r["met"]]
+        t.add_row(r["name"], "n/a" if r["value"] is None else f"{r['value']:.3g}", r["target"], met, r["detail"])
     return t
 
 
@@ -46,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     console = Console(stderr=True)
     start = time.perf_counter()
-    rows = suite.run(args.size, args.model, args.device, args.overrides, progress=console.log)
+    rows = [r.as_dict() for r in suite.run(args.size, args.model, args.device, args.overrides, progress=console.log)]
     result = {"machine": suite.machine(args.device), "size": args.size, "seconds": round(time.perf_counter() - start),
               "rows": rows}
     args.out.parent.mkdir(parents=True, exist_ok=True)

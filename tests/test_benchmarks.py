@@ -1,10 +1,104 @@
-"""The benchmark entry point at its minimal size: every row is produced in the documented shape."""
+"""The benchmark suite: every row can fail (each measured thing, degraded on purpose, misses its target),
+and the entry point produces every row at its minimal size."""
 
 import json
+import random
 import subprocess
 import sys
+import time
 
 import pytest
+
+from benchmarks import rows, suite
+from selfreward.config import compose
+from selfreward.generation.base import Sampling
+
+
+class FakeTokenizer:
+    chat_template = "x"
+
+    def __call__(self, texts, add_special_tokens=False):
+        return {"input_ids": [t.split() for t in texts]}
+
+    def encode(self, text, add_special_tokens=False):
+        return [ord(c) for c in text]  # one token a character: each score digit is its own token
+
+    def apply_chat_template(self, messages, tokenize=False, add_generation_prompt=True):
+        return messages[0]["content"]
+
+
+class FakeGenerator:
+    """A generator with a cost model: `per_call` seconds per generate call plus `per_row` per prompt,
+    and a quadratic term when degraded."""
+
+    def __init__(self, per_call=0.0, per_row=0.0, quadratic=0.0):
+        self.tokenizer, self.batch_size = FakeTokenizer(), 64
+        self.per_call, self.per_row, self.quadratic = per_call, per_row, quadratic
+
+    def generate(self, prompts, sampling: Sampling, desc=""):
+        rows_n = len(prompts) * sampling.n
+        time.sleep(self.per_call + self.per_row * rows_n + self.quadratic * rows_n ** 2)
+        return [["one two three four"] * sampling.n for _ in prompts]
+
+    def next_token_probs(self, prompts, ids, desc=""):
+        n = len(prompts)
+        time.sleep(self.per_call + self.per_row * n + self.quadratic * n ** 2)
+        return [[random.random() for _ in ids] for _ in prompts]
+
+
+SIZE = suite.SIZES["minimal"]
+
+
+def test_batched_generation_fails_when_batching_does_not_pay():
+    size = suite.Size(**{**SIZE.__dict__, "prompts": 32})
+    good = suite.batched_generation(FakeGenerator(per_call=0.02, per_row=0.0001), size)
+    slow = suite.batched_generation(FakeGenerator(per_row=0.002), size)
+    assert good.met is True and slow.met is False
+
+
+def test_scaling_fails_with_a_quadratic_step_and_with_free_work():
+    cfg = compose([])
+    size = suite.Size(**{**SIZE.__dict__, "scale_batch": 4, "scale_steps": (1, 2, 4, 8)})
+    linear = suite.scaling_rows(FakeGenerator(per_call=0.0005, per_row=0.002), cfg, size)
+    quadratic = suite.scaling_rows(FakeGenerator(per_row=0.0005, quadratic=0.0002), cfg, size)
+    assert [r.met for r in linear] == [True, True], [r.as_dict() for r in linear]
+    assert quadratic[0].met is False and quadratic[0].value > 1.1
+    free = rows.exponent("x", [(1, 1.0), (2, 1.1), (4, 1.2), (8, 1.3)], "work that costs nothing more")
+    assert free.met is False and free.value < 0.9
+
+
+def test_a_faster_judge_that_judges_worse_fails_its_gate():
+    fast_good = rows.judge_speed("j", 1.0, 30.0, 0.90, 0.91, 10.0, "")
+    fast_bad = rows.judge_speed("j", 1.0, 30.0, 0.50, 0.91, 10.0, "")  # e.g. random scores
+    slow = rows.judge_speed("j", 1.0, 5.0, 0.95, 0.91, 10.0, "")
+    assert (fast_good.met, fast_bad.met, slow.met) == (True, False, False)
+    assert "less accurate" in fast_bad.as_dict()["detail"]
+
+
+def test_a_judge_returning_random_scores_fails_on_the_testbed_items():
+    """End to end through the row: the fake's logprob judge reads random probabilities."""
+    eft = [{"instruction": f"sort {w}", "response": r, "judgment": "Score: 0", "score": 0}
+           for w in ("cab", "dca", "feb", "hag", "bad", "ceg") for r in ("".join(sorted(w)), w)]
+    judged = [{"score": random.random()} for _ in eft]
+    truth = [{"score": 1.0 if r["response"] == "".join(sorted(r["instruction"][5:])) else 0.0} for r in eft]
+    assert suite._pairwise(eft, truth, 1) == 1.0
+    row = rows.judge_speed("j", 1.0, 30.0, suite._pairwise(eft, judged, 1), suite._pairwise(eft, truth, 1), 10.0, "")
+    assert row.met is False
+
+
+def test_the_pairs_row_fails_when_the_data_work_is_slow():
+    assert suite.pairs_at_scale_row(SIZE).met is True
+    slowed = suite.pairs_at_scale_row(SIZE, work=lambda c, j: (suite.pairs_work(c, j), time.sleep(5.1)))
+    assert slowed.met is False
+    hungry = suite.pairs_at_scale_row(SIZE, work=lambda c, j: bytearray(1100 * 2**20))
+    assert hungry.met is False and "peak memory" in hungry.as_dict()["detail"]
+
+
+def test_time_rows_fail_with_overhead():
+    assert rows.overhead("u", 1.0, 1.0, 1.1, "").met is True
+    assert rows.overhead("u", 1.3, 1.0, 1.1, "").met is False  # e.g. a slowed trainer setup
+    assert rows.outside_share("s", [(2.2, 2.0), (2.3, 2.1)], 0.10, "").met is True
+    assert rows.outside_share("s", [(3.2, 2.0), (3.3, 2.1)], 0.10, "").met is False  # 1 s more outside
 
 
 @pytest.mark.slow
@@ -14,11 +108,15 @@ def test_benchmark_entry_point_minimal(tmp_path):
                    capture_output=True)
     result = json.loads(out.read_text())
     assert "CPU cores" in result["machine"] and result["size"] == "minimal"
-    rows = result["rows"]
-    assert len(rows) == 6
-    for r in rows:
-        assert set(r) == {"name", "ratio", "target", "higher_is_better", "detail"}
-        assert isinstance(r["ratio"], float) and r["ratio"] > 0 and r["detail"]
-    targets = {r["name"].split(" (")[0]: r["target"] for r in rows}
-    assert targets["batched generation vs per-prompt loop"] == 10.0
-    assert targets["update stage vs bare TRL DPOTrainer script"] == 1.1
+    names = [r["name"].split(" (")[0] for r in result["rows"]]
+    assert names == [
+        "batched generation vs a per-prompt loop", "judge scoring with the shared rubric prefix cached vs not",
+        "round generation work vs prompts", "round generation work vs candidates per prompt",
+        "logprob judge vs 3 sampled judgments", "reasoning judge",
+        "pairs, SFT set, votes and histogram of a paper-sized round",
+        "update stage vs a bare TRL DPOTrainer script", "share of a steady-state round outside model calls",
+        "share of the README's first command outside model calls",
+        "README's first command vs the same recipe in one process"]
+    for r in result["rows"]:
+        assert set(r) == {"name", "value", "target", "met", "detail"} and r["detail"]
+        assert isinstance(r["value"], float) and r["value"] > 0
