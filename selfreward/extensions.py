@@ -3,9 +3,10 @@
 launch compiles its communication op for about a minute and prints nothing meanwhile.
 
 A build holds `<build dir>/lock` while it runs; a build killed midway leaves the lock behind, and every
-later build on the machine then waits for it forever, silently. Before a DeepSpeed launch,
-`prepare` removes such a lock when it is provably stale: older than a minute while no compiler or
-ninja process runs on the machine (a live build always has one).
+later build on the machine then waits for it forever, silently. Before a DeepSpeed launch, `prepare`
+removes such a lock when it is provably stale: older than MIN_AGE seconds while no compiler or ninja
+process runs on the machine (a live build always has one). While compilers run (a build in progress,
+or one orphaned by a kill that finishes on its own), it waits for them, saying so.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Callable
 
 BUILDERS = {"ninja", "cc1plus", "c++", "g++", "gcc", "cc", "ld", "collect2"}
+MIN_AGE = 30.0  # a build takes its lock a moment before it starts its first compiler
+WAIT = 600.0  # the longest a build in progress is waited for
 
 
 def root() -> Path:
@@ -32,13 +35,22 @@ def _building() -> bool:
     return False
 
 
-def stale_locks(min_age: float = 60.0) -> list[Path]:
-    locks = [p for p in root().glob("*/*/lock") if time.time() - p.stat().st_mtime > min_age]
+def _locks() -> list[Path]:
+    return list(root().glob("*/*/lock"))
+
+
+def stale_locks(min_age: float = MIN_AGE) -> list[Path]:
+    locks = [p for p in _locks() if p.exists() and time.time() - p.stat().st_mtime > min_age]
     return locks if locks and not _building() else []
 
 
-def prepare(say: Callable[[str], None]) -> None:
+def prepare(say: Callable[[str], None], poll: float = 2.0) -> None:
     """Remove stale build locks, saying so, and say when DeepSpeed's CPU op is about to be built."""
+    deadline = time.time() + WAIT
+    if _locks() and _building():
+        say("waiting for a torch-extensions build in progress on this machine")
+    while _locks() and time.time() < deadline and (_building() or not stale_locks()):
+        time.sleep(poll)
     for lock in stale_locks():
         lock.unlink(missing_ok=True)
         say(f"removed a stale build lock, {lock}: a build was killed there and no build is running now")

@@ -110,10 +110,12 @@ def reason_then_read(generator: Generator, rendered: list[str], label: str, opti
     prefix, ids = option_token_ids(generator.tokenizer, label, options)
     texts = generator.generate(rendered, Sampling(0.0, 1.0, max_new_tokens), desc=f"{desc}: reasoning")
     stop = re.compile(rf"{re.escape(label)}\s*:", re.IGNORECASE)
-    reasoning = [stop.split(t[0], maxsplit=1)[0].strip() for t in texts]
-    probs = generator.next_token_probs([r + (w + "\n" if w else "") + prefix for r, w in zip(rendered, reasoning)],
-                                       ids, desc=f"{desc}: verdict")
-    return reasoning, probs
+    written = [stop.split(t[0], maxsplit=1) for t in texts]
+    # Read after the reasoning as the judge wrote it up to its label; one cut off before the label
+    # gets it on a line of its own.
+    lead = [parts[0] if len(parts) > 1 else (parts[0] + "\n" if parts[0] else "") for parts in written]
+    probs = generator.next_token_probs([r + w + prefix for r, w in zip(rendered, lead)], ids, desc=f"{desc}: verdict")
+    return [w.strip() for w in lead], probs
 
 
 def score_token_ids(tokenizer, max_score: int, label: str = "Score") -> tuple[str, list[int]]:

@@ -106,7 +106,8 @@ def test_reasoning_judge_reads_the_score_after_its_own_reasoning(tiny_checkpoint
     (row,) = judge_candidates(gen, cfg, [{**cand("a", 0, "abc"), "prompt": "sort cab"}], seed=0)
     prefix, _ = score_token_ids(gen.tokenizer, 1)
     assert [c[0] for c in calls] == ["generate", "read"]
-    assert calls[1][1] == [calls[0][1][0] + "sorted: abc; given abc: same.\n" + prefix]
+    # read where the judge wrote its label, after the reasoning exactly as it wrote it
+    assert calls[1][1] == [calls[0][1][0] + "sorted: abc; given abc: same. " + prefix]
     assert row["judgments"] == ["sorted: abc; given abc: same."] and 0 <= row["score"] <= 1
 
 

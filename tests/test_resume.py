@@ -111,3 +111,26 @@ def test_status_shows_partial_stage(run_from_init, tmp_path):
     assert row.count("done (") == 2  # prompts, candidates
     assert re.search(r"partial \(\d+ of \d+ records\)", row)  # judge: some chunks committed
     assert row.count("not started") == 3  # pairs, update, evaluate
+
+
+def test_a_kill_during_the_first_deepspeed_build_does_not_hang_the_next_run(tmp_path):
+    """The first DeepSpeed launch on a machine compiles an op under a lock; a kill then leaves the lock,
+    which made every later launch wait forever. The rerun removes it (saying so) and finishes."""
+    extensions = tmp_path / "torch_extensions"  # a machine that has never built the op
+    env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(extensions)}
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "selfreward", "run", "recipe=tiny", *SMALL, "rounds=0", "init.epochs=1",
+            f"run_dir={run_dir}"]
+    with open(tmp_path / "first.log", "w") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, start_new_session=True)
+    deadline = time.monotonic() + 300
+    while not list(extensions.glob("*/*/lock")) and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(extensions.glob("*/*/lock")), f"the build never started; see {tmp_path / 'first.log'}"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert list(extensions.glob("*/*/lock"))  # left behind
+    result = subprocess.run(args, capture_output=True, text=True, env=env, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "removed a stale build lock" in result.stderr
+    assert (run_dir / "init" / "model" / "model.safetensors").is_file()

@@ -175,7 +175,7 @@ def test_meta_judge_writes_its_comparison_before_its_verdict_is_read(tiny_checkp
     assert [c[0] for c in calls] == ["generate", "read"] and calls[0][2].temperature == 0.0
     prefix, _ = option_token_ids(gen.tokenizer, "Better", ["1", "2"])  # "Better:" and what follows it
     for rendered, read in zip(calls[0][1], calls[1][1]):
-        assert read == rendered + "Judgment 2 forgets the rubric's first point.\n" + prefix
+        assert read == rendered + "Judgment 2 forgets the rubric's first point. " + prefix
     assert [c["reasoning"] for c in record["comparisons"]] == ["Judgment 2 forgets the rubric's first point."] * 2
     assert {record["chosen"], record["rejected"]} == set(item["judgments"])
 
