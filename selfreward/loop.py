@@ -15,7 +15,6 @@ look-ahead training step, or other rules for building the pairs; the round keeps
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import shlex
@@ -24,31 +23,26 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 
 from selfreward import extensions, profiling, testbed, trackers, variants
 from selfreward.config import launch_zero_stage, to_yaml
-from selfreward.data import load_seed, seed_texts
+from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
-from selfreward.judge import judge_template
 from selfreward.lock import RunLock
 from selfreward.metrics import round_metrics, summary_markdown, summary_table
+from selfreward.preflight import check_init_lengths, preflight
 from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
-from selfreward.round import GENERATION_STAGES, ROUND_STAGES, round_stages, setting_stages
+from selfreward.resume import freeze, verify_finished
+from selfreward.round import GENERATION_STAGES, round_stages
 from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
-from selfreward.schema import Backend, Config, OnProblem, UpdateMethod
-from selfreward.templates import Template, chat_prompt
+from selfreward.schema import Config, OnProblem, UpdateMethod
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 # Settings not named by the stage table (rounds, run_dir, launch.*, backend, vllm.*) change how or
 # how long the run goes on, not what a finished stage wrote.
-FIRST_AFFECTED = setting_stages()
-STAGES = ("init", *ROUND_STAGES)
-
-
 def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
@@ -121,14 +115,6 @@ def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
     return all_metrics
 
 
-def verify_finished(cfg: Config, rd: RunDir) -> None:
-    """Before any finished stage is skipped or read, check that its outputs are what it wrote."""
-    rd.verify(None, "init")
-    for t in rd.rounds():
-        for stage in ROUND_STAGES:
-            rd.verify(t, stage)
-
-
 def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     console.rule(f"round {t}: M{t} -> M{t + 1}")
     # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
@@ -146,126 +132,6 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     if trackers.enabled(cfg):
         trackers.log_round(cfg, rd, t, metrics, read_jsonl(rd.training_data(cfg, t)))
     return metrics
-
-
-def preflight(cfg: Config, rd: RunDir) -> None:
-    """Check every input before any work, so bad input stops the run with nothing written."""
-    if not cfg.testbed.enabled:  # the testbed writes its data itself (and checks it once written)
-        load_seed(cfg.data.ift_path, "ift")
-        load_seed(cfg.data.eft_path, "eft")
-    Template(cfg.prompts.template, ("examples",), key="prompts.template")
-    judge_template(cfg.judge)
-    if cfg.prompts.evolve:
-        Template(cfg.prompts.evolve_template, ("instruction",), key="prompts.evolve_template")
-    for key, path in (("model.name_or_path", cfg.model.name_or_path), ("judge.model", cfg.judge.model)):
-        if path is not None:
-            check_tokenizer(cfg, key, path)
-    if cfg.backend is Backend.vllm and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' "
-                          "(a CUDA machine), or use backend=hf.")
-    if not cfg.testbed.enabled:
-        check_init_lengths(cfg, rd)
-    if cfg.train.trainer_args:
-        from selfreward.train.common import check_trainer_args
-
-        check_trainer_args(cfg, rd)
-
-
-def check_init_lengths(cfg: Config, rd: RunDir) -> None:
-    """Every init example must fit what training keeps, measured with the tokenizer M1 will have:
-    the user's checkpoint's, or the tiny model's (built here in memory when it is not saved yet)."""
-    from selfreward.checkpoint import load_tokenizer
-    from selfreward.train.sft import check_init_lengths as check
-
-    if cfg.init.skip or rd.is_done(None, "init"):
-        return
-    if cfg.model.name_or_path:
-        from transformers import AutoConfig
-
-        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg)
-        model_config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
-        context = getattr(model_config, "max_position_embeddings", None)
-    else:
-        from selfreward.tiny import build_tokenizer
-
-        tokenizer = (load_tokenizer(rd.base_model, cfg) if rd.base_model.is_dir()
-                     else build_tokenizer(seed_texts(cfg), cfg.model.tiny.vocab_size))
-        context = cfg.model.tiny.max_position_embeddings
-    check(cfg, tokenizer, context)
-
-
-def check_tokenizer(cfg: Config, key: str, path: str) -> None:
-    from selfreward.checkpoint import load_tokenizer
-
-    try:
-        tokenizer = load_tokenizer(path, cfg)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"'{key}': cannot load a tokenizer from {path!r} ({e})") from None
-    chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
-
-
-def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
-    """Write the resolved config. On a rerun, refuse changed settings that shaped finished stages,
-    unless `restart_from` names where to start again (that stage and all after it are superseded)."""
-    restart = parse_restart(restart_from) if restart_from else None
-    if rd.config.is_file():
-        old, new = flatten(yaml.safe_load(rd.config.read_text())), flatten(yaml.safe_load(to_yaml(cfg)))
-        changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
-        stale = {k: first_affected(k) for k in changed if first_affected(k)}
-        stale = {k: s for k, s in stale.items() if done_from(rd, s)}
-        earliest = min(stale.values(), key=STAGES.index) if stale else None
-        too_late = restart is not None and earliest and (
-            restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest)
-        )
-        if stale and (restart is None or too_late):
-            diff = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in stale)
-            raise ConfigError(
-                f"{rd.config} was written with other settings that finished stages depend on:\n{diff}\n"
-                f"Repeat the original settings to resume, use a new run_dir, or add restart_from={earliest} "
-                "to redo that stage and everything after it with the new settings."
-            )
-    if restart is not None:
-        moved = rd.restart_from(*restart)
-        console.log(f"restart_from={restart_from}: moved {len(moved)} outputs to {rd.root / 'superseded'}")
-    text = to_yaml(cfg)
-    if not rd.config.is_file() or rd.config.read_text() != text:
-        atomic_write_text(rd.config, text)
-
-
-def first_affected(key: str) -> str | None:
-    for prefix in (key, key.split(".")[0]):
-        if prefix in FIRST_AFFECTED:
-            return FIRST_AFFECTED[prefix]
-    return None
-
-
-def done_from(rd: RunDir, stage: str) -> bool:
-    """Whether `stage` or any later stage has finished (in round 1, or init)."""
-    if stage == "init":
-        return rd.is_done(0, "init") or bool(rd.manifest(1))
-    return any(rd.is_done(1, s) for s in STAGES[STAGES.index(stage) :])
-
-
-def parse_restart(value: str) -> tuple[int, str]:
-    """'judge' -> (1, 'judge'); 'round_2.judge' -> (2, 'judge'); 'init' -> (0, 'init')."""
-    where, _, stage = value.rpartition(".")
-    number = where.removeprefix("round_")
-    if stage == "init" and not where:
-        return 0, "init"
-    if stage in ROUND_STAGES and (not where or (where.startswith("round_") and number.isdigit() and int(number) >= 1)):
-        return (int(number) if where else 1), stage
-    raise ConfigError(
-        f"Bad value for 'restart_from': {value!r}. Valid: init, or a stage ({', '.join(ROUND_STAGES)}) "
-        "optionally prefixed by its round, e.g. restart_from=round_2.judge."
-    )
-
-
-def flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        out.update(flatten(v, key + ".") if isinstance(v, dict) else {key: v})
-    return out
 
 
 def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:

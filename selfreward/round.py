@@ -52,7 +52,7 @@ class Stage:
     # Its offset in the per-(seed, round, stage) sampling seed; unique per stage.
     seed: int | None = None
     # Config keys (or key prefixes) that shape what it writes: a finished stage refuses to rerun
-    # under changed values of these (see `loop.freeze`).
+    # under changed values of these (see `resume.freeze`).
     settings: tuple[str, ...] = ()
     # Whether a round of this config runs it.
     when: Callable[[Config, int], bool] = _always

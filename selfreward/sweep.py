@@ -30,7 +30,7 @@ from rich.table import Table
 
 from selfreward.config import compose, to_yaml
 from selfreward.errors import ConfigError
-from selfreward.loop import first_affected, flatten
+from selfreward.resume import first_affected, flatten
 from selfreward.rundir import RunDir, atomic_dir, write_json
 from selfreward.schema import Config
 

@@ -174,7 +174,7 @@ def test_every_refusal_names_a_restart_that_redoes_the_changed_stage(tmp_path, u
     """The refusal's restart_from names the changed stage (or an earlier one); following it moves that
     stage's outputs, every later stage's and every later round's aside, and keeps the earlier ones."""
     from selfreward.config import compose
-    from selfreward.loop import STAGES, freeze, parse_restart
+    from selfreward.resume import STAGES, freeze, parse_restart
     from selfreward.round import TABLE, setting_stages
     from selfreward.rundir import RunDir, write_json
 

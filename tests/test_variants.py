@@ -8,8 +8,8 @@ import pytest
 from selfreward.config import compose, group_options
 from selfreward.data import load_seed
 from selfreward.errors import ConfigError
-from selfreward.loop import first_affected
 from selfreward.pairs import build_pairs
+from selfreward.resume import first_affected
 from selfreward.round import round_stages
 from selfreward.schema import VariantName
 from selfreward.variants import agreeing

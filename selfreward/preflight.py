@@ -1,0 +1,72 @@
+"""Every check that can fail before any work, so bad input stops a run with nothing written:
+seed files, templates, tokenizers and chat templates, init examples that training would cut, vLLM,
+and TRL's own settings (`train.trainer_args`)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+from selfreward.data import load_seed, seed_texts
+from selfreward.errors import ConfigError
+from selfreward.judge import judge_template
+from selfreward.rundir import RunDir
+from selfreward.schema import Backend, Config
+from selfreward.templates import Template, chat_prompt
+
+
+def preflight(cfg: Config, rd: RunDir) -> None:
+    """Check every input before any work, so bad input stops the run with nothing written."""
+    if not cfg.testbed.enabled:  # the testbed writes its data itself (and checks it once written)
+        load_seed(cfg.data.ift_path, "ift")
+        load_seed(cfg.data.eft_path, "eft")
+    Template(cfg.prompts.template, ("examples",), key="prompts.template")
+    judge_template(cfg.judge)
+    if cfg.prompts.evolve:
+        Template(cfg.prompts.evolve_template, ("instruction",), key="prompts.evolve_template")
+    for key, path in (("model.name_or_path", cfg.model.name_or_path), ("judge.model", cfg.judge.model)):
+        if path is not None:
+            check_tokenizer(cfg, key, path)
+    if cfg.backend is Backend.vllm and importlib.util.find_spec("vllm") is None:
+        raise ConfigError("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' "
+                          "(a CUDA machine), or use backend=hf.")
+    if not cfg.testbed.enabled:
+        check_init_lengths(cfg, rd)
+    if cfg.train.trainer_args:
+        from selfreward.train.common import check_trainer_args
+
+        check_trainer_args(cfg, rd)
+
+
+def check_init_lengths(cfg: Config, rd: RunDir) -> None:
+    """Every init example must fit what training keeps, measured with the tokenizer M1 will have:
+    the user's checkpoint's, or the tiny model's (built here in memory when it is not saved yet)."""
+    from selfreward.checkpoint import load_tokenizer
+    from selfreward.train.sft import check_init_lengths as check
+
+    if cfg.init.skip or rd.is_done(None, "init"):
+        return
+    if cfg.model.name_or_path:
+        from transformers import AutoConfig
+
+        tokenizer = load_tokenizer(cfg.model.name_or_path, cfg)
+        model_config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
+        context = getattr(model_config, "max_position_embeddings", None)
+    else:
+        from selfreward.tiny import build_tokenizer
+
+        tokenizer = (load_tokenizer(rd.base_model, cfg) if rd.base_model.is_dir()
+                     else build_tokenizer(seed_texts(cfg), cfg.model.tiny.vocab_size))
+        context = cfg.model.tiny.max_position_embeddings
+    check(cfg, tokenizer, context)
+
+
+def check_tokenizer(cfg: Config, key: str, path: str) -> None:
+    from selfreward.checkpoint import load_tokenizer
+
+    try:
+        tokenizer = load_tokenizer(path, cfg)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"'{key}': cannot load a tokenizer from {path!r} ({e})") from None
+    chat_prompt(tokenizer, "check")  # raises, saying how to set a chat template
+
+
