@@ -28,7 +28,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from selfreward.config import compose, to_yaml
+from selfreward.config import compose, load_frozen, to_yaml
 from selfreward.errors import ConfigError
 from selfreward.resume import first_affected, flatten
 from selfreward.rundir import RunDir, atomic_dir, write_json
@@ -64,9 +64,21 @@ def run_name(combo: dict[str, str]) -> str:
 
 
 def init_key(cfg: Config) -> str:
-    """The settings that shape M1, as text: two runs with equal keys train the same init."""
+    """The settings that shape M1, as text: two runs with equal keys train the same init. The testbed's
+    data paths point into each run's own folder; its data is shaped by the testbed settings instead."""
     flat = flatten(yaml.safe_load(to_yaml(cfg)))
-    return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == "init"})
+    derived = ("data.ift_path", "data.eft_path") if cfg.testbed.enabled else ()
+    return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == "init" and k not in derived})
+
+
+def finished_inits(root: Path) -> dict[str, RunDir]:
+    """init key -> a run directory under `root` whose init is finished (from any earlier sweep)."""
+    found = {}
+    for config in sorted(root.glob("*/config.yaml")):
+        rd = RunDir(config.parent)
+        if rd.is_done(None, "init") and not rd.problem(None, "init"):
+            found.setdefault(init_key(load_frozen(rd.root)), rd)
+    return found
 
 
 def share_init(source: RunDir, target: RunDir) -> bool:
@@ -114,7 +126,7 @@ def sweep(overrides: list[str]) -> int:
     earlier = json.loads((root / "sweep.json").read_text())["runs"] if (root / "sweep.json").is_file() else []
     ours = {run_name(combo) for combo in combos}
     results = [r for r in earlier if r["name"] not in ours]
-    inits = {r["init_key"]: RunDir(r["run_dir"]) for r in results if r.get("init_key")}
+    inits = finished_inits(root)
     for i, (combo, args, cfg) in enumerate(plans, 1):
         console.rule(f"sweep {i}/{len(plans)}: {run_name(combo)}")
         rd, key = RunDir(cfg.run_dir), init_key(cfg)
@@ -128,7 +140,7 @@ def sweep(overrides: list[str]) -> int:
         if rd.is_done(None, "init"):
             inits.setdefault(key, rd)
         results.append({"name": run_name(combo), "overrides": {**settings, **combo}, "swept": list(combo),
-                        "run_dir": cfg.run_dir, "status": status, "init_key": key})
+                        "run_dir": cfg.run_dir, "status": status})
         write_json(root / "sweep.json", {"runs": results})
     table = Table(title=f"sweep {root}")
     for column in ("run", "status", "run_dir"):

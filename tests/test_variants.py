@@ -304,3 +304,37 @@ def test_seed_anchored_prompts_with_sft(run_from_init):
     assert {p["prompt"] for p in seeds} <= {r["instruction"] for r in load_seed(None, "ift")}
     assert {c["prompt_id"] for c in rows(r1 / "candidates.jsonl")} >= {p["id"] for p in seeds}
     assert (r1 / "sft.jsonl").is_file() and (r1 / "model").is_dir()
+
+
+# -- the embedded default under the overrides users try first ----------------------------------------
+
+# The shrunk default, with the recipe's judge budget: a judgment cut short of its "Score:" line does not
+# parse, and SMALL's 64 tokens cut many of the tiny judge's explanations.
+ROBUST = [a for a in FAST if not a.startswith("judge.max_new_tokens=")] + ["launch.in_process=true"]
+OVERRIDES = [["update=sft"], ["judge=sampled"], ["judge=logprob"], ["variant=meta"],
+             ["variant=temporal"], ["variant=consistency"], ["variant=length"], ["variant=seed_anchored"],
+             ["variant=self_consistency"], ["variant=cream", "rounds=2"], ["rounds=3"]]
+
+
+def _training_examples_every_round(run_dir, rounds):
+    for t in range(1, rounds + 1):
+        entry = json.loads((run_dir / f"round_{t}" / "manifest.json").read_text())["pairs"]
+        assert entry["records"] >= 1 and not entry.get("skip_update"), (run_dir, t, entry)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", OVERRIDES, ids=lambda o: " ".join(o))
+def test_the_default_gets_training_data_every_round(run_from_init, override):
+    run_dir = run_from_init()
+    rounds = int(next((o.split("=")[1] for o in override if o.startswith("rounds=")), "1"))
+    selfreward("run", *ROBUST, f"rounds={rounds}", *override, f"run_dir={run_dir}")
+    _training_examples_every_round(run_dir, rounds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("override", ["seed=1", "seed=2", "seed=3", "seed=4", "lora.enabled=true"])
+def test_the_default_gets_training_data_every_round_from_its_own_init(tmp_path, override):
+    """Another seed (another random model and init) or LoRA (whose init trains full weights,
+    lora.init=false in the tiny recipe: a random model learns nothing through an adapter alone)."""
+    selfreward("run", *ROBUST, "rounds=2", override, f"run_dir={tmp_path / 'run'}")
+    _training_examples_every_round(tmp_path / "run", 2)
