@@ -79,9 +79,10 @@ def _solve_pair(numbers: str, target: str) -> str | None:
 
 
 def _accepts_pair(numbers: str, target: str, response: str) -> bool:
-    """Any pair of the list, in list order, that sums to the target (a self-written list may have several)."""
-    xs = numbers.split()
-    return response.strip() in {f"{xs[i]} {xs[j]}" for i, j in _pairs(numbers, target)}
+    """Any two numbers of the list, in either order, that sum to the target (a self-written list may
+    have several such pairs)."""
+    xs, got = numbers.split(), response.split()
+    return sorted(got) in [sorted((xs[i], xs[j])) for i, j in _pairs(numbers, target)]
 
 
 def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
@@ -95,29 +96,35 @@ def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
 
 
 def _explain_pair(numbers: str, target: str, response: str) -> str:
-    """The check a verifier writes: the proposed numbers in the list, their sum next to the target."""
+    """The check a verifier writes: two look-ups and one addition. Each proposed number is in the list
+    or out of it (a repeated number needs two copies), then their sum is set beside the target."""
     xs, got = numbers.split(), response.split()
     if len(got) != 2 or not all(g.isdigit() for g in got):
         return "not two numbers"
-    missing = [g for g in got if got.count(g) > xs.count(g)]
-    if missing:
-        return f"{missing[0]} not in the list"
+    second = "in" if xs.count(got[1]) > (got[0] == got[1]) else "out"
     total = int(got[0]) + int(got[1])
-    return f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}"
+    return (f"{got[0]} {'in' if got[0] in xs else 'out'}, {got[1]} {second}, "
+            f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}")
 
 
 def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> str:
-    """Mostly another pair of the list (the model's usual mistake), else the pair with a number off."""
+    """The model's own kinds of mistake: another pair of the list, or a pair with a number that is not
+    in the list (often summing to the target: only the look-up tells it is wrong)."""
     xs = numbers.split()
     others = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))
               if int(xs[i]) + int(xs[j]) != int(target)]
-    if others and rng.random() < 0.85:
+    if others and rng.random() < 0.5:
         i, j = rng.choice(others)
         return f"{xs[i]} {xs[j]}"
     a, b = answer.split()
+    outside = [d for d in "0123456789" if d not in xs]
     k = rng.randrange(2)
-    bumped = str((int((a, b)[k]) + rng.choice((1, 2, 8, 9))) % 10)
-    return f"{bumped} {b}" if k == 0 else f"{a} {bumped}"
+    if outside and rng.random() < 0.5:  # one number out of the list, the sum kept where it can be
+        new = str(int(target) - int((b, a)[k]))
+        new = new if len(new) == 1 and new not in xs else rng.choice(outside)
+    else:
+        new = rng.choice(outside) if outside else str((int((a, b)[k]) + 1) % 10)
+    return f"{new} {b}" if k == 0 else f"{a} {new}"
 
 
 TASKS = {

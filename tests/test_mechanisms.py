@@ -115,7 +115,8 @@ def test_reasoning_judge_reads_the_score_after_its_own_reasoning(tiny_checkpoint
 def test_pair_task(numbers, target, answer):
     instruction = f"pair {numbers} sum {target}"
     assert testbed.parse(instruction) == ("pair", answer) and testbed.check(instruction, answer)
-    assert not testbed.check(instruction, " ".join(reversed(answer.split())))  # in list order
+    assert testbed.check(instruction, " ".join(reversed(answer.split())))  # either order
+    assert not testbed.check(instruction, "9 0")
     # a self-written list may hold several pairs: each is right, the first is the canonical answer
     assert testbed.parse("pair 1 2 3 4 sum 5") == ("pair", "1 4")
     assert testbed.check("pair 1 2 3 4 sum 5", "2 3") and not testbed.check("pair 1 2 3 4 sum 5", "1 2")
@@ -134,9 +135,14 @@ def test_pair_instances_have_one_answer_and_wrong_answers_are_wrong():
 
 
 def test_reasoning_judgments_work_the_check_out():
-    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 1", "Score", 1, True) == "8+1=9 vs 9: same. Score: 1"
-    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 5", "Score", 0, True) == "8+5=13 vs 9: differs. Score: 0"
-    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 2", "Score", 0, True) == "2 not in the list. Score: 0"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 1", "Score", 1, True) == \
+        "8 in, 1 in, 8+1=9 vs 9: same. Score: 1"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "8 5", "Score", 0, True) == \
+        "8 in, 5 in, 8+5=13 vs 9: differs. Score: 0"
+    assert testbed.judgment("pair 3 8 5 1 sum 9", "7 2", "Score", 0, True) == \
+        "7 out, 2 out, 7+2=9 vs 9: same. Score: 0"
+    assert testbed.judgment("pair 4 8 1 sum 8", "4 4", "Score", 0, True) == \
+        "4 in, 4 out, 4+4=8 vs 8: same. Score: 0"  # one 4 in the list: the second is out
     assert testbed.judgment("sort cab", "abc", "Score", 1, True) == "sort: abc; given abc: same. Score: 1"
     assert testbed.judgment("sort cab", "abc", "Score", 1, False) == "Score: 1"
 
