@@ -362,16 +362,14 @@ def _validate_scale(obj: Config) -> None:
                           "'launch.generation_device_map'.")
     if launch.in_process:
         conflicts = {
-            "launch.accelerate_config": launch.accelerate_config,
-            "launch.launcher": launch.launcher,
             "launch.generation_processes": launch.generation_processes if launch.generation_processes > 1 else None,
             "backend": "vllm" if obj.backend is Backend.vllm else None,  # vLLM frees GPU memory only on exit
         }
         if any(v is not None for v in conflicts.values()):
             got = ", ".join(f"{k}={v}" for k, v in conflicts.items() if v is not None)
-            raise ConfigError("'launch.in_process'=true runs every stage in the orchestrator's one process: it "
-                              "needs launch.accelerate_config=null, launch.launcher=null, "
-                              f"launch.generation_processes=1 and backend=hf (got {got}).")
+            raise ConfigError("'launch.in_process'=true runs the generation and evaluation stages in the "
+                              "orchestrator's process: it needs launch.generation_processes=1 and backend=hf "
+                              f"(got {got}).")
     if obj.prompts.evolve and not 0.0 < obj.prompts.evolve_share <= 1.0:
         raise ConfigError(f"'prompts.evolve_share' must be in (0, 1], got {obj.prompts.evolve_share}.")
 

@@ -57,7 +57,7 @@ def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     quiet_environment(cuda=torch.cuda.is_available())
     with RunLock(rd.root) as lock:
         if note := lock.acquire():
-            console.log(note)
+            console.print(note)
         return _run(cfg, rd, restart_from)
 
 
@@ -71,7 +71,7 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
         from selfreward.tiny import build_tiny_model
 
-        console.log(f"building the tiny model and tokenizer in {rd.base_model}")
+        console.print(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
     if not cfg.init.skip and not rd.is_done(None, "init"):
         train(cfg, rd, 0, "selfreward.train.sft")
@@ -222,7 +222,7 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
                 "or a lower pairs.min_margin / pairs.sft_threshold give the round something to train on; "
                 "pairs.on_too_few=skip keeps M_t for the next round instead."
             )
-        console.log(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
+        console.print(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.training_data(cfg, t), records)
     inputs = [rd.output(t, s.name) for s in round_stages(cfg, t) if s.name in GENERATION_STAGES[1:]]
     rd.mark_done(t, "pairs", inputs,

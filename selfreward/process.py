@@ -40,6 +40,9 @@ def quiet_environment(cuda: bool) -> None:
         quiet["DS_ACCELERATOR"] = "cpu"
     for key, value in quiet.items():
         os.environ.setdefault(key, value)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": the run's own lines say it
 
 
 def launched_env() -> dict[str, str]:
@@ -117,11 +120,12 @@ def run_stage(cmd: list[str], what: str, name: str = "stage", launch: Launch | N
               env: dict[str, str] | None = None) -> None:
     """Run one stage and wait for it; raise StageFailed when it fails or stalls.
 
-    With `launch.in_process`, `cmd` must be `python -m selfreward.<stage> args...` (config validation
-    allows it only when every stage is one such process): `<module>.main(args)` then runs here, so
-    torch, transformers and TRL are imported once per run instead of once per stage. Otherwise the
-    stage is a child process, watched: no new output and no file written under `launch.watch` for
-    `launch.stall_timeout` seconds stops it with a message that says where it stalled."""
+    With `launch.in_process`, a `python -m selfreward.<stage> args...` command runs as
+    `<module>.main(args)` here, so torch, transformers and TRL are imported once per run instead of
+    once per stage; a launcher's command (accelerate launch, torchrun, srun: ranks that need their own
+    processes) still starts its processes. A child process is watched: no new output and no file
+    written under `launch.watch` for `launch.stall_timeout` seconds stops it with a message that says
+    where it stalled."""
     launch = launch or Launch()
     log = launch.log_dir / f"{name}.log" if launch.log_dir else None
     if log:
@@ -129,11 +133,10 @@ def run_stage(cmd: list[str], what: str, name: str = "stage", launch: Launch | N
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {' '.join(cmd)}\n")
     start = time.monotonic()
+    # torchrun and accelerate launch are `python -m` too, but only a selfreward module runs here
+    here = launch.in_process and cmd[:2] == [sys.executable, "-m"] and cmd[2].startswith("selfreward.")
     with _progress_line(what, launch, start):
-        if launch.in_process:
-            # torchrun is `python -m` too, but its ranks cannot run here
-            if cmd[:2] != [sys.executable, "-m"] or not cmd[2].startswith("selfreward."):
-                raise ValueError(f"launch.in_process runs only plain `python -m` stages, not {cmd}")
+        if here:
             with _output_to(log):
                 returncode = _run_main(cmd[2], cmd[3:])
             why = ""
@@ -214,30 +217,33 @@ def _output_to(log: Path | None) -> Iterator[None]:
 @contextmanager
 def _progress_line(what: str, launch: Launch, start: float) -> Iterator[None]:
     """While a stage runs with its output in a log: a live spinner on a terminal, otherwise a line when
-    it starts and one every `launch.heartbeat` seconds, so a long stage never looks hung."""
+    it starts and one every `launch.heartbeat` seconds, so a long stage never looks hung. They go to a
+    copy of stderr taken now, which an in-process stage's redirection of stderr to its log leaves alone."""
     if launch.log_dir is None:
         yield
         return
-    if sys.stderr.isatty() and not launch.in_process:
-        from rich.console import Console
+    sys.stderr.flush()
+    with os.fdopen(os.dup(2), "w", buffering=1) as console:
+        if console.isatty():
+            from rich.console import Console
 
-        with Console(stderr=True).status(what):
-            yield
-        return
-    _say(f"{what} ...")
-    stop = threading.Event()
+            with Console(file=console).status(what):
+                yield
+            return
+        print(f"{what} ...", file=console)
+        stop = threading.Event()
 
-    def beat() -> None:
-        while not stop.wait(launch.heartbeat):
-            _say(f"  {what}: still running ({_clock(time.monotonic() - start)})")
+        def beat() -> None:
+            while not stop.wait(launch.heartbeat):
+                print(f"  {what}: still running ({_clock(time.monotonic() - start)})", file=console)
 
-    thread = threading.Thread(target=beat, daemon=True)
-    if not launch.in_process:  # in-process output is redirected to the log: no thread may write then
+        thread = threading.Thread(target=beat, daemon=True)
         thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
 
 
 def _say(line: str) -> None:

@@ -47,7 +47,7 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
             )
     if restart is not None:
         moved = rd.restart_from(*restart)
-        console.log(f"restart_from={restart_from}: moved {len(moved)} outputs to {rd.root / 'superseded'}")
+        console.print(f"restart_from={restart_from}: moved {len(moved)} outputs to {rd.root / 'superseded'}")
     text = to_yaml(cfg)
     if not rd.config.is_file() or rd.config.read_text() != text:
         atomic_write_text(rd.config, text)

@@ -391,10 +391,10 @@ class LaunchConfig:
     )
     in_process: bool = field(
         default=False,
-        metadata={"help": "Run every stage inside the orchestrator instead of a fresh Python process each: "
-                          "torch, transformers and TRL are imported once per run, not once per stage. Only "
-                          "for one-process runs (accelerate_config=null, launcher=null, "
-                          "generation_processes=1, backend=hf)."},
+        metadata={"help": "Run the generation and evaluation stages (and training, when it needs no launcher: "
+                          "accelerate_config=null) inside the orchestrator instead of a fresh Python process "
+                          "each, so torch and transformers load once per run. Needs generation_processes=1 "
+                          "and backend=hf."},
     )
 
 

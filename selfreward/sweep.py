@@ -131,7 +131,7 @@ def sweep(overrides: list[str]) -> int:
         console.rule(f"sweep {i}/{len(plans)}: {run_name(combo)}")
         rd, key = RunDir(cfg.run_dir), init_key(cfg)
         if key in inits and share_init(inits[key], rd):
-            console.log(f"M1 shared from {inits[key].root} (same init settings)")
+            console.print(f"M1 shared from {inits[key].root} (same init settings)")
         if is_complete(cfg):
             status = "done (skipped)"
         else:

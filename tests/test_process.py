@@ -49,10 +49,13 @@ def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys)
         assert "RuntimeError: boom in the stage" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("launcher", [["accelerate", "launch"], [sys.executable, "-m", "torch.distributed.run"]])
-def test_in_process_refuses_a_launcher_command(stage_module, launcher):
-    with pytest.raises(ValueError, match="plain `python -m`"):
-        run_stage([*launcher, "-m", stage_module], "fake stage", launch=IN_PROCESS)
+def test_a_command_that_is_not_a_selfreward_stage_runs_as_its_own_process(stage_module):
+    """Launchers (accelerate launch, torchrun: `python -m` too) start ranks that need processes of their
+    own: only `python -m selfreward.*` runs in-process."""
+    run_stage([sys.executable, "-m", "calendar", "2026"], "not a stage", launch=IN_PROCESS)
+    with pytest.raises(StageFailed) as err:
+        run_stage([sys.executable, "-c", "import sys; sys.exit(3)"], "a process", launch=IN_PROCESS)
+    assert err.value.returncode == 3 and sys.modules[stage_module].calls == []
 
 
 def test_in_process_output_goes_to_the_stage_log(stage_module, tmp_path, capsys):

@@ -286,7 +286,8 @@ def test_data_parallel_generation_matches_one_process(run_from_init):
     outputs = []
     for n in (1, 2):
         run_dir = run_from_init(f"dp{n}")
-        cfg = compose([*sampled, f"launch.generation_processes={n}", f"run_dir={run_dir}"])
+        cfg = compose([*sampled, "launch.in_process=false", f"launch.generation_processes={n}",
+                       f"run_dir={run_dir}"])
         (run_dir / "config.yaml").write_text(to_yaml(cfg))
         launch = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"] if n == 2 else []
         done = subprocess.run([sys.executable, *launch, "-m", "selfreward.stages", "--run-dir", str(run_dir),
