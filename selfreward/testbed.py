@@ -96,20 +96,18 @@ def _sample_pair(rng: random.Random, cfg: TestbedConfig) -> tuple[str, str]:
 
 
 def _explain_pair(numbers: str, target: str, response: str) -> str:
-    """The check a verifier writes: two look-ups and one addition. Each proposed number is in the list
-    or out of it (a repeated number needs two copies), then their sum is set beside the target."""
-    xs, got = numbers.split(), response.split()
+    """The check a verifier writes: the proposed pair's sum set beside the target. (Whether both numbers
+    are in the list is left out: at this model size the look-ups made the judge worse, not better.)"""
+    got = response.split()
     if len(got) != 2 or not all(g.isdigit() for g in got):
         return "not two numbers"
-    second = "in" if xs.count(got[1]) > (got[0] == got[1]) else "out"
     total = int(got[0]) + int(got[1])
-    return (f"{got[0]} {'in' if got[0] in xs else 'out'}, {got[1]} {second}, "
-            f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}")
+    return f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}"
 
 
 def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> str:
-    """The model's own kinds of mistake: another pair of the list, or a pair with a number that is not
-    in the list (often summing to the target: only the look-up tells it is wrong)."""
+    """The model's own kinds of mistake: another pair of the list, or a number that is not in it; both
+    with a sum other than the target, so the sum check tells them from the answer."""
     xs = numbers.split()
     others = [(i, j) for i in range(len(xs)) for j in range(i + 1, len(xs))
               if int(xs[i]) + int(xs[j]) != int(target)]
@@ -117,13 +115,10 @@ def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> s
         i, j = rng.choice(others)
         return f"{xs[i]} {xs[j]}"
     a, b = answer.split()
-    outside = [d for d in "0123456789" if d not in xs]
     k = rng.randrange(2)
-    if outside and rng.random() < 0.5:  # one number out of the list, the sum kept where it can be
-        new = str(int(target) - int((b, a)[k]))
-        new = new if len(new) == 1 and new not in xs else rng.choice(outside)
-    else:
-        new = rng.choice(outside) if outside else str((int((a, b)[k]) + 1) % 10)
+    kept = int((b, a)[k])
+    outside = [d for d in "0123456789" if d not in xs and int(d) + kept != int(target)] or ["0"]
+    new = rng.choice(outside)
     return f"{new} {b}" if k == 0 else f"{a} {new}"
 
 
