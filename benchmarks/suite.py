@@ -29,6 +29,7 @@ from selfreward.metrics import score_histogram
 from selfreward.pairs import build_pairs, build_sft
 from selfreward.rundir import RunDir, read_jsonl, write_jsonl
 from selfreward.schema import Config, JudgeConfig, JudgeMethod
+from selfreward.sweep import share_init
 from selfreward.templates import chat_prompt
 from selfreward.text import token_counts
 from selfreward.variants.votes import vote_pairs
@@ -315,10 +316,7 @@ def steady_share_row(cfg: Config, work: Path, size: Size, overrides: list[str]) 
             f"prompts.num_prompts={size.round_prompts}", "generation.num_candidates=4", "judge=logprob",
             f"generation.max_new_tokens={size.new_tokens}", *(["init.skip=true"] if cfg.init.skip else [])]
     shutil.rmtree(run_dir, ignore_errors=True)
-    run_dir.mkdir()
-    for part in ("base_model", "init"):
-        if (source.root / part).is_dir():
-            shutil.copytree(source.root / part, run_dir / part)
+    share_init(source, RunDir(run_dir))  # as a sweep does: the same M1, without training it again
     profile = work / "in_process.jsonl"
     profile.unlink(missing_ok=True)
     _selfreward("run", *args, f"run_dir={run_dir}", env={**os.environ, profiling.ENV: str(profile)})
@@ -335,10 +333,12 @@ def steady_share_row(cfg: Config, work: Path, size: Size, overrides: list[str]) 
 
 
 def default_path_rows(work: Path, size: Size) -> list[Row]:
-    """The README's first command (a process per stage, ZeRO-2 on 2 ranks, init + 2 rounds +
-    evaluation) against the same recipe in one process, `timings` runs of each in one sitting,
-    alternating: the share of the default run outside model calls, and the ratio of the medians."""
-    default = ["recipe=tiny", *size.model]
+    """The README's first command (generation in the orchestrator, each training launched under ZeRO-2
+    on 2 ranks; init + 2 rounds + evaluation) against the same recipe wholly in one process, `timings`
+    runs of each in one sitting, alternating: the share of the default run outside model calls, and
+    the ratio of the medians."""
+    # a shrunk model (size.model) may judge every candidate alike: such a round keeps M_t
+    default = ["recipe=tiny", *size.model, *(["pairs.on_too_few=skip"] if size.model else [])]
     in_process = [*default, "launch.accelerate_config=null", "launch.in_process=true"]
     runs = {"default": [], "in_process": []}
     for i in range(size.timings):
@@ -347,7 +347,7 @@ def default_path_rows(work: Path, size: Size) -> list[Row]:
     walls = {name: [wall for wall, _ in r] for name, r in runs.items()}
     share = outside_share("share of the README's first command outside model calls (whole run)",
                           [(wall, _inside(calls)) for wall, calls in runs["default"]], None,
-                          "recipe=tiny: init + 2 rounds + evaluation, a process per stage, ZeRO-2 on 2 ranks")
+                          "recipe=tiny: init + 2 rounds + evaluation, training launched under ZeRO-2 on 2 ranks")
     ratio = overhead("README's first command vs the same recipe in one process (wall time, medians)",
                      median(walls["default"]), median(walls["in_process"]), 1.3,
                      "default " + ", ".join(f"{w:.0f}" for w in walls["default"]) + " s; in one process "

@@ -369,7 +369,7 @@ def _validate_scale(obj: Config) -> None:
             got = ", ".join(f"{k}={v}" for k, v in conflicts.items() if v is not None)
             raise ConfigError("'launch.in_process'=true runs the generation and evaluation stages in the "
                               "orchestrator's process: it needs launch.generation_processes=1 and backend=hf "
-                              f"(got {got}).")
+                              f"(got {got}). Add launch.in_process=false to launch them as their own processes.")
     if obj.prompts.evolve and not 0.0 < obj.prompts.evolve_share <= 1.0:
         raise ConfigError(f"'prompts.evolve_share' must be in (0, 1], got {obj.prompts.evolve_share}.")
 

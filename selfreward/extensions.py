@@ -2,7 +2,7 @@
 `$TORCH_EXTENSIONS_DIR` (default `~/.cache/torch_extensions/`). On a CPU machine the first DeepSpeed
 launch compiles its communication op for about a minute and prints nothing meanwhile.
 
-A build holds `<build dir>/lock` while it runs; a build killed midway leaves the lock behind, and every
+A build holds `<root>/<op>/lock` while it runs; a build killed midway leaves the lock behind, and every
 later build on the machine then waits for it forever, silently. Before a DeepSpeed launch, `prepare`
 removes such a lock when it is provably stale: older than MIN_AGE seconds while no compiler or ninja
 process runs on the machine (a live build always has one). While compilers run (a build in progress,
@@ -12,6 +12,7 @@ or one orphaned by a kill that finishes on its own), it waits for them, saying s
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -22,7 +23,15 @@ WAIT = 600.0  # the longest a build in progress is waited for
 
 
 def root() -> Path:
-    return Path(os.environ.get("TORCH_EXTENSIONS_DIR") or Path.home() / ".cache" / "torch_extensions")
+    """The folder holding one build directory per op, as torch's builder names it: $TORCH_EXTENSIONS_DIR
+    itself, or a per-interpreter folder such as `py311_cpu` under the default."""
+    if os.environ.get("TORCH_EXTENSIONS_DIR"):
+        return Path(os.environ["TORCH_EXTENSIONS_DIR"])
+    import torch
+
+    device = "cpu" if torch.version.cuda is None else f"cu{torch.version.cuda.replace('.', '')}"
+    interpreter = f"py{sys.version_info.major}{sys.version_info.minor}{getattr(sys, 'abiflags', '')}"
+    return Path.home() / ".cache" / "torch_extensions" / f"{interpreter}_{device}"
 
 
 def _building() -> bool:
@@ -36,7 +45,7 @@ def _building() -> bool:
 
 
 def _locks() -> list[Path]:
-    return list(root().glob("*/*/lock"))
+    return list(root().glob("*/lock"))
 
 
 def stale_locks(min_age: float = MIN_AGE) -> list[Path]:
@@ -56,5 +65,5 @@ def prepare(say: Callable[[str], None], poll: float = 2.0) -> None:
         say(f"removed a stale build lock, {lock}: a build was killed there and no build is running now")
     import torch
 
-    if not torch.cuda.is_available() and not list(root().glob("*/deepspeed_shm_comm/*.so")):
+    if not torch.cuda.is_available() and not list(root().glob("deepspeed_shm_comm/*.so")):
         say(f"building DeepSpeed's CPU communication op once for this machine (about a minute; cached in {root()})")

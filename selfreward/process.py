@@ -79,6 +79,12 @@ def die_with_parent() -> None:
         os._exit(1)
 
 
+def _killed_with_parent() -> None:
+    """In a child between fork and exec: SIGKILL it when the orchestrator dies."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
 def stage_main(argv: list[str] | None, description: str, run: Callable[[argparse.Namespace], object],
                add_arguments: Callable[[argparse.ArgumentParser], object] = lambda parser: None) -> int:
     """The entry point every stage process shares: `--run-dir R --round t` (plus the stage's own
@@ -152,8 +158,10 @@ def _watched(cmd: list[str], log: Path | None, launch: Launch, env: dict[str, st
     env = {**os.environ, "PYTHONUNBUFFERED": "1", **env}
     out = open(log, "a", encoding="utf-8") if log else None
     try:
+        # its own session, so a stall can kill its whole tree; and killed with the orchestrator, whose
+        # own kill (kill -9, a pre-empted job) would otherwise leave a launcher and its ranks running
         child = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT if out else None,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=_killed_with_parent)
         last, marker = time.monotonic(), None
         while True:
             try:

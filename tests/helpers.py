@@ -1,8 +1,10 @@
 """What the tests share besides fixtures: the shrunken tiny recipe and the real CLI in a subprocess."""
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 # Shrinks the tiny recipe further so integration tests spend seconds, not minutes, per stage.
 SMALL = [
@@ -29,3 +31,28 @@ def selfreward(*args: str, check: bool = True, env: dict | None = None) -> subpr
     if check and result.returncode != 0:
         raise AssertionError(f"selfreward {' '.join(args)} exited {result.returncode}:\n{result.stderr[-4000:]}")
     return result
+
+
+def wandb_history(path: Path) -> list[dict]:
+    """The logged rows of an offline W&B run file (`run-<id>.wandb`). W&B 0.2x+ writes no
+    wandb-summary.json offline; the file is a LevelDB-style log (a 7-byte header, then 32 KiB blocks of
+    chunks framed as crc32, length, type) of protobuf Records."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    block, data, rows, pending, pos = 32768, path.read_bytes(), [], b"", 7
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4:pos + 7])
+        pending += data[pos + 7:pos + 7 + length]
+        pos += 7 + length
+        if kind in (1, 4):  # a whole record, or the last chunk of one
+            record = pb.Record()
+            record.ParseFromString(pending)
+            pending = b""
+            if record.WhichOneof("record_type") == "history":
+                rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
+    return rows

@@ -95,7 +95,7 @@ def test_judge_and_pair_failures_stop_cleanly_then_skip(run_from_init):
     # A judge collapsed onto one score, with judge.on_collapse=stop.
     args = [*base, "judge=logprob"]
     err = fails(
-        *args, "judge.max_mode_share=0.0", "judge.on_collapse=stop", match="The judge is collapsing to one score"
+        *args, "judge.max_mode_share=0.01", "judge.on_collapse=stop", match="The judge is collapsing to one score"
     )
     assert not (r1 / "judgments.jsonl").exists() and leftovers(run_dir) == []
 

@@ -145,7 +145,7 @@ class _FakeVLLM(types.ModuleType):
 def test_vllm_adapter_against_stand_in(monkeypatch):
     fake = _FakeVLLM()
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    gen = load_generator(compose(["backend=vllm", "vllm.tensor_parallel_size=2"]), "/ckpt")
+    gen = load_generator(compose(["backend=vllm", "launch.in_process=false", "vllm.tensor_parallel_size=2"]), "/ckpt")
     assert fake.init_kwargs["model"] == "/ckpt" and fake.init_kwargs["tensor_parallel_size"] == 2
     assert fake.init_kwargs["enable_prefix_caching"] is True
     from selfreward.generation.base import request_seeds
@@ -162,4 +162,4 @@ def test_vllm_adapter_against_stand_in(monkeypatch):
 def test_vllm_missing_gives_install_hint(monkeypatch):
     monkeypatch.setitem(sys.modules, "vllm", None)  # makes `import vllm` raise ImportError
     with pytest.raises(ConfigError, match=r"pip install 'selfreward\[vllm\]'"):
-        load_generator(compose(["backend=vllm"]), "/ckpt")
+        load_generator(compose(["backend=vllm", "launch.in_process=false"]), "/ckpt")

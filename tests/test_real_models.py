@@ -83,7 +83,7 @@ def test_vllm_backend_without_vllm_exits_2_before_any_work(tmp_path):
     pytest.importorskip("torch")
     if __import__("importlib.util").util.find_spec("vllm") is not None:
         pytest.skip("vLLM is installed here")
-    result = selfreward("run", "backend=vllm", f"run_dir={tmp_path / 'run'}", check=False)
+    result = selfreward("run", "backend=vllm", "launch.in_process=false", f"run_dir={tmp_path / 'run'}", check=False)
     assert result.returncode == 2 and "pip install 'selfreward[vllm]'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
 

@@ -220,11 +220,19 @@ def test_a_stage_that_stops_making_progress_is_stopped_with_a_message(tmp_path):
     assert "loading" in message and str(tmp_path / "logs" / "round_1.generation.log") in message
 
 
-def test_a_stale_build_lock_is_removed_and_a_live_build_is_left_alone(tmp_path, monkeypatch):
+@pytest.mark.parametrize("env", [True, False])
+def test_a_stale_build_lock_is_removed_and_a_live_build_is_left_alone(tmp_path, monkeypatch, env):
     from selfreward import extensions
 
-    monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
-    lock = tmp_path / "py311_cpu" / "deepspeed_shm_comm" / "lock"
+    # torch builds into $TORCH_EXTENSIONS_DIR/<op>, or ~/.cache/torch_extensions/py311_cpu/<op> without it
+    if env:
+        monkeypatch.setenv("TORCH_EXTENSIONS_DIR", str(tmp_path))
+        lock = tmp_path / "deepspeed_shm_comm" / "lock"
+    else:
+        monkeypatch.delenv("TORCH_EXTENSIONS_DIR", raising=False)
+        monkeypatch.setenv("HOME", str(tmp_path))
+        lock = tmp_path / ".cache" / "torch_extensions" / f"py{sys.version_info.major}{sys.version_info.minor}_cpu" \
+            / "deepspeed_shm_comm" / "lock"
     lock.parent.mkdir(parents=True)
     lock.touch()
     assert extensions.stale_locks() == []  # a fresh lock may be a build in progress
