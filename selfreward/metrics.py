@@ -131,7 +131,7 @@ def summary_rows(all_metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
     for m in all_metrics:
         c, j, lens, tr, ev = m["counts"], m["judge"], m["lengths_tokens"], m["training"], m.get("eval", {})
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
-        length = f"{lens.get('chosen')}/{lens.get('rejected')}" if "chosen" in lens else f"{lens.get('selected')}"
+        length = "/".join(_fmt(lens.get(k), ".1f") for k in (("chosen", "rejected") if "chosen" in lens else ("selected",)))
         row = [
             str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["judgment_parse_failure_rate"], ".1%"),
             _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
