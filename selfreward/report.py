@@ -116,7 +116,7 @@ def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, leg
         if curve.kind == "rate":
             ax.set_ylim(-0.03, 1.03)
         elif curve.kind in ("length", "count"):
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.08)  # headroom: the highest point is not cut by the frame
         else:
             ax.axhline(0.0, color="grey", linewidth=0.8)
     handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -53,7 +53,11 @@ def _e(text) -> str:
 
 
 def _table(rows: list[tuple[str, object]]) -> str:
-    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in rows) + "</table>"
+    return "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(_short(v))}</td></tr>" for k, v in rows) + "</table>"
+
+
+def _short(value):
+    return f"{value:.4g}" if isinstance(value, float) else value
 
 
 def _diff(chosen: str, rejected: str) -> str:

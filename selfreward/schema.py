@@ -135,7 +135,7 @@ class TrainConfig:
     trainer_args: dict[str, Any] = field(
         default_factory=dict,
         metadata={"help": "Any other field of TRL's DPOConfig / SFTConfig, for the init and the updates (each "
-                          "config takes the fields it has), e.g. {lr_scheduler_type: cosine, warmup_steps: 10}."},
+                          "config takes the fields it has), e.g. {lr_scheduler_type: cosine, warmup_steps: 0.1}."},
     )
     verify_checkpoints: bool = field(
         default=True,

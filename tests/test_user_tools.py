@@ -13,7 +13,7 @@ import pytest
 from selfreward.cli import parser
 from tests.helpers import SMALL, selfreward, wandb_history
 
-TRAINER_ARGS = "train.trainer_args={lr_scheduler_type: cosine, warmup_steps: 2}"
+TRAINER_ARGS = "train.trainer_args={lr_scheduler_type: cosine, warmup_steps: 0.1}"
 
 
 # -- commands that explain themselves ------------------------------------------------------------------
@@ -84,7 +84,7 @@ def test_a_redirected_run_prints_little_and_logs_everything(quiet_run):
     assert "FutureWarning" not in out + err and "Setting accelerator" not in out + err
     # the summary is complete: on stdout, every round, no cell cut short
     assert "selfreward: rounds" in out and "…" not in out
-    assert out.count("│ 1 ") + out.count("│ 2 ") >= 2 and "summary.md" in out
+    assert re.findall(r"^[│|]\s*([12])\s+[│|]", out, re.M) == ["1", "2"] and "summary.md" in out
     summary = (run_dir / "summary.md").read_text().splitlines()
     assert len(summary) == 4 and summary[0].startswith("| round |")
     # what the console dropped is in the stage logs: the trainer's steps among it
@@ -101,7 +101,7 @@ def test_trainer_args_reach_the_trainer(quiet_run):
     for folder in ("init", "round_1", "round_2"):
         args = json.loads((run_dir / folder / "manifest.json").read_text())[
             "init" if folder == "init" else "update"]["trainer_args"]
-        assert (args["lr_scheduler_type"], args["warmup_steps"]) == ("cosine", 2)
+        assert (args["lr_scheduler_type"], args["warmup_steps"]) == ("cosine", 0.1)
 
 
 @pytest.mark.slow
