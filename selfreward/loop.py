@@ -4,10 +4,11 @@
 
 By default no model work happens in this process. Generation stages run in one worker subprocess per round
 (`selfreward.stages`), training under `accelerate launch` (`selfreward.train.*`); both read the frozen
-`<run_dir>/config.yaml` and hand their results over as files in the run directory. A one-process run
-may set `launch.in_process=true`: the same stage entry points then run here, one after another, and
-the libraries load once per run instead of once per stage. Every stage whose
-manifest entry exists is skipped, so rerunning the same command resumes the run.
+`<run_dir>/config.yaml` and hand their results over as files in the run directory. With
+`launch.in_process=true` (the tiny recipe sets it) the generation and evaluation entry points run here
+instead, and so does training when no launcher is configured: the libraries then load once per run
+instead of once per stage. Every stage whose manifest entry exists is skipped, so rerunning the same
+command resumes the run.
 
 Variants (`variant=<name>`, see `selfreward.variants`) add generation stages after the judge, a
 look-ahead training step, or other rules for building the pairs; the round keeps this shape.
@@ -41,8 +42,6 @@ from selfreward.schema import Config, OnProblem, UpdateMethod
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
-# Settings not named by the stage table (rounds, run_dir, launch.*, backend, vllm.*) change how or
-# how long the run goes on, not what a finished stage wrote.
 def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
