@@ -71,16 +71,17 @@ def die_with_parent() -> None:
     a scheduler pre-empting the job) would otherwise leave ranks training on as orphans, racing the
     rerun that resumes the same stage.
     """
-    if _in_process or not sys.platform.startswith("linux"):
+    if _in_process:
         return
     parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    _killed_with_parent()
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(1)
 
 
 def _killed_with_parent() -> None:
-    """In a child between fork and exec: SIGKILL it when the orchestrator dies."""
+    """Ask Linux to SIGKILL the calling process when its parent dies (also run in a launched child
+    between fork and exec, so the orchestrator's death takes a launcher with it)."""
     if sys.platform.startswith("linux"):
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
