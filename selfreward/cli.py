@@ -122,6 +122,9 @@ def _dispatch(args) -> int:
         return 0
     cfg, directives = parse_command(args.overrides)
     if args.command == "config":
+        from selfreward.preflight import checked
+
+        checked(cfg)  # what `run` would refuse before any work, `config` refuses too
         print(to_yaml(cfg), end="")
         return 0
     from selfreward.loop import run

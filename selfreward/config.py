@@ -8,6 +8,8 @@ and never composes again, so several ranks never re-resolve the config.
 
 from __future__ import annotations
 
+import importlib.util
+
 import copy
 import dataclasses
 import difflib
@@ -305,8 +307,10 @@ def _validate_judge(obj: Config) -> None:
         if not 0 <= value <= j.max_score:
             raise ConfigError(f"'{key}' must be inside the judge's scale [0, judge.max_score={j.max_score}], "
                               f"got {value}.")
-    if j.model and j.model.startswith(("/", "./", "../", "~")) and not Path(j.model).expanduser().is_dir():
-        raise ConfigError(f"'judge.model': no such checkpoint directory: {j.model}")
+    for key, path in (("judge.model", j.model), ("prompts.model", obj.prompts.model)):
+        if path and path.startswith(("/", "./", "../", "~")) and not Path(path).expanduser().is_dir():
+            raise ConfigError(f"'{key}': no such checkpoint directory: {path}"
+                              + (" (or: current, initial)" if key == "prompts.model" else ""))
 
 
 def _validate_testbed(obj: Config) -> None:
@@ -322,6 +326,8 @@ def _validate_testbed(obj: Config) -> None:
                           f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")
     if not 0 <= tb.max_number <= 999:
         raise ConfigError(f"'testbed.max_number' must be in [0, 999], got {tb.max_number}.")
+    if tb.heldout_version != 1:
+        raise ConfigError(f"Unknown choice {tb.heldout_version} for 'testbed.heldout_version'. Valid choices: 1.")
     for key in ("n_ift", "n_eft", "n_heldout"):
         if getattr(tb, key) < len(tb.tasks):
             raise ConfigError(f"'testbed.{key}' must be at least one per task ({len(tb.tasks)}), "
@@ -367,11 +373,18 @@ def _validate_scale(obj: Config) -> None:
         }
         if any(v is not None for v in conflicts.values()):
             got = ", ".join(f"{k}={v}" for k, v in conflicts.items() if v is not None)
-            raise ConfigError("'launch.in_process'=true runs the generation and evaluation stages in the "
+            # the missing package first: fixing the launch setting alone would only lead to it
+            missing = (VLLM_MISSING + " Then: " if obj.backend is Backend.vllm
+                       and importlib.util.find_spec("vllm") is None else "")
+            raise ConfigError(f"{missing}'launch.in_process'=true runs the generation and evaluation stages in the "
                               "orchestrator's process: it needs launch.generation_processes=1 and backend=hf "
                               f"(got {got}). Add launch.in_process=false to launch them as their own processes.")
     if obj.prompts.evolve and not 0.0 < obj.prompts.evolve_share <= 1.0:
         raise ConfigError(f"'prompts.evolve_share' must be in (0, 1], got {obj.prompts.evolve_share}.")
+
+
+VLLM_MISSING = ("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' (a CUDA machine), "
+                "or use backend=hf.")
 
 
 def _validate_variant(obj: Config) -> None:

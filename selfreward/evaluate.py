@@ -57,9 +57,12 @@ def judge_quality(gen, cfg: Config, seed: int) -> dict:
     if any("score" not in r for r in rows):
         raise ConfigError("eval.eft_path: every held-out EFT record needs a reference 'score'")
     judged = judge_candidates(gen, own_judge(cfg), eft_items(rows), seed)
-    scored = [(r["instruction"], j["score"], float(r["score"])) for r, j in zip(rows, judged) if j["score"] is not None]
-    groups, judge, reference = (list(x) for x in zip(*scored)) if scored else ([], [], [])
-    accuracy, n_pairs = stats.pairwise_accuracy(groups, judge, reference)
+    # pairwise accuracy over every held-out pair, an unparsed judgment counting as wrong; the
+    # correlations need numbers and are over the parsed items only
+    accuracy, n_pairs = stats.pairwise_accuracy([r["instruction"] for r in rows], [j["score"] for j in judged],
+                                                [float(r["score"]) for r in rows])
+    scored = [(j["score"], float(r["score"])) for r, j in zip(rows, judged) if j["score"] is not None]
+    judge, reference = (list(x) for x in zip(*scored)) if scored else ([], [])
     return {
         "n_items": len(rows),
         "unscored_rate": 1 - len(scored) / len(rows),  # held-out items whose every judgment failed to parse
@@ -85,9 +88,12 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     samples = gen.generate(rendered, Sampling(g.temperature, g.top_p, cfg.eval.max_new_tokens, n=g.num_candidates,
                                               seed=seed), desc="eval samples")
     sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern)
+    version = cfg.testbed.heldout_version
     if not t:  # M1: no round data yet
-        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score), **sampled}
-    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)))
+        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, heldout_version=version),
+                **sampled}
+    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)),
+                          version)
     judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: votes
     own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern)
     return {**out, **sampled, **own}

@@ -32,7 +32,7 @@ from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
 from selfreward.lock import RunLock
 from selfreward.metrics import round_metrics, summary_markdown, summary_table
-from selfreward.preflight import check_init_lengths, preflight
+from selfreward.preflight import check_init_lengths, checked
 from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.resume import freeze, verify_finished
@@ -43,11 +43,7 @@ from selfreward.schema import Config, OnProblem, UpdateMethod
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
 def run(cfg: Config, restart_from: str | None = None) -> list[dict]:
-    rd = RunDir(cfg.run_dir)
-    if cfg.testbed.enabled:
-        cfg = testbed.attach(cfg, rd)
-    rd.check_is_run_dir()
-    preflight(cfg, rd)
+    cfg, rd = checked(cfg)
     if rd.root.is_dir() and not os.access(rd.root, os.W_OK):  # nothing can write it: no lock needed
         return finished_read_only(cfg, rd)
     rd.root.mkdir(parents=True, exist_ok=True)

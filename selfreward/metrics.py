@@ -83,10 +83,14 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         policy = ev.get("policy", {})
         metrics["eval"] = {
             "judge_pairwise_accuracy": ev["judge"]["pairwise_accuracy"],
+            "judge_parsed": round(1 - ev["judge"]["unscored_rate"], 4),
             "judge_kendall_tau": ev["judge"]["kendall_tau"],
-            "win_rate_vs_previous": policy.get("vs_previous", {}).get("win_rate"),
-            "win_rate_vs_initial": policy.get("vs_initial", {}).get("win_rate"),
         }
+        for name in ("previous", "initial"):
+            if f"vs_{name}" in policy:
+                metrics["eval"][f"win_rate_vs_{name}"] = policy[f"vs_{name}"]["win_rate"]
+                metrics["eval"][f"win_decided_vs_{name}"] = [policy[f"vs_{name}"].get("decided"),
+                                                             policy[f"vs_{name}"]["n"]]
         if "testbed" in ev:
             metrics["eval"].update(testbed_headline(rd, ev["testbed"]))
     metrics["seconds"] = {stage: entry.get("seconds") for stage, entry in manifest.items()}
@@ -120,10 +124,19 @@ def _fmt(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
 
+def _win(ev: dict, name: str) -> str:
+    """A win rate with the comparisons it rests on: "0.62 (5/16)"; only the counts when none was decided."""
+    decided = ev.get(f"win_decided_vs_{name}")
+    if decided is None:
+        return "-"
+    return f"{_fmt(ev.get(f'win_rate_vs_{name}'), '.2f')} ({decided[0]}/{decided[1]})"
+
+
 def summary_rows(all_metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
     """(columns, one row per round) of the end-of-run summary."""
     columns = ["round", "prompts", "cands", "unparsed judgments", "mode share", "mean score", "train on",
-               "len chosen/rej", "loss", "reward acc", "judge acc", "win vs prev", "win vs M1", "seconds"]
+               "len chosen/rej", "loss", "reward acc", "judge acc (unparsed = wrong)", "judge parsed",
+               "win vs prev (decided/n)", "win vs M1 (decided/n)", "seconds"]
     testbed = any("testbed_accuracy" in m.get("eval", {}) for m in all_metrics)
     if testbed:  # the ground truth: held-out accuracy and judge accuracy of M_{t+1}, chosen-correct share
         columns[-1:-1] = ["true acc", "true judge acc", "chosen correct"]
@@ -131,13 +144,15 @@ def summary_rows(all_metrics: list[dict]) -> tuple[list[str], list[list[str]]]:
     for m in all_metrics:
         c, j, lens, tr, ev = m["counts"], m["judge"], m["lengths_tokens"], m["training"], m.get("eval", {})
         train_on = f"{c['pairs']} pairs" if "pairs" in c else f"{c['sft_examples']} sft"
+        if tr.get("skipped"):
+            train_on += " (update skipped)"
         length = "/".join(_fmt(lens.get(k), ".1f") for k in (("chosen", "rejected") if "chosen" in lens else ("selected",)))
         row = [
             str(m["round"]), str(c["prompts"]), str(c["candidates"]), _fmt(j["judgment_parse_failure_rate"], ".1%"),
             _fmt(j["mode_share"], ".2f"), _fmt(j["mean_score"], ".2f"), train_on, length,
             _fmt(tr.get("train_loss"), ".4f"), _fmt(tr.get("rewards/accuracies"), ".2f"),
-            _fmt(ev.get("judge_pairwise_accuracy"), ".2f"), _fmt(ev.get("win_rate_vs_previous"), ".2f"),
-            _fmt(ev.get("win_rate_vs_initial"), ".2f"),
+            _fmt(ev.get("judge_pairwise_accuracy"), ".2f"), _fmt(ev.get("judge_parsed"), ".0%"),
+            _win(ev, "previous"), _win(ev, "initial"),
         ]
         if testbed:
             keys = ("testbed_accuracy", "testbed_judge_accuracy", "testbed_pair_precision")

@@ -6,12 +6,26 @@ from __future__ import annotations
 
 import importlib.util
 
+from selfreward.config import VLLM_MISSING
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
 from selfreward.rundir import RunDir
 from selfreward.schema import Backend, Config
 from selfreward.templates import Template, chat_prompt
+
+
+def checked(cfg: Config) -> tuple[Config, RunDir]:
+    """What `run` checks before any work, shared by `selfreward config`: the run directory is one (or
+    new), the testbed's data paths attached, then `preflight`. Returns the config the stages will use."""
+    from selfreward import testbed
+
+    rd = RunDir(cfg.run_dir)
+    if cfg.testbed.enabled:
+        cfg = testbed.attach(cfg, rd)
+    rd.check_is_run_dir()
+    preflight(cfg, rd)
+    return cfg, rd
 
 
 def preflight(cfg: Config, rd: RunDir) -> None:
@@ -23,12 +37,13 @@ def preflight(cfg: Config, rd: RunDir) -> None:
     judge_template(cfg.judge)
     if cfg.prompts.evolve:
         Template(cfg.prompts.evolve_template, ("instruction",), key="prompts.evolve_template")
-    for key, path in (("model.name_or_path", cfg.model.name_or_path), ("judge.model", cfg.judge.model)):
+    writer = None if cfg.prompts.model in ("current", "initial") else cfg.prompts.model
+    for key, path in (("model.name_or_path", cfg.model.name_or_path), ("judge.model", cfg.judge.model),
+                      ("prompts.model", writer)):
         if path is not None:
             check_tokenizer(cfg, key, path)
     if cfg.backend is Backend.vllm and importlib.util.find_spec("vllm") is None:
-        raise ConfigError("backend=vllm needs vLLM, which is not installed: pip install 'selfreward[vllm]' "
-                          "(a CUDA machine), or use backend=hf.")
+        raise ConfigError(VLLM_MISSING)
     if not cfg.testbed.enabled:
         check_init_lengths(cfg, rd)
     if cfg.train.trainer_args:

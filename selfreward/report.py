@@ -95,7 +95,17 @@ def _fmt(v, spec=".2f") -> str:
 
 
 def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, legend: str) -> None:
-    """series: curve title -> {label: [(x, mean, sd)]}: one panel per curve with data, one line per label."""
+    fig = curves_figure(series, title, legend)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+
+
+def curves_figure(series: dict[str, dict[str, list]], title: str, legend: str):
+    """series: curve title -> {label: [(x, mean, sd)]}: one panel per curve with data, one line per label.
+    Each label keeps one colour in every panel (a panel where an arm has no data, e.g. the judge's for
+    self_consistency, must not shift the others' colours), and the one legend lists every label."""
+    labels = list(dict.fromkeys(label for s in series.values() for label, pts in s.items() if pts))
+    colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     names = [c.title for c in CURVES if any(series[c.title].values())]
     cols = min(4, len(names))
     rows = -(-len(names) // cols)
@@ -107,7 +117,8 @@ def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, leg
         for label, pts in series[name].items():
             if pts:
                 xs, ys, sds = zip(*pts)
-                ax.errorbar(xs, ys, yerr=[sd or 0.0 for sd in sds], marker="o", capsize=3, label=label)
+                ax.errorbar(xs, ys, yerr=[sd or 0.0 for sd in sds], marker="o", capsize=3, label=label,
+                            color=colour[label])
         curve = CURVE[name]
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("round (0 = M1)", fontsize=8)
@@ -119,13 +130,14 @@ def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, leg
             ax.set_ylim(0, max(ax.get_ylim()[1], 1) * 1.08)  # headroom: the highest point is not cut by the frame
         else:
             ax.axhline(0.0, color="grey", linewidth=0.8)
-    handles, labels = axes.flat[0].get_legend_handles_labels()
     if len(labels) > 1:
+        from matplotlib.lines import Line2D
+
+        handles = [Line2D([], [], color=colour[label], marker="o") for label in labels]
         fig.legend(handles, labels, title=legend, loc="lower center", ncol=min(len(labels), 4), fontsize=8)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if len(labels) > 1 else 0, 1, 1))
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _plot_histograms(rounds: list[dict], path: Path) -> None:

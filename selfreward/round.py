@@ -42,7 +42,8 @@ class Stage:
     files: tuple[str, ...]
     # Who runs it: "policy" (M_t), "initial" (M1), "previous" (M_{t-1}), "lookahead" (the temporal
     # variant's model), "judge" (judge.model, or M_t itself; no model for variant=random and
-    # judge.method=oracle); None when no model generates for it.
+    # judge.method=oracle), "prompt_writer" (prompts.model: M_t, M1 or a fixed model); None when no
+    # model generates for it.
     model: str | None = None
     # The stages whose outputs it reads.
     inputs: tuple[str, ...] = ()
@@ -65,7 +66,7 @@ class Stage:
 INIT_SETTINGS = ("seed", "model", "data", "train", "init", "lora", "judge.template", "judge.reasoning", "testbed")
 
 TABLE = (
-    Stage("prompts", ("prompts.jsonl",), "policy", (), "prompts", 0, ("prompts",)),
+    Stage("prompts", ("prompts.jsonl",), "prompt_writer", (), "prompts", 0, ("prompts",)),
     Stage("candidates", ("candidates.jsonl",), "policy", ("prompts",), "sample", 1, ("generation",)),
     Stage("judge", ("judgments.jsonl",), "judge", ("candidates",), "judge", 2, ("judge", "variant.name"), _judged,
           "votes rank the candidates (self_consistency)"),

@@ -265,6 +265,10 @@ class RunDir:
         """M_t: the model that writes prompts, answers and judges in round t."""
         return str(self.model(t - 1)) if t > 1 else self.initial(cfg)
 
+    def prompt_writer(self, cfg, t: int) -> str:
+        """The model that writes round t's prompts (`prompts.model`)."""
+        return {"current": self.policy(cfg, t), "initial": self.initial(cfg)}.get(cfg.prompts.model, cfg.prompts.model)
+
     def stage_model(self, cfg, t: int, stage: str) -> str | None:
         """The model that runs a stage of round t, by the role the stage table gives it."""
         role = STAGE[stage].model
@@ -272,7 +276,7 @@ class RunDir:
             if cfg.variant.name.value == "random" or cfg.judge.method.value == "oracle":
                 return None
             return cfg.judge.model or self.policy(cfg, t)
-        roles = {"policy": self.policy, "initial": lambda c, _: self.initial(c),
+        roles = {"policy": self.policy, "initial": lambda c, _: self.initial(c), "prompt_writer": self.prompt_writer,
                  "previous": lambda c, r: self.policy(c, r - 1),
                  "lookahead": lambda c, r: str(self.lookahead_dir(r) / "model")}
         return roles[role](cfg, t) if role else None

@@ -161,6 +161,11 @@ class InitConfig:
 
 @dataclass
 class PromptsConfig:
+    model: str = field(
+        default="current",
+        metadata={"help": "Who writes the round's prompts: current (M_t), initial (M1), or a fixed checkpoint "
+                          "path or hub id (the paper uses a fixed Llama-2-Chat-70B)."},
+    )
     template: str = field(default="self_instruct.txt", metadata={"help": "File in prompts/ or a path."})
     num_prompts: int = 32
     num_shots: int = 8
@@ -351,6 +356,9 @@ class TestbedConfig:
     n_eft: int = field(default=2000, metadata={"help": "EFT: instances with a right or a wrong answer, judged."})
     n_heldout: int = field(default=200, metadata={"help": "Held-out instances (each judged right and wrong too)."})
     heldout_seed: int = field(default=1234, metadata={"help": "Fixes the held-out set across run seeds."})
+    heldout_version: int = field(default=1, metadata={
+        "help": "The held-out set's generator, frozen once published (1: the only one so far). Training-side "
+                "corruptions may change; held-out ones only under a new version, never compared with the old."})
 
 
 @dataclass

@@ -53,9 +53,20 @@ def kendall_tau(xs: list[float], ys: list[float]) -> float | None:
     return (concordant - discordant) / denom if denom else None
 
 
-def pairwise_accuracy(groups: list[str], judge: list[float], reference: list[float]) -> tuple[float | None, int]:
+def pair_outcome(better: float | None, worse: float | None) -> float:
+    """One judged pair whose right order is known: 1 when the judge puts the better response above,
+    half for a tie, 0 otherwise; a pair with an unparsed judgment (None) on either side counts as wrong,
+    so that a judge cannot score well by failing to answer."""
+    if better is None or worse is None:
+        return 0.0
+    return 1.0 if better > worse else 0.5 if better == worse else 0.0
+
+
+def pairwise_accuracy(groups: list[str], judge: list[float | None],
+                      reference: list[float]) -> tuple[float | None, int]:
     """Over all pairs of responses to the same instruction whose reference scores differ: the share
-    the judge orders the same way (a judge tie counts half). Returns (accuracy, number of pairs)."""
+    the judge orders the same way (`pair_outcome`: a tie counts half, an unparsed judgment as wrong).
+    Returns (accuracy, number of pairs)."""
     by_group = defaultdict(list)
     for g, j, r in zip(groups, judge, reference):
         by_group[g].append((j, r))
@@ -67,7 +78,7 @@ def pairwise_accuracy(groups: list[str], judge: list[float], reference: list[flo
                 if ra == rb:
                     continue
                 n += 1
-                total += 0.5 if ja == jb else float((ja > jb) == (ra > rb))
+                total += pair_outcome(ja, jb) if ra > rb else pair_outcome(jb, ja)
     return (total / n if n else None), n
 
 
@@ -87,11 +98,16 @@ def swapped_outcome(new_first: tuple[float, float], new_second: tuple[float, flo
 
 
 def win_rate(outcomes: list[float]) -> dict:
+    """Wins + half the ties over all comparisons, with `decided` (the comparisons both orders agreed
+    on) beside it. When none was decided the evaluator only followed positions: no rate (None), not
+    the 0.5 that all ties would give."""
+    decided = outcomes.count(1.0) + outcomes.count(0.0)
     return {
-        "win_rate": sum(outcomes) / len(outcomes) if outcomes else None,
+        "win_rate": sum(outcomes) / len(outcomes) if decided else None,
         "wins": outcomes.count(1.0),
         "ties": outcomes.count(0.5),
         "losses": outcomes.count(0.0),
+        "decided": decided,
         "n": len(outcomes),
     }
 

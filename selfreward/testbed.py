@@ -34,6 +34,7 @@ from typing import Callable
 from selfreward.errors import ConfigError
 from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
 from selfreward.schema import Config, TestbedConfig
+from selfreward.stats import pair_outcome
 
 WORD = r"([a-z]{1,12})"
 NUMBER = r"(\d{1,3})"
@@ -105,7 +106,7 @@ def _explain_pair(numbers: str, target: str, response: str) -> str:
     return f"{got[0]}+{got[1]}={total} vs {target}: {'same' if total == int(target) else 'differs'}"
 
 
-def _wrong_pair(numbers: str, target: str, rng: random.Random, answer: str) -> str:
+def _wrong_pair_v1(numbers: str, target: str, rng: random.Random, answer: str) -> str:
     """The model's own kinds of mistake: another pair of the list, or a number that is not in it; both
     with a sum other than the target, so the sum check tells them from the answer."""
     xs = numbers.split()
@@ -136,7 +137,7 @@ TASKS = {
     "pair": Task(re.compile(r"pair ((?:\d )+\d) sum (\d{1,2})"), _solve_pair, _sample_pair, "pair {} sum {}",
                  lambda numbers, target: (*sorted(numbers.split()), target),
                  lambda c, numbers, target: max(c.min_len, 3) <= len(numbers.split()) <= c.max_len,
-                 _explain_pair, _wrong_pair, _accepts_pair),
+                 _explain_pair, _wrong_pair_v1, _accepts_pair),
 }
 
 
@@ -195,7 +196,7 @@ def check(instruction: str, response: str) -> bool | None:
     return response.strip() == parsed[1]
 
 
-def corrupt(rng: random.Random, answer: str, task: str = "") -> str:
+def corrupt_v1(rng: random.Random, answer: str, task: str = "") -> str:
     """A plausible wrong answer, of the kinds the model's own samples show: a number a little off; two
     letters swapped, one dropped or doubled, or one replaced by another letter of the answer (same
     length, same letters: the mistakes a length or alphabet check cannot catch). For `sort` the
@@ -239,11 +240,33 @@ def instances(cfg: TestbedConfig, rng: random.Random, n: int, exclude: frozenset
                       f"{cfg.alphabet!r}, lengths {cfg.min_len}-{cfg.max_len}: widen them or ask for fewer.")
 
 
-def wrong_answer(rng: random.Random, row: dict) -> str:
-    """A plausible wrong answer to an instance {task, instruction, answer}."""
-    task, args = TASKS[row["task"]], _match(row["instruction"])[1].groups()
+# Training-side corruption (EFT): may change as the testbed's judge training is tuned.
+corrupt = corrupt_v1
+
+
+def _training_wrong(rng: random.Random, row: dict, args: tuple) -> str:
+    task = TASKS[row["task"]]
+    return task.wrong(*args, rng, row["answer"]) if task.wrong else corrupt(rng, row["answer"], row["task"])
+
+
+def _heldout_wrong_v1(rng: random.Random, row: dict, args: tuple) -> str:
+    wrong = {"pair": _wrong_pair_v1}.get(row["task"])
+    return wrong(*args, rng, row["answer"]) if wrong else corrupt_v1(rng, row["answer"], row["task"])
+
+
+# The held-out judge set's wrong answers, one frozen generator per `testbed.heldout_version`. A published
+# held-out set never changes: a better corruption for training goes into `_training_wrong`, and one for
+# evaluation into a new version here (whose numbers are never compared with the old version's).
+HELDOUT_WRONG = {1: _heldout_wrong_v1}
+
+
+def wrong_answer(rng: random.Random, row: dict, heldout_version: int | None = None) -> str:
+    """A plausible wrong answer to an instance {task, instruction, answer}: the training side's, or
+    with `heldout_version` the frozen held-out generator's."""
+    args = _match(row["instruction"])[1].groups()
+    make = _training_wrong if heldout_version is None else HELDOUT_WRONG[heldout_version]
     while True:
-        wrong = task.wrong(*args, rng, row["answer"]) if task.wrong else corrupt(rng, row["answer"], row["task"])
+        wrong = make(rng, row, args)
         if wrong != row["answer"]:
             return wrong
 
@@ -264,13 +287,13 @@ def judgment(instruction: str, response: str, label: str, score: int, reasoning:
 
 
 def _judged(rows: list[dict], rng: random.Random, label: str, max_score: int, both: bool,
-            reasoning: bool = False) -> list[dict]:
+            reasoning: bool = False, heldout_version: int | None = None) -> list[dict]:
     """EFT records: each instance with its correct answer, a wrong one, or (both) one of each."""
     out = []
     for r in rows:
         kinds = (True, False) if both else (rng.random() < 0.5,)
         for right in kinds:
-            response = r["answer"] if right else wrong_answer(rng, r)
+            response = r["answer"] if right else wrong_answer(rng, r, heldout_version)
             score = max_score if right else 0
             out.append({"task": r["task"], "instruction": r["instruction"], "response": response,
                         "judgment": judgment(r["instruction"], response, label, score, reasoning), "score": score})
@@ -321,7 +344,7 @@ def write(cfg: Config, rd: RunDir) -> None:
                                            for i, r in enumerate(heldout)])
     # the held-out judgments are scored, never trained on: their reasoning is the training data's format
     write_jsonl(paths["heldout_eft"], _judged(heldout, random.Random(tb.heldout_seed + 1), *judged_as, both=True,
-                                              reasoning=reasoning))
+                                              reasoning=reasoning, heldout_version=tb.heldout_version))
     write_jsonl(paths["eft"], _judged(judged, rng, *judged_as, both=False, reasoning=reasoning))
     write_jsonl(paths["ift"], [{"kind": "task", "instruction": r["instruction"], "response": r["answer"]}
                                for r in answered] + demos)
@@ -333,22 +356,22 @@ def _share(flags: list[bool]) -> float | None:
 
 
 def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scores: list[float | None],
-            max_score: float, training: list[dict] | None = None) -> dict:
+            max_score: float, training: list[dict] | None = None, heldout_version: int = 1) -> dict:
     """Held-out metrics against the checker.
 
     accuracy: greedy answers to `prompts` that are correct; judge_accuracy: held-out EFT items whose
     judge score is on the right side of the scale's midpoint (unparsed = wrong); judge_pairwise_accuracy:
-    instances with a correct and a wrong answer where the correct one scores higher (ties count half);
+    instances with a correct and a wrong answer where the correct one scores higher (ties count half,
+    unparsed = wrong: `stats.pair_outcome`); judge_parsed: the share of EFT items whose score parsed;
     `training` (the round's pairs or SFT set): pair_precision = chosen (kept) responses that are correct,
     rejected_wrong = rejected responses that are wrong."""
     right = [bool(check(p["prompt"], a)) for p, a in zip(prompts, answers)]
     truth = [bool(check(e["instruction"], e["response"])) for e in eft]
-    said = [s is not None and s >= max_score / 2 for s in judge_scores]
-    by_instance: dict[str, dict[bool, float]] = {}
+    said = [None if s is None else s >= max_score / 2 for s in judge_scores]  # None never equals a truth
+    by_instance: dict[str, dict[bool, float | None]] = {}
     for e, t, s in zip(eft, truth, judge_scores):
-        by_instance.setdefault(e["instruction"], {})[t] = -1.0 if s is None else s
-    pairwise = [1.0 if d[True] > d[False] else 0.5 if d[True] == d[False] else 0.0
-                for d in by_instance.values() if len(d) == 2]
+        by_instance.setdefault(e["instruction"], {})[t] = s
+    pairwise = [pair_outcome(d[True], d[False]) for d in by_instance.values() if len(d) == 2]
     prompt_task = [parse(p["prompt"])[0] for p in prompts]
     eft_task = [parse(e["instruction"])[0] for e in eft]
     per_task = {name: {"accuracy": _share([r for r, n in zip(right, prompt_task) if n == name]),
@@ -358,8 +381,10 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         "accuracy": _share(right),
         "judge_accuracy": _share([s == t for s, t in zip(said, truth)]),
         "judge_pairwise_accuracy": round(sum(pairwise) / len(pairwise), 4) if pairwise else None,
+        "judge_parsed": _share([s is not None for s in judge_scores]),
         "n_prompts": len(prompts),
         "n_judged": len(eft),
+        "heldout_version": heldout_version,
         "per_task": per_task,
     }
     if training is not None:
@@ -386,18 +411,18 @@ def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str 
     from selfreward.variants.votes import majority, tally
 
     score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
-    groups: dict[str, dict[bool, list[float]]] = {}
+    groups: dict[str, dict[bool, list[float | None]]] = {}
     best: dict[str, tuple[float, int, bool]] = {}
     right = []
     for c in candidates:
         ok = bool(check(c["prompt"], c["response"]))
         right.append(ok)
         s = score.get((c["prompt_id"], c["candidate_id"]))
-        groups.setdefault(c["prompt_id"], {True: [], False: []})[ok].append(-1.0 if s is None else s)
+        groups.setdefault(c["prompt_id"], {True: [], False: []})[ok].append(s)
         if s is not None and (c["prompt_id"] not in best or (s, -c["candidate_id"]) > best[c["prompt_id"]][:2]):
             best[c["prompt_id"]] = (s, -c["candidate_id"], ok)
-    wins = [1.0 if a > b else 0.5 if a == b else 0.0
-            for g in groups.values() for a in g[True] for b in g[False]]
+    # no judgments at all (self_consistency votes instead): the judge's metrics do not apply
+    wins = [pair_outcome(a, b) for g in groups.values() for a in g[True] for b in g[False]] if judgments else []
     prompt_of = {c["prompt_id"]: c["prompt"] for c in candidates}
     voted = [check(prompt_of[pid], top[0]) for pid, g in tally(candidates, pattern).items()
              if (top := majority(g)) is not None]
@@ -405,7 +430,7 @@ def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str 
     picks = [p for p in (pick, vote) if p is not None]
     return {"candidate_accuracy": sampled,
             "judge_own_pairwise_accuracy": round(sum(wins) / len(wins), 4) if wins else None,
-            "n_own_pairs": len(wins),
+            "n_own_pairs": len(wins) if judgments else None,
             "judge_pick_accuracy": pick,
             "vote_accuracy": vote,
             "generation_verification_gap": round(max(picks) - sampled, 4) if picks and sampled is not None else None}

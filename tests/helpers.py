@@ -24,6 +24,18 @@ SMALL = [
 ]
 
 
+def need(found, what: str):
+    """A tool the CI installs: missing, the test fails under CI=true (a skip there would hide a broken
+    install step) and is skipped elsewhere, saying what to install. Returns `found`."""
+    import pytest
+
+    if not found:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{what} is missing, and CI=true: .ci/run installs it, so this is a broken install step")
+        pytest.skip(f"{what} is not installed here")
+    return found
+
+
 def selfreward(*args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would (`env`: extra environment variables)."""
     result = subprocess.run([sys.executable, "-m", "selfreward", *args], capture_output=True, text=True,

@@ -99,8 +99,8 @@ def test_judge_and_pair_failures_stop_cleanly_then_skip(run_from_init):
     )
     assert not (r1 / "judgments.jsonl").exists() and leftovers(run_dir) == []
 
-    # Too few pairs: stop ...
-    err = fails(*args, "pairs.min_pairs=1000", match="fewer than pairs.min_pairs=1000")
+    # Too few pairs: stop (the tiny recipe skips by default) ...
+    err = fails(*args, "pairs.min_pairs=1000", "pairs.on_too_few=stop", match="fewer than pairs.min_pairs=1000")
     assert (r1 / "judgments.jsonl").is_file() and not (r1 / "pairs.jsonl").exists()
     assert leftovers(run_dir) == []
 

@@ -43,6 +43,11 @@ def test_paper_recipe_settings():
     # the paper trains M2 and M3 from M1: two self-rewarding rounds
     assert (srlm.update.learning_rate, srlm.rounds, srlm.update.reference.value) == (1e-6, 2, "previous")
     assert srlm.init.data == "ift+eft" and compose(["recipe=srlm_llama3_8b"]).init.data == "eft"
+    # the paper's prompt writer: a fixed Llama-2-Chat-70B, 8-shot, T = 0.6, top-p 0.9
+    assert (srlm.prompts.model, srlm.prompts.num_shots, srlm.prompts.temperature, srlm.prompts.top_p) == (
+        "meta-llama/Llama-2-70b-chat-hf", 8, 0.6, 0.9)
+    header = (RECIPES_DIR / "srlm_llama2_70b.yaml").read_text().split("defaults:")[0]
+    assert "What it follows:" in header and "Where it departs:" in header and "6 seed prompts and 2" in header
     isheep = compose(["recipe=isheep_qwen"])
     assert isheep.update.method.value == "sft" and isheep.judge.score_names == ["Quality", "Following"]
     assert isheep.init.data == "ift"
@@ -86,6 +91,10 @@ def test_vllm_backend_without_vllm_exits_2_before_any_work(tmp_path):
     result = selfreward("run", "backend=vllm", "launch.in_process=false", f"run_dir={tmp_path / 'run'}", check=False)
     assert result.returncode == 2 and "pip install 'selfreward[vllm]'" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "run").exists()
+    # the tiny recipe runs generation in process, which vLLM cannot: the missing package is named first
+    result = selfreward("run", "recipe=tiny", "backend=vllm", f"run_dir={tmp_path / 'run'}", check=False)
+    assert result.returncode == 2 and not (tmp_path / "run").exists()
+    assert -1 < result.stderr.find("pip install 'selfreward[vllm]'") < result.stderr.find("launch.in_process=false")
 
 
 # -- prompt evolution ------------------------------------------------------------------------------
@@ -299,3 +308,16 @@ def test_data_parallel_generation_matches_one_process(run_from_init):
     assert p1 == p2 and c1 == c2 and len(c1) >= 9
     assert len({c["response"] for c in c1}) > len(c1) // 2  # sampled, not greedy copies
     assert [j["score"] for j in j1] == pytest.approx([j["score"] for j in j2], abs=1e-4)
+
+
+def test_prompts_model_picks_who_writes_the_prompts(tmp_path):
+    from selfreward.errors import ConfigError
+    from selfreward.rundir import RunDir
+
+    rd = RunDir(tmp_path)
+    for setting, round_2 in (("current", rd.model(1)), ("initial", rd.model(None)), ("org/writer", "org/writer")):
+        cfg = compose([f"prompts.model={setting}", f"run_dir={tmp_path}"])
+        assert rd.stage_model(cfg, 2, "prompts") == str(round_2)
+        assert rd.stage_model(cfg, 2, "candidates") == str(rd.model(1))  # M_t answers whoever wrote
+    with pytest.raises(ConfigError, match="'prompts.model': no such checkpoint directory"):
+        compose([f"prompts.model={tmp_path / 'missing'}"])

@@ -27,6 +27,9 @@ def test_pairwise_accuracy_by_hand():
     # q1 pairs: (5,3): judge tie -> 0.5 ; (5,1): 4>2 right -> 1 ; (3,1): 4>2 right -> 1
     assert pairwise_accuracy(groups, judge, ref) == (pytest.approx(2.5 / 3), 3)
     assert pairwise_accuracy(["a"], [1], [1]) == (None, 0)
+    # an unparsed judgment (None) makes its pairs wrong, on either side; it never drops out
+    assert pairwise_accuracy(["a", "a", "b", "b"], [None, 1, 5, None], [5, 1, 5, 1]) == (0.0, 2)
+    assert pairwise_accuracy(["a", "a", "a"], [4, 2, None], [5, 3, 1]) == (pytest.approx(1 / 3), 3)
 
 
 def test_swapped_outcome_and_win_rate_with_ties():
@@ -35,7 +38,9 @@ def test_swapped_outcome_and_win_rate_with_ties():
     assert swapped_outcome((0.7, 0.3), (0.7, 0.3)) == 0.5  # judge always picks A: position bias
     assert swapped_outcome((0.5, 0.5), (0.2, 0.8)) == 0.5
     result = win_rate([1.0, 0.0, 0.5, 1.0])
-    assert result == {"win_rate": 0.625, "wins": 2, "ties": 1, "losses": 1, "n": 4}
+    assert result == {"win_rate": 0.625, "wins": 2, "ties": 1, "losses": 1, "decided": 3, "n": 4}
+    # all ties: the evaluator followed the position every time, so there is no rate (not 0.5)
+    assert win_rate([0.5] * 16) == {"win_rate": None, "wins": 0, "ties": 16, "losses": 0, "decided": 0, "n": 16}
 
 
 def test_distinct_n():

@@ -1,4 +1,4 @@
-"""`selfreward sweep` (DPO vs SFT over two seeds), killed and rerun, then `selfreward report`."""
+"""`selfreward sweep`: the README's line (DPO vs SFT over two seeds), killed and rerun, then `selfreward report`."""
 
 import json
 import os
@@ -9,27 +9,29 @@ import time
 
 import pytest
 
-from tests.helpers import SMALL, selfreward
+from tests.helpers import selfreward
 
 pytestmark = pytest.mark.slow
 
 
-def test_sweep_killed_rerun_and_report(tmp_path):
+def readme_sweep() -> list[str]:
+    """The README's sweep line, as shown (its `selfreward sweep ...` before any `&&`)."""
+    import re
+    import shlex
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    line = re.search(r"^selfreward (sweep [^\n]*?)(?:\s+&&.*)?$", readme, re.M).group(1)
+    return shlex.split(line)
+
+
+def test_the_readmes_sweep_killed_rerun_and_report(tmp_path):
+    """The README's sweep line as shown (the tiny recipe, ZeRO-2 launches, its seeds), shrunk only to
+    one round and given a scratch sweep_dir; killed after its first run, rerun, reported."""
     sweep_dir = tmp_path / "sweep"
-    # Plain-process training and one round keep 4 runs short; the ZeRO launches are tested elsewhere.
-    args = [
-        "sweep",
-        "recipe=tiny",
-        *SMALL,
-        "init.epochs=1",
-        "judge=logprob",
-        "pairs.sft_threshold=0",
-        "launch.accelerate_config=null",
-        "update=dpo,sft",
-        "seed=0,1",
-        "rounds=1",
-        f"sweep_dir={sweep_dir}",
-    ]
+    shown = readme_sweep()
+    assert shown[:2] == ["sweep", "update=dpo,sft"] and "seed=0,1" in shown and "rounds=2" in shown
+    args = [a for a in shown if not a.startswith(("rounds=", "sweep_dir="))] + ["rounds=1", f"sweep_dir={sweep_dir}"]
     log = open(tmp_path / "sweep.log", "w")
     proc = subprocess.Popen([sys.executable, "-m", "selfreward", *args], stdout=log, stderr=log, start_new_session=True)
     deadline = time.monotonic() + 600

@@ -99,9 +99,22 @@ def test_candidate_stats_on_a_hand_made_round():
                  for c, s in zip(candidates, [0.9, 0.4, 0.9, None, 0.1])]
     stats = testbed.candidate_stats(candidates, judgments)
     # judge picks: p0's tie at 0.9 goes to the lower id (right), p1's only score is the right one;
-    # votes: every answer once, so the first sampled wins (p0 right, p1 "3" wrong)
-    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": round(2.5 / 3, 4), "n_own_pairs": 3,
+    # votes: every answer once, so the first sampled wins (p0 right, p1 "3" wrong); own pairs: p0 1 and
+    # a tie (0.5), p1's pair has an unparsed side and counts as wrong (0)
+    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": 0.5, "n_own_pairs": 3,
                      "judge_pick_accuracy": 1.0, "vote_accuracy": 0.5, "generation_verification_gap": 0.6}
+    # an arm with no judge (self_consistency's votes) has no judge metrics, not a 0.5 made of ties
+    unjudged = testbed.candidate_stats(candidates, [])
+    assert unjudged["judge_own_pairwise_accuracy"] is None and unjudged["n_own_pairs"] is None
+    assert unjudged["judge_pick_accuracy"] is None and unjudged["vote_accuracy"] == 0.5
+
+
+def test_unparsed_judgments_count_as_wrong_everywhere():
+    eft = [{"instruction": "add 2 3", "response": "5"}, {"instruction": "add 2 3", "response": "6"},
+           {"instruction": "sort cba", "response": "abc"}, {"instruction": "sort cba", "response": "abb"}]
+    # an unparsed score on a wrong answer is not a correct "wrong" verdict, nor a win for the right one
+    m = testbed.metrics([], [], eft, [0.9, 0.1, 0.8, None], max_score=1)
+    assert m["judge_accuracy"] == 0.75 and m["judge_pairwise_accuracy"] == 0.5 and m["judge_parsed"] == 0.75
 
 
 def test_write_keeps_truth_out_of_training(tmp_path):
@@ -235,3 +248,44 @@ def test_too_small_a_task_family_is_a_config_error():
     cfg = testbed.TestbedConfig(enabled=True, tasks=["sort"], alphabet="ab", min_len=1, max_len=2)
     with pytest.raises(ConfigError, match="cannot draw 50 distinct task instances"):
         testbed.instances(cfg, random.Random(0), 50)  # only 6 words exist
+
+
+FROZEN_HELDOUT_V1 = {  # sha256[:16] of the held-out files as published (testbed.heldout_version=1)
+    (): ("626f9fd6489db4ed", "836647bf4f8d8d26"),
+    ("testbed.tasks=[pair]", "judge.reasoning=true"): ("d213c3ba38944c56", "d75590b9db3e07bf"),
+    ("testbed.tasks=[reverse,sort,count,add,pair]",): ("cf457fa412bece67", "0840b61382ca9d0a"),
+}
+
+
+def _heldout_and_eft(tmp_path, extra) -> tuple[tuple[str, str], bytes]:
+    import hashlib
+
+    cfg = compose(["recipe=testbed", f"run_dir={tmp_path}", "testbed.n_ift=40", "testbed.n_eft=40", *extra])
+    rd = RunDir(tmp_path)
+    testbed.write(cfg, rd)
+    f = testbed.files(rd)
+    digest = tuple(hashlib.sha256(f[k].read_bytes()).hexdigest()[:16] for k in ("heldout_prompts", "heldout_eft"))
+    return digest, f["eft"].read_bytes()
+
+
+@pytest.mark.parametrize("extra", list(FROZEN_HELDOUT_V1))
+def test_the_published_heldout_set_is_frozen(tmp_path, extra):
+    """A held-out set once published never changes (a new one is a new `testbed.heldout_version`)."""
+    assert _heldout_and_eft(tmp_path, extra)[0] == FROZEN_HELDOUT_V1[extra]
+
+
+def test_training_corruptions_can_change_without_touching_the_heldout_set(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    extra = ("testbed.tasks=[reverse,sort,count,add,pair]",)
+    before, eft_before = _heldout_and_eft(tmp_path / "a", extra)
+    monkeypatch.setattr(testbed, "corrupt", lambda rng, answer, task="": answer + "x")
+    monkeypatch.setitem(testbed.TASKS, "pair", replace(testbed.TASKS["pair"], wrong=lambda n, t, rng, a: "0 0"))
+    after, eft_after = _heldout_and_eft(tmp_path / "b", extra)
+    assert eft_after != eft_before  # the training side did change
+    assert after == before == FROZEN_HELDOUT_V1[extra]
+
+
+def test_an_unknown_heldout_version_is_refused():
+    with pytest.raises(ConfigError, match="testbed.heldout_version"):
+        compose(["recipe=testbed", "testbed.heldout_version=2"])

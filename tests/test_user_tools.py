@@ -2,6 +2,7 @@
 discipline, commands that explain themselves, TRL settings, trackers, and the HTML report checked in a
 real headless browser."""
 
+import importlib.util
 import json
 import re
 import shutil
@@ -11,7 +12,7 @@ import sys
 import pytest
 
 from selfreward.cli import parser
-from tests.helpers import SMALL, selfreward, wandb_history
+from tests.helpers import SMALL, need, selfreward, wandb_history
 
 TRAINER_ARGS = "train.trainer_args={lr_scheduler_type: cosine, warmup_steps: 0.1}"
 
@@ -122,9 +123,8 @@ def test_tensorboard_holds_the_trainer_losses_and_one_scalar_per_round(quiet_run
 
 @pytest.mark.slow
 def test_the_html_report_opens_in_a_browser_and_shows_the_rounds(quiet_run, tmp_path):
-    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
-    if chromium is None:
-        pytest.skip("no chromium here (.ci/run installs Debian's chromium)")
+    chromium = need(shutil.which("chromium") or shutil.which("chromium-browser"),
+                    "a headless chromium (.ci/run installs Debian's chromium)")
     run_dir = quiet_run[0]
     page = tmp_path / "report" / "report.html"
     assert selfreward("report", str(run_dir), "--html", "--out", str(page.parent)).stdout.strip() == str(page)
@@ -160,7 +160,7 @@ def test_status_takes_the_run_directory_both_ways(tmp_path):
 
 @pytest.mark.slow
 def test_wandb_offline_holds_the_round_numbers_and_the_trainer_loss(tmp_path):
-    pytest.importorskip("wandb")
+    need(importlib.util.find_spec("wandb"), "wandb (the dev extra installs it)")
     run_dir = tmp_path / "run"
     selfreward("run", "recipe=tiny", *SMALL, "rounds=1", "launch.accelerate_config=null", "launch.in_process=true",
                "eval.enabled=false", "train.report_to=[wandb]", f"run_dir={run_dir}",
@@ -175,3 +175,23 @@ def test_wandb_offline_holds_the_round_numbers_and_the_trainer_loss(tmp_path):
             for row in wandb_history(log):
                 logged.update(row)
     assert "train/loss" in logged and logged["round/round"] == 1 and "round/pairs" in logged
+
+
+def test_a_tool_ci_installs_fails_under_ci_and_skips_elsewhere(monkeypatch):
+    import _pytest.outcomes
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(_pytest.outcomes.Failed, match="broken install step"):
+        need(None, "chromium")
+    monkeypatch.delenv("CI")
+    with pytest.raises(_pytest.outcomes.Skipped):
+        need(None, "chromium")
+    assert need("/usr/bin/chromium", "chromium") == "/usr/bin/chromium"
+
+
+def test_config_refuses_what_run_refuses(tmp_path):
+    bad = "train.trainer_args={no_such_field: 1}"
+    for command in ("config", "run"):
+        result = selfreward(command, "recipe=tiny", bad, f"run_dir={tmp_path / 'run'}", check=False)
+        assert result.returncode == 2 and "'train.trainer_args.no_such_field'" in result.stderr, (command, result)
+        assert not result.stdout.strip() and not (tmp_path / "run").exists()

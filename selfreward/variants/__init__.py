@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
-from selfreward.round import TABLE
+from selfreward.round import TABLE, stage_seed
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config, JudgeConfig, VariantName
 from selfreward.variants import cream, length, meta, votes
@@ -72,7 +72,7 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
         drops["length_rho"] = length.rho(cfg, t)
     if v.name is VariantName.cream:
         drops.update(cream.smoothing(*_previous_rankings(rd, t)))
-        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], cfg.seed * 100_003 + t)
+        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], stage_seed(cfg, t, "pairs"))
     return pairs, drops
 
 

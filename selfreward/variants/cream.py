@@ -7,9 +7,10 @@ C * DPO(chosen, rejected) + (1 - C) * DPO(rejected, chosen): the less the judge 
 previous self, the less its pairs are trusted. That is conservative DPO with label smoothing 1 - C,
 but TRL 1.x's sigmoid DPO loss no longer reads `label_smoothing` (only its robust, EXO and AOT losses
 do, each differently), so passing it would silently change nothing. selfreward keeps TRL's loss as it
-is and smooths the labels in the data: a share 1 - C of the round's pairs, drawn with the round's
-seed, is trained with chosen and rejected swapped (`flipped: true`), which gives the same objective
-in expectation. C, 1 - C and the number flipped are recorded in the pairs' manifest entry and in
+is and smooths the labels in the data: each of the round's pairs is trained with chosen and rejected
+swapped (`flipped: true`) with probability 1 - C, drawn independently from the round's seed, which
+gives the same objective in expectation over the draws. (A fixed count round((1 - C) * n) would not:
+at C = 0.99 and a dozen pairs it flips none, ever.) C, 1 - C and the number flipped are recorded in the pairs' manifest entry and in
 `metrics.json`.
 
 The paper ranks with the DPO implicit reward (log pi_t - log pi_{t-1}); selfreward ranks with the
@@ -52,8 +53,9 @@ def smoothing(judgments: list[dict], previous: list[dict] | None) -> dict:
 
 
 def smooth_labels(pairs: list[dict], label_smoothing: float, seed: int) -> tuple[list[dict], int]:
-    """Swap chosen and rejected in round(label_smoothing * n) of the pairs, drawn with `seed`."""
-    flip = set(random.Random(seed).sample(range(len(pairs)), round(label_smoothing * len(pairs))))
+    """Swap chosen and rejected in each pair with probability `label_smoothing`, drawn with `seed`."""
+    rng = random.Random(seed)
+    flip = {i for i in range(len(pairs)) if rng.random() < label_smoothing}
     out = [{**p, "chosen": p["rejected"], "rejected": p["chosen"], "flipped": True} if i in flip else p
            for i, p in enumerate(pairs)]
     return out, len(flip)
