@@ -3,6 +3,7 @@
     python -m benchmarks                                  # tiny model on this machine, ~2 minutes on 2 cores
     python -m benchmarks --model /models/Qwen2.5-0.5B-Instruct --device cuda
     python -m benchmarks --size minimal --out /tmp/results.json   # seconds: keeps the suite working
+    python -m benchmarks --show                           # results.json as the markdown table of docs/benchmarks.md
 
 Writes `benchmarks/results.json`: {"machine": ..., "rows": [{"name", "value", "target", "met", "detail"}]}
 and prints the table. A row is met when its value is inside its target and its gate (if any) holds.
@@ -34,6 +35,17 @@ def table(rows: list[dict]) -> Table:
     return t
 
 
+def markdown(result: dict) -> str:
+    """The results as the table docs/benchmarks.md shows, with the line that introduces it."""
+    lines = [f"Measured on this machine ({result['machine']}; `python -m benchmarks`, {result['seconds']} s):", "",
+             "| row | value | target | met | detail |", "| --- | --- | --- | --- | --- |"]
+    for r in result["rows"]:
+        met = {True: "yes", False: "**no**", None: "–"}[r["met"]]
+        value = "–" if r["value"] is None else f"{r['value']:.3g}"
+        lines.append(f"| {r['name']} | {value} | {r['target']} | {met} | {r['detail']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(suite.SIZES), default="tiny")
@@ -41,7 +53,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("overrides", nargs="*", help="selfreward config overrides, e.g. generation.batch_size=16")
+    parser.add_argument("--show", action="store_true", help="print --out's results as a markdown table; run nothing")
     args = parser.parse_args(argv)
+    if args.show:
+        print(markdown(json.loads(args.out.read_text())), end="")
+        return 0
     console = Console(stderr=True)
     start = time.perf_counter()
     rows = [r.as_dict() for r in suite.run(args.size, args.model, args.device, args.overrides, progress=console.log)]

@@ -49,15 +49,22 @@ def overhead(name: str, ours: float, reference: float, high: float, detail: str)
 
 
 def judge_speed(name: str, t_fast: float, t_sampled: float, acc_fast: float | None, acc_sampled: float | None,
-                low: float, detail: str) -> Row:
-    """Time ratio of K sampled judgments to the faster judge, met only when the faster judge's pairwise
-    accuracy (against the checker) is within 2 points of the sampled judge's, or above it."""
+                low: float, detail: str, parsed: tuple[float | None, float | None] = (1.0, 1.0),
+                chance: float = 0.55, min_parsed: float = 0.9) -> Row:
+    """Time ratio of K sampled judgments to the faster judge, met only when both judges parse (a share
+    above `min_parsed` of their judgments), the baseline is above chance (a pairwise accuracy above
+    `chance`: a baseline that cannot score makes any ratio meaningless), and the faster judge's pairwise
+    accuracy against the checker is within 2 points of the sampled judge's, or above it."""
     gate = ""
     if acc_fast is None or acc_sampled is None:
         gate = "no accuracy to compare"
+    elif any(p is None or p < min_parsed for p in parsed):
+        gate = f"a judge's parse rate is below {min_parsed:g} ({_f(parsed[0])} vs {_f(parsed[1])})"
+    elif acc_sampled <= chance:
+        gate = f"the baseline is at chance (pairwise accuracy {acc_sampled:.3f} <= {chance:g})"
     elif acc_fast < acc_sampled - 0.02:
         gate = f"the faster judge is less accurate ({acc_fast:.3f} vs {acc_sampled:.3f})"
-    accuracies = f"pairwise accuracy {_f(acc_fast)} vs {_f(acc_sampled)}"
+    accuracies = f"pairwise accuracy {_f(acc_fast)} vs {_f(acc_sampled)}; parsed {_f(parsed[0])} vs {_f(parsed[1])}"
     return Row(name, t_sampled / t_fast if t_fast else None, low=low, detail=f"{detail}; {accuracies}", gate=gate)
 
 

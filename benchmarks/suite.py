@@ -159,8 +159,9 @@ def judge_speed_row(gen, cfg: Config, size: Size, reasoning: bool) -> Row:
     averaged, on the testbed's M1 and its held-out judge set, accuracies checked by the program."""
     eft, items = _heldout_judged(cfg)
     fast = replace(cfg.judge, method=JudgeMethod.logprob, reasoning=reasoning)
-    sampled = replace(cfg.judge, method=JudgeMethod.sampled, reasoning=False, samples=3, temperature=1.0,
-                      max_new_tokens=cfg.judge.max_new_tokens if reasoning else 4)
+    # the round's own length budget: room for the judgment the EFT taught ("Score: 1" alone is 8 tokens
+    # on the testbed's one-token-a-character tokenizer), so a baseline is never cut before its score
+    sampled = replace(cfg.judge, method=JudgeMethod.sampled, reasoning=False, samples=3, temperature=1.0)
     judge_candidates(gen, fast, items[:2], seed=0)  # warm up
     by_fast, t_fast = _timed(judge_candidates, gen, fast, items, 0)
     by_sampled, t_sampled = _timed(judge_candidates, gen, sampled, items, 0)
@@ -168,7 +169,14 @@ def judge_speed_row(gen, cfg: Config, size: Size, reasoning: bool) -> Row:
     return judge_speed(f"{what} vs 3 sampled{' reasoned' if reasoning else ''} judgments (time)", t_fast,
                        t_sampled, _pairwise(eft, by_fast, cfg.judge.max_score),
                        _pairwise(eft, by_sampled, cfg.judge.max_score), 2.0 if reasoning else 10.0,
-                       f"testbed M1, {len(items)} held-out judgments: {t_fast:.2f} s vs {t_sampled:.2f} s")
+                       f"testbed M1, {len(items)} held-out judgments: {t_fast:.2f} s vs {t_sampled:.2f} s",
+                       parsed=(parse_rate(by_fast), parse_rate(by_sampled)))
+
+
+def parse_rate(judged: list[dict]) -> float | None:
+    """The share of individual judgments whose score parsed (a logprob reading always does)."""
+    single = [s for j in judged for s in j["scores"]]
+    return sum(s is not None for s in single) / len(single) if single else None
 
 
 def prefix_cache_row(gen, size: Size, candidates: list[dict]) -> Row:

@@ -117,6 +117,7 @@ def testbed_headline(rd: RunDir, tb: dict) -> dict:
         "testbed_m1_majority_accuracy": m1.get("majority_accuracy"),
         "testbed_m1_judge_accuracy": m1.get("judge_accuracy"),
         "testbed_accuracy_gain": round(gain, 4) if gain is not None else None,
+        "testbed_heldout_version": tb.get("heldout_version"),
     }
 
 

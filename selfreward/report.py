@@ -231,10 +231,14 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     keys = sorted({k for r in runs for k in r["overrides"]})
     compared = [k for k in keys if k not in SEED_KEYS and len({r["overrides"].get(k) for r in runs}) > 1]
     groups: dict[str, list[list[dict]]] = defaultdict(list)
+    seeds: dict[str, list[tuple[str, list[dict]]]] = defaultdict(list)
     for run in runs:
         rounds = load_rounds(Path(run["run_dir"]))
         if rounds:
-            groups[arm_label(run["overrides"], compared)].append(rounds)
+            label = arm_label(run["overrides"], compared)
+            groups[label].append(rounds)
+            seeds[label].append((str(run["overrides"].get("seed", "-")), rounds))
+    _check_heldout_versions(groups)
     series = {c.title: {} for c in CURVES}
     rows = []
     for label, arm in groups.items():
@@ -251,23 +255,63 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     cols = TESTBED_COLUMNS if testbed else GENERAL_COLUMNS
     over = ", ".join(k for k in keys if k in SEED_KEYS) or "runs"
     lines = [f"# selfreward sweep report: {', '.join(map(str, paths))}", "",
-             f"Compared: {legend}; mean ± sample sd (n - 1) over {over} at the last round (– : one run).", "",
-             "![sweep](sweep.png)", "",
-             "| setting | runs | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
-    for label, n, last in rows:
-        cells = [f"{_fmt(last[c][1])} ± {_fmt(last[c][2])}" if last[c] else "–" for c in cols]
-        lines.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+             f"Compared: {legend}; mean ± sample sd (n - 1) over {over} at the last round (– : one run; "
+             "a cell is empty where the metric does not apply to the arm).", "",
+             "![sweep](sweep.png)", "", *arm_table(rows, cols)]
     gains = [(label, n, last["accuracy gain vs M1 (testbed)"]) for label, n, last in rows]
     if gains and all(g for _, _, g in gains):
         lines += ["", "Held-out greedy accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1):"]
         lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
                   f"after round {g[0]} ({n} runs)" for label, n, g in gains]
+    if testbed:
+        lines += ["", "Held-out greedy accuracy per run (round 0 = M1), and each round's generation-verification "
+                      "gap (the better of the judge's pick and the vote among N, minus sampled accuracy):", "",
+                  *seed_table(seeds)]
     failed = [r["name"] for r in runs if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]
     path = out / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path
+
+
+def _check_heldout_versions(groups: dict[str, list[list[dict]]]) -> None:
+    """Numbers measured on different held-out sets are never compared."""
+    versions = {m.get("eval", {}).get("testbed_heldout_version") for arm in groups.values() for rounds in arm
+                for m in rounds} - {None}
+    if len(versions) > 1:
+        raise ConfigError(f"these runs were evaluated on different held-out sets (testbed.heldout_version "
+                          f"{sorted(versions)}): report each version apart, never side by side.")
+
+
+def _cell(value: tuple | None, spec: str = ".3f") -> str:
+    """'mean ± sd' of one arm's last point; '' where the arm has no value (the metric does not apply)."""
+    if not value:
+        return ""
+    return f"{format(value[1], spec)} ± {_fmt(value[2], spec)}"
+
+
+def arm_table(rows: list[tuple[str, int, dict]], cols: list[str]) -> list[str]:
+    """One line per arm: its settings, the number of runs, each column's mean ± sd at the last round."""
+    out = ["| setting | runs | " + " | ".join(cols) + " |", "|" + " --- |" * (len(cols) + 2)]
+    for label, n, last in rows:
+        cells = [_cell(last[c], ".1f" if CURVE[c].kind in ("count", "length") else ".3f") for c in cols]
+        out.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
+    return out
+
+
+def seed_table(seeds: dict[str, list[tuple[str, list[dict]]]]) -> list[str]:
+    greedy, gap = CURVE["held-out accuracy, greedy (testbed)"], CURVE["generation-verification gap (testbed)"]
+    last = max(len(rounds) for runs in seeds.values() for _, rounds in runs)
+    out = ["| setting | seed | M1 | " + " | ".join(f"round {t}" for t in range(1, last + 1)) + " | gap per round |",
+           "|" + " --- |" * (last + 4)]
+    for label, runs in seeds.items():
+        for seed, rounds in runs:
+            acc = dict(points(greedy, rounds))
+            gaps = ", ".join(f"{v:+.2f}" for _, v in points(gap, rounds))
+            out.append(f"| {label} | {seed} | " + " | ".join(_fmt(acc.get(t), ".3f") for t in range(last + 1))
+                       + f" | {gaps} |")
+    return out
 
 
 def report(paths: list[str], out: str | None = None, html: bool = False, max_prompts: int = 50) -> Path:

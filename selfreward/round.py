@@ -86,7 +86,7 @@ TABLE = (
           _temporal_future),
     Stage("previous_judge", ("judgments_previous.jsonl",), "previous", ("candidates",), "judge", 10, (),
           _cream_from_round_2),
-    Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, None,
+    Stage("pairs", ("pairs.jsonl", "sft.jsonl"), None, ("candidates", "judge"), None, 11,  # CREAM's flips
           ("pairs", "update.method", "variant.meta_share", "variant.rho", "variant.length_control",
            "variant.answer_pattern", "variant.min_vote_share", "variant.min_vote_margin")),
     Stage("update", ("model", "train"), None, ("pairs",), "train", None, ("update",)),

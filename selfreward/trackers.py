@@ -76,10 +76,14 @@ def environment(cfg: Config, rd: RunDir) -> dict[str, str]:
         env.update(WANDB_RUN_ID=run_id, WANDB_RESUME="allow", WANDB_NAME=run_name(rd), WANDB_DIR=str(rd.root))
         env.setdefault("WANDB_PROJECT", os.environ.get("WANDB_PROJECT", "selfreward"))
     if "mlflow" in trackers:
+        # MLflow's default store is ./mlruns of whatever folder the run started in: keep it in the run
+        # directory, unless the user points MLflow elsewhere
+        env["MLFLOW_TRACKING_URI"] = os.environ.get("MLFLOW_TRACKING_URI") or (rd.root / "mlruns").resolve().as_uri()
         state = _state(rd)
         if "mlflow_run_id" not in state:
             import mlflow
 
+            mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
             with mlflow.start_run(run_name=run_name(rd)) as run:
                 state["mlflow_run_id"] = run.info.run_id
             write_json(rd.root / "trackers.json", state)
@@ -119,6 +123,8 @@ def log_round(cfg: Config, rd: RunDir, t: int, metrics: dict, pairs: list[dict])
     if "mlflow" in trackers:
         import mlflow
 
-        with mlflow.start_run(run_id=environment(cfg, rd)["MLFLOW_RUN_ID"]):
+        env = environment(cfg, rd)
+        mlflow.set_tracking_uri(env["MLFLOW_TRACKING_URI"])
+        with mlflow.start_run(run_id=env["MLFLOW_RUN_ID"]):
             mlflow.log_metrics({f"round/{k}": v for k, v in numbers.items()}, step=t)
 

@@ -88,6 +88,47 @@ def test_a_judge_returning_random_scores_fails_on_the_testbed_items():
     assert row.met is False
 
 
+def test_a_baseline_at_chance_or_unparsed_fails_the_judge_gate():
+    # the figures once published: a sampled baseline cut before its score, every judgment a tie (0.500)
+    assert rows.judge_speed("j", 0.42, 2.08, 0.80, 0.50, 2.0, "").met is False
+    cut = rows.judge_speed("j", 1.0, 30.0, 0.90, 0.91, 10.0, "", parsed=(1.0, 0.0))
+    assert cut.met is False and "parse rate" in cut.as_dict()["detail"]
+    assert rows.judge_speed("j", 1.0, 30.0, 0.90, 0.91, 10.0, "", parsed=(1.0, 0.95)).met is True
+
+
+class CheckingGenerator:
+    """A judge that is right about every testbed item and writes its judgment one character a token,
+    cut at `max_new_tokens` like a real generate call; the logprob reading is right too."""
+
+    tokenizer, batch_size = FakeTokenizer(), 64
+
+    @staticmethod
+    def _right(prompt: str) -> bool:
+        from selfreward import testbed
+
+        import re
+
+        instruction, response = re.match(r"Check: (.*) = ([a-z0-9 ]*?)(?:Score|$)", prompt).groups()
+        return bool(testbed.check(instruction, response))
+
+    def generate(self, prompts, sampling: Sampling, desc=""):
+        return [[f"Score: {int(self._right(p))}"[: sampling.max_new_tokens]] * sampling.n for p in prompts]
+
+    def next_token_probs(self, prompts, ids, desc=""):
+        return [[0.1, 0.9] if self._right(p) else [0.9, 0.1] for p in prompts]
+
+
+def test_the_real_judge_row_gives_its_sampled_baseline_room_to_score(tmp_path):
+    from selfreward.rundir import write_jsonl
+
+    eft = [{"instruction": f"sort {w}", "response": r, "judgment": "", "score": int(r == "".join(sorted(w)))}
+           for w in ("cab", "dca", "feb", "hag") for r in ("".join(sorted(w)), w)]
+    write_jsonl(tmp_path / "heldout_eft.jsonl", eft)
+    cfg = compose(["recipe=testbed", f"eval.eft_path={tmp_path / 'heldout_eft.jsonl'}"])
+    row = suite.judge_speed_row(CheckingGenerator(), cfg, SIZE, reasoning=False).as_dict()
+    assert "pairwise accuracy 1.000 vs 1.000; parsed 1.000 vs 1.000" in row["detail"], row
+
+
 def test_the_pairs_row_fails_when_the_data_work_is_slow():
     assert suite.pairs_at_scale_row(SIZE).met is True
     slowed = suite.pairs_at_scale_row(SIZE, work=lambda c, j: (suite.pairs_work(c, j), time.sleep(5.1)))

@@ -286,6 +286,7 @@ def test_the_oracle_arm_agrees_with_the_checker(mechanisms_sweep, tmp_path):
     for c in read_jsonl(rd.output(1, "candidates")):
         assert judged[(c["prompt_id"], c["candidate_id"])] == (1 if testbed.check(c["prompt"], c["response"]) else 0)
     pairs = [p for p in read_jsonl(rd.output(1, "pairs"))]
+    assert pairs  # the oracle always separates a right candidate from a wrong one: the check below is not vacuous
     assert all(testbed.check(p["prompt"], p["chosen"]) and not testbed.check(p["prompt"], p["rejected"])
                for p in pairs)
 
@@ -303,3 +304,12 @@ def test_the_reasoning_judge_writes_its_check_before_the_score_is_read(tmp_path)
     for j in read_jsonl(rd.output(1, "judge")):
         (text,) = j["judgments"]  # the reasoning, cut before its own "Score:"; the score read after it
         assert "Score:" not in text and j["score"] is not None and len(j["score_probs"]) == 2
+
+
+def test_every_seeded_stage_has_its_own_offset():
+    from selfreward.config import compose
+    from selfreward.round import TABLE
+
+    offsets = [s.seed for s in TABLE if s.seed is not None]
+    assert len(offsets) == len(set(offsets))
+    assert isinstance(stage_seed(compose([]), 2, "pairs"), int)  # CREAM draws its flips from it

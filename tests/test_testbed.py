@@ -201,8 +201,11 @@ def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
     if pairs:
         right = [bool(testbed.check(p["prompt"], p["chosen"])) for p in pairs]
         assert round1["testbed"]["pair_precision"] == round(sum(right) / len(right), 4)
+    else:  # no pair: the precision does not apply, and is absent rather than a number
+        assert round1["testbed"]["pair_precision"] is None
     # a 40-step model writes few usable tasks: half the prompts are seed tasks, and any it wrote parse
-    assert all(testbed.parse(p["prompt"]) for p in read_jsonl(rd.output(1, "prompts")))
+    written = read_jsonl(rd.output(1, "prompts"))
+    assert written and all(testbed.parse(p["prompt"]) for p in written)
     metrics = json.loads((rd.round_dir(1) / "metrics.json").read_text())["eval"]
     assert metrics["testbed_m1_accuracy"] == init["testbed"]["accuracy"]
     assert metrics["testbed_accuracy_gain"] == round(round1["testbed"]["accuracy"] - init["testbed"]["accuracy"], 4)

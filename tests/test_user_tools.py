@@ -195,3 +195,27 @@ def test_config_refuses_what_run_refuses(tmp_path):
         result = selfreward(command, "recipe=tiny", bad, f"run_dir={tmp_path / 'run'}", check=False)
         assert result.returncode == 2 and "'train.trainer_args.no_such_field'" in result.stderr, (command, result)
         assert not result.stdout.strip() and not (tmp_path / "run").exists()
+
+
+def test_mlflow_writes_into_the_run_directory_unless_told_otherwise(tmp_path, monkeypatch):
+    import contextlib
+    import types
+
+    from selfreward import trackers
+    from selfreward.config import compose
+    from selfreward.rundir import RunDir
+
+    uris = []
+    fake = types.SimpleNamespace(
+        set_tracking_uri=uris.append,
+        start_run=lambda **kw: contextlib.nullcontext(types.SimpleNamespace(info=types.SimpleNamespace(run_id="r1"))))
+    monkeypatch.setitem(sys.modules, "mlflow", fake)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    cfg = compose(["train.report_to=[mlflow]", f"run_dir={tmp_path / 'run'}"])
+    rd = RunDir(tmp_path / "run")
+    rd.root.mkdir()
+    env = trackers.environment(cfg, rd)
+    assert env["MLFLOW_TRACKING_URI"] == (tmp_path / "run" / "mlruns").resolve().as_uri() == uris[0]
+    assert env["MLFLOW_RUN_ID"] == "r1"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://tracking.example:5000")
+    assert trackers.environment(cfg, rd)["MLFLOW_TRACKING_URI"] == "http://tracking.example:5000"

@@ -265,6 +265,7 @@ def test_consistency_drops_pairs_the_second_judge_orders_otherwise(run_from_init
     assert all(j["judgments"] == [] for j in rows(r1 / "judgments_second.jsonl"))  # the logprob judge
     agree = [p for p in base if second[(p["prompt_id"], p["chosen_id"])] > second[(p["prompt_id"], p["rejected_id"])]]
     kept = rows(r1 / "pairs.jsonl")
+    assert base  # a round with pairs to keep or drop
     assert [(p["prompt_id"], p["chosen_id"], p["rejected_id"]) for p in kept] == [
         (p["prompt_id"], p["chosen_id"], p["rejected_id"]) for p in agree
     ]
@@ -283,6 +284,7 @@ def test_length_pairs_stay_inside_the_window(run_from_init, tiny_checkpoint):
               for c in rows(r1 / "candidates.jsonl")}
     scores = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in rows(r1 / "judgments.jsonl")}
     pairs = rows(r1 / "pairs.jsonl")
+    assert pairs  # the window check below must have something to check
     for p in pairs:
         scored = [(k, s) for k, s in scores.items() if k[0] == p["prompt_id"] and s is not None]
         top = max(s for _, s in scored)
