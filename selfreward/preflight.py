@@ -18,8 +18,12 @@ from selfreward.templates import Template, chat_prompt
 def checked(cfg: Config) -> tuple[Config, RunDir]:
     """What `run` checks before any work, shared by `selfreward config`: the run directory is one (or
     new), the testbed's data paths attached, then `preflight`. Returns the config the stages will use."""
-    from selfreward import testbed
+    from dataclasses import replace
 
+    from selfreward import models, testbed
+
+    if models.is_known(cfg.model.name_or_path):  # a known model by name: fetched once into the user cache
+        cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(models.fetch(cfg.model.name_or_path))))
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
         cfg = testbed.attach(cfg, rd)
