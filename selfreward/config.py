@@ -123,7 +123,8 @@ DIRECTIVES = ("restart_from",)
 
 
 # Settings whose keys are free (any TRL field): set after composition, where new keys are allowed.
-FREE_DICTS = ("train.trainer_args",)
+FREE_DICTS = ("train.trainer_args", "data.columns")
+DATA_FIELDS = ("instruction", "response", "judgment", "score", "prompt", "id")
 
 
 def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], dict]:
@@ -215,6 +216,10 @@ def validate(cfg) -> Config:
         raise ConfigError(f"Unknown choice '{obj.init.data}' for 'init.data'. Valid choices: {', '.join(INIT_DATA)}.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
+    for key, value in obj.data.columns.items():
+        if key not in DATA_FIELDS or not isinstance(value, str):
+            raise ConfigError(f"Unknown choice '{key}' for a 'data.columns' key (our field name, mapped to the "
+                              f"file's column name). Valid choices: {', '.join(DATA_FIELDS)}.")
     _validate_variant(obj)
     _validate_judge(obj)
     _validate_testbed(obj)

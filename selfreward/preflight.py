@@ -35,8 +35,8 @@ def checked(cfg: Config) -> tuple[Config, RunDir]:
 def preflight(cfg: Config, rd: RunDir) -> None:
     """Check every input before any work, so bad input stops the run with nothing written."""
     if not cfg.testbed.enabled:  # the testbed writes its data itself (and checks it once written)
-        load_seed(cfg.data.ift_path, "ift")
-        load_seed(cfg.data.eft_path, "eft")
+        load_seed(cfg.data.ift_path, "ift", cfg.data.columns)
+        load_seed(cfg.data.eft_path, "eft", cfg.data.columns)
     Template(cfg.prompts.template, ("examples",), key="prompts.template")
     judge_template(cfg.judge)
     if cfg.prompts.evolve:

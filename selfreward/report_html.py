@@ -108,7 +108,9 @@ def _round(rd: RunDir, cfg, t: int, max_prompts: int, check) -> str:
     parts = [f'<h2 id="round-{t}">Round {t}</h2>']
     ev = json.loads((folder / "eval.json").read_text()) if (folder / "eval.json").is_file() else {}
     numbers = [(f"judge: {k}", v) for k, v in ev.get("judge", {}).items() if isinstance(v, (int, float))]
-    numbers += [(f"win rate {k}", v["win_rate"]) for k, v in ev.get("policy", {}).items() if isinstance(v, dict)]
+    numbers += [(f"win rate {k} (decided/n)", f"{_short(v['win_rate']) if v['win_rate'] is not None else '–'} "
+                                            f"({v.get('decided', '?')}/{v['n']})")
+                for k, v in ev.get("policy", {}).items() if isinstance(v, dict)]
     numbers += [(f"testbed: {k}", v) for k, v in ev.get("testbed", {}).items() if isinstance(v, (int, float))]
     parts.append("<h3>Evaluation</h3>" + (_table(numbers) if numbers else '<p class="note">Not evaluated.</p>'))
     counts = [(f"prompts: {k}", v) for k, v in manifest.get("prompts", {}).items()

@@ -108,11 +108,16 @@ class LoraConfig:
 @dataclass
 class DataConfig:
     ift_path: Optional[str] = field(
-        default=None, metadata={"help": "JSONL {instruction, response}; null = the shipped seed set."}
+        default=None, metadata={"help": "{instruction, response} records: JSONL, JSON, Parquet, Arrow or CSV, a "
+                                        "folder of them, a save_to_disk folder, or a hub id; null = the shipped set."}
     )
     eft_path: Optional[str] = field(
         default=None,
         metadata={"help": "JSONL {instruction, response, judgment}; null = the shipped seed set."},
+    )
+    columns: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "Our field name -> the file's, e.g. {instruction: prompt, response: output}."},
     )
 
 

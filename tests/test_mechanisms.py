@@ -2,6 +2,7 @@
 consistency, the random floor, the oracle ceiling, the reasoning judge, and the `pair` task."""
 
 import random
+import re
 
 import pytest
 
@@ -313,3 +314,30 @@ def test_every_seeded_stage_has_its_own_offset():
     offsets = [s.seed for s in TABLE if s.seed is not None]
     assert len(offsets) == len(set(offsets))
     assert isinstance(stage_seed(compose([]), 2, "pairs"), int)  # CREAM draws its flips from it
+
+
+@pytest.mark.slow
+def test_the_testbed_pages_tables_are_what_the_report_prints(mechanisms_sweep):
+    """Each table docs/testbed.md says `selfreward report` printed has the header the command prints on
+    a real (shortened) sweep, and the page quotes a whole table of it, not a hand-made one."""
+    from pathlib import Path
+
+    from tests.helpers import selfreward
+    from tests.test_docs import MARKER, tables
+
+    selfreward("report", str(mechanisms_sweep))
+    printed = (mechanisms_sweep / "report.md").read_text()
+    page = Path(__file__).parents[1] / "docs" / "testbed.md"
+    marked = [t for above, t in tables(page) if (m := MARKER.match(above)) and m.group(2).startswith("selfreward report")]
+    assert len(marked) == 2
+
+    def shape(line: str) -> str:  # the page's sweep ran 3 rounds, this one 2: one "round t" column fewer
+        return re.sub(r"(\| round \d+ )+", "| round t ", re.sub(r"(\| --- )+", "| --- ", line))
+
+    for table in marked:
+        assert shape(table[0]) in shape(printed) and len(table) > 2, table[0]
+    # a metric that does not apply to an arm is an empty cell, never a number (self_consistency: no judge)
+    row = next(line for line in printed.splitlines() if line.startswith("| variant=self_consistency | 1 |"))
+    header = next(line for line in printed.splitlines() if line.startswith("| setting | runs |"))
+    cells = dict(zip(header.split(" | "), row.split(" | ")))
+    assert cells["judge on own candidates (testbed)"].strip() == ""

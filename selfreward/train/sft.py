@@ -32,12 +32,12 @@ def init_examples(cfg: Config) -> tuple[list[dict], list[str]]:
     judge stage uses. `init.data` says which of the two the init trains on."""
     rows, where = [], []
     if "ift" in cfg.init.data:
-        for source, r in seed_lines(cfg.data.ift_path, "ift"):
+        for source, r in seed_lines(cfg.data.ift_path, "ift", cfg.data.columns):
             rows.append(_example(r["instruction"], r["response"]))
             where.append(source)
     if "eft" in cfg.init.data:
         template = judge_template(cfg.judge)
-        for source, r in seed_lines(cfg.data.eft_path, "eft"):
+        for source, r in seed_lines(cfg.data.eft_path, "eft", cfg.data.columns):
             rows.append(_example(template.render(instruction=r["instruction"], response=r["response"]), r["judgment"]))
             where.append(source)
     return rows, where
