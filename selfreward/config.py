@@ -32,6 +32,7 @@ from selfreward.schema import (
     Config,
     JudgeMethod,
     OnProblem,
+    Precision,
     UpdateMethod,
     VariantName,
 )
@@ -216,6 +217,14 @@ def validate(cfg) -> Config:
         raise ConfigError(f"Unknown choice '{obj.init.data}' for 'init.data'. Valid choices: {', '.join(INIT_DATA)}.")
     if not 0.0 <= obj.prompts.max_similarity <= 1.0:
         raise ConfigError(f"'prompts.max_similarity' must be in [0, 1], got {obj.prompts.max_similarity}.")
+    if obj.train.precision is Precision.bf16:
+        small = [(k, lr) for k, lr in (("init.learning_rate", obj.init.learning_rate),
+                                       ("update.learning_rate", obj.update.learning_rate)) if lr < 1e-5]
+        if small:
+            raise ConfigError(f"train.precision=bf16 keeps no fp32 copy of the weights: with {small[0][0]}="
+                              f"{small[0][1]:g} most updates are below bf16's resolution (about 0.4 % of a "
+                              "weight) and round away. Use train.precision=bf16_mixed (fp32 master weights, bf16 "
+                              "compute, as fast on AMX CPUs and GPUs) or a learning rate of at least 1e-5.")
     for key, value in obj.data.columns.items():
         if key not in DATA_FIELDS or not isinstance(value, str):
             raise ConfigError(f"Unknown choice '{key}' for a 'data.columns' key (our field name, mapped to the "

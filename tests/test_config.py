@@ -106,3 +106,43 @@ def test_config_command_prints_resolved_yaml(capsys):
     assert main(["config", "recipe=tiny", "update=sft", "judge=logprob", "seed=7"]) == 0
     out = capsys.readouterr().out
     assert "seed: 7" in out and "method: sft" in out and "method: logprob" in out
+
+
+@pytest.mark.parametrize("precision, autocast, weights", [("fp32", False, "float32"), ("bf16_mixed", True, "float32"),
+                                                           ("bf16", True, "bfloat16")])
+def test_training_precision_choices(tmp_path, precision, autocast, weights):
+    import torch
+    from trl import DPOConfig
+
+    from selfreward.rundir import RunDir
+    from selfreward.train.common import train_dtype, trl_config
+
+    cfg = compose([f"train.precision={precision}", "update.learning_rate=1e-4", f"run_dir={tmp_path}"])
+    args = trl_config(DPOConfig, cfg, RunDir(tmp_path), 1, "update", 1.0, 1e-4)
+    assert args.bf16 is autocast and train_dtype(cfg) == getattr(torch, weights)
+
+
+def test_pure_bf16_at_a_small_learning_rate_is_refused():
+    with pytest.raises(ConfigError, match="train.precision=bf16_mixed"):
+        compose(["train.precision=bf16", "update.learning_rate=1e-6"])
+    with pytest.raises(ConfigError, match="Valid choices|fp32, bf16_mixed, bf16"):
+        compose(["train.precision=fp16"])
+    from selfreward.preflight import checked
+
+    with pytest.raises(ConfigError, match="use train.precision instead"):  # TRL's own switch is ours
+        checked(compose(["train.trainer_args={bf16: true}"]))
+
+
+def test_generation_dtype_auto_uses_bf16_only_where_the_hardware_has_it(monkeypatch):
+    import torch
+
+    from selfreward.generation import hf
+    from selfreward.schema import GenerationDtype
+
+    monkeypatch.setattr(hf, "native_bf16", lambda device: True)
+    assert hf.generation_dtype(GenerationDtype.auto, "cpu") == torch.bfloat16
+    monkeypatch.setattr(hf, "native_bf16", lambda device: False)
+    assert hf.generation_dtype(GenerationDtype.auto, "cpu") == torch.float32
+    assert hf.generation_dtype(GenerationDtype.bf16, "cpu") == torch.bfloat16
+    assert hf.generation_dtype(GenerationDtype.fp32, "cuda") == torch.float32
+    assert compose(["recipe=tiny"]).generation.dtype is GenerationDtype.fp32  # its figures are fp32's

@@ -34,7 +34,7 @@ def test_every_recipe_composes_validates_and_says_how_to_launch_it(recipe):
     assert f"recipe={recipe}" in header and ("selfreward run" in header or "sbatch" in header)
     assert "Hardware:" in header
     if recipe not in ("tiny", "testbed"):  # the two CPU recipes build their own model
-        assert cfg.model.name_or_path and cfg.train.bf16  # a real checkpoint, on GPUs
+        assert cfg.model.name_or_path and cfg.train.precision.value == "bf16_mixed"  # a real checkpoint, on GPUs
 
 
 def test_paper_recipe_settings():

@@ -16,7 +16,7 @@ from selfreward.errors import ConfigError
 from selfreward.process import stage_main
 from selfreward.profiling import timed
 from selfreward.rundir import RunDir
-from selfreward.schema import Config
+from selfreward.schema import Config, Precision
 from selfreward.train.callbacks import RunCallback, trusted_checkpoint
 
 
@@ -38,7 +38,7 @@ RESERVED = {
     "learning_rate": "init.learning_rate or update.learning_rate",
     "per_device_train_batch_size": "train.per_device_batch_size",
     "gradient_accumulation_steps": "train.gradient_accumulation_steps", "max_length": "train.max_length",
-    "bf16": "train.bf16", "gradient_checkpointing": "train.gradient_checkpointing",
+    "bf16": "train.precision", "fp16": "train.precision", "gradient_checkpointing": "train.gradient_checkpointing",
     "activation_checkpointing": "train.gradient_checkpointing", "logging_steps": "train.logging_steps",
     "save_steps": "train.save_steps", "save_strategy": "train.save_steps", "report_to": "train.report_to",
     "logging_dir": "train.report_to (TensorBoard writes under <run_dir>/tensorboard/)",
@@ -112,7 +112,7 @@ def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, l
         per_device_train_batch_size=train.per_device_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         max_length=train.max_length,
-        bf16=train.bf16,
+        bf16=train.precision is not Precision.fp32,  # autocast; the weights' dtype is train_dtype's
         **{checkpointing: train.gradient_checkpointing},
         logging_steps=train.logging_steps,
         save_strategy="steps",
@@ -128,7 +128,8 @@ def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, l
 def train_dtype(cfg: Config):
     import torch
 
-    return torch.bfloat16 if cfg.train.bf16 else torch.float32
+    # bf16_mixed loads fp32 weights (the master copy) and computes in bf16 under autocast
+    return torch.bfloat16 if cfg.train.precision is Precision.bf16 else torch.float32
 
 
 def load_model(path: str, cfg: Config):
