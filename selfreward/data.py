@@ -32,7 +32,7 @@ def load_seed(path: str | Path | None, kind: str, columns: dict | None = None) -
 FORMATS = {".json": "json", ".parquet": "parquet", ".arrow": "arrow", ".csv": "csv"}
 
 
-def _records(path: Path | str) -> list[tuple[str, object]]:
+def read_records(path: Path | str) -> list[tuple[str, object]]:
     """("where", record) of a JSONL file (by line), of a JSON / Parquet / Arrow / CSV file, a folder of
     them or a `save_to_disk` folder (by row, through `datasets`), or a hub dataset id."""
     local = Path(path)
@@ -97,7 +97,7 @@ def seed_lines(path: str | Path | None, kind: str, columns: dict | None = None) 
     path = seed_path(path, kind)
     fields = IFT_FIELDS if kind == "ift" else EFT_FIELDS
     rows = []
-    for where, raw in _records(path):
+    for where, raw in read_records(path):
         row = normalize_record(raw, columns)
         missing = [k for k in fields if not isinstance(row.get(k), str)]
         if missing:
@@ -117,7 +117,7 @@ def heldout_prompts(cfg: Config) -> list[dict]:
     `prompt`, `instruction` or a conversation's first user turn), or the shipped set."""
     path = Path(cfg.eval.prompts_path) if cfg.eval.prompts_path else DATA_DIR / "heldout_prompts.jsonl"
     out = []
-    for i, (where, raw) in enumerate(_records(path)):
+    for i, (where, raw) in enumerate(read_records(path)):
         row = normalize_record(raw, cfg.data.columns)
         prompt = row.get("prompt", row.get("instruction"))
         if not isinstance(prompt, str) or not prompt.strip():

@@ -23,7 +23,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from selfreward.data import _records
+from selfreward.data import read_records
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_candidates
 from selfreward.rundir import write_jsonl
@@ -33,7 +33,7 @@ from selfreward.schema import Config, JudgeMethod
 def ranked_items(path: str | Path) -> list[dict]:
     """The ranked-responses file, checked: a bad record names its file and line (row)."""
     items = []
-    for where, row in _records(path):
+    for where, row in read_records(path):
         prompt = row.get("prompt", row.get("instruction")) if isinstance(row, dict) else None
         responses, ranks = (row.get("responses"), row.get("ranks")) if isinstance(row, dict) else (None, None)
         if not isinstance(prompt, str) or not prompt.strip():

