@@ -47,3 +47,26 @@ def test_distinct_n():
     assert distinct_n(["a b a b"], 1) == 0.5
     assert distinct_n(["a b a b"], 2) == pytest.approx(2 / 3)
     assert distinct_n(["a"], 2) is None
+
+
+def test_each_arm_keeps_one_colour_in_every_panel():
+    """A panel where an arm has no data (self_consistency has no judge) must not shift the other arms'
+    colours, and the one legend names every arm in its colour."""
+    from selfreward.report import CURVES, curves_figure
+
+    judge = "judge on own candidates (testbed)"
+    series = {c.title: {} for c in CURVES}
+    series["held-out accuracy, greedy (testbed)"] = {"random": [(0, 0.5, None)], "votes": [(0, 0.6, None)],
+                                                     "base": [(0, 0.7, None)]}
+    series[judge] = {"random": [(1, 0.5, None)], "votes": [], "base": [(1, 0.6, None)]}
+    fig = curves_figure(series, "t", "arm")
+    colours = {}
+    for ax in fig.axes:
+        for container in ax.containers:
+            line = container.lines[0]
+            colours.setdefault(container.get_label(), set()).add(line.get_color())
+    assert {k: len(v) for k, v in colours.items()} == {"random": 1, "votes": 1, "base": 1}
+    assert len({next(iter(v)) for v in colours.values()}) == 3
+    [legend] = fig.legends
+    shown = {t.get_text(): h.get_color() for t, h in zip(legend.get_texts(), legend.legend_handles)}
+    assert shown == {k: next(iter(v)) for k, v in colours.items()}
