@@ -162,7 +162,8 @@ def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
 
 
 def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
-    what = "init: SFT on IFT + EFT -> M1" if not t else f"round {t}: {stage} ({module.rsplit('.', 1)[1].upper()})"
+    data = cfg.init.data.upper().replace("+", " + ")
+    what = f"init: SFT on {data} -> M1" if not t else f"round {t}: {stage} ({module.rsplit('.', 1)[1].upper()})"
     if launch_zero_stage(cfg.launch.accelerate_config) is not None and not cfg.launch.launcher:
         extensions.prepare(lambda line: console.print(line))
     run_stage(train_command(cfg, rd, t, module, stage), what, "init" if not t else f"round_{t}.{stage}",
