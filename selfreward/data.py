@@ -36,6 +36,8 @@ def read_records(path: Path | str) -> list[tuple[str, object]]:
     """("where", record) of a JSONL file (by line), of a JSON / Parquet / Arrow / CSV file, a folder of
     them or a `save_to_disk` folder (by row, through `datasets`), or a hub dataset id."""
     local = Path(path)
+    if not local.exists() and (local.suffix in (*FORMATS, ".jsonl") or str(path).startswith(("/", ".", "~"))):
+        raise ConfigError(f"{path}: no such file or folder")  # a local path, not a hub dataset id
     if local.is_file() and local.suffix in (".jsonl", ""):
         out = []
         with open(local, encoding="utf-8") as f:

@@ -67,6 +67,8 @@ def test_a_bad_record_names_its_file_and_row(tmp_path):
     path = _write(tmp_path, "jsonl", [{"prompt": "Q", "output": "A"}])
     with pytest.raises(ConfigError, match=r"ift\.jsonl:1: missing string field\(s\) instruction, response \(data.columns"):
         load_seed(path, "ift")
+    with pytest.raises(ConfigError, match="ift.jsonl: no such file or folder"):
+        load_seed(tmp_path / "missing" / "ift.jsonl", "ift")
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"not parquet")
     with pytest.raises(ConfigError, match="broken.parquet: cannot be read as a dataset"):
