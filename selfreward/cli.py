@@ -130,9 +130,7 @@ def _dispatch(args) -> int:
     if args.command == "eft":
         from selfreward import eft, models
 
-        cfg = parse_command(args.overrides)[0]
-        model = str(models.fetch(args.model)) if models.is_known(args.model) else args.model
-        eft.run(args.ranked, model, args.out, cfg)
+        eft.run(args.ranked, models.resolve(args.model), args.out, parse_command(args.overrides)[0])
         print(args.out)
         return 0
     if args.command == "models":

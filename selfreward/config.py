@@ -25,6 +25,7 @@ from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
 from selfreward.rundir import CONFIG_HEADER
 from selfreward.schema import (
+    HELDOUT_VERSIONS,
     INIT_DATA,
     TESTBED_TASKS,
     Backend,
@@ -339,8 +340,9 @@ def _validate_testbed(obj: Config) -> None:
                           f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")
     if not 0 <= tb.max_number <= 999:
         raise ConfigError(f"'testbed.max_number' must be in [0, 999], got {tb.max_number}.")
-    if tb.heldout_version != 1:
-        raise ConfigError(f"Unknown choice {tb.heldout_version} for 'testbed.heldout_version'. Valid choices: 1.")
+    if tb.heldout_version not in HELDOUT_VERSIONS:
+        raise ConfigError(f"Unknown choice {tb.heldout_version} for 'testbed.heldout_version'. "
+                          f"Valid choices: {', '.join(map(str, HELDOUT_VERSIONS))}.")
     for key in ("n_ift", "n_eft", "n_heldout"):
         if getattr(tb, key) < len(tb.tasks):
             raise ConfigError(f"'testbed.{key}' must be at least one per task ({len(tb.tasks)}), "

@@ -88,15 +88,13 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     samples = gen.generate(rendered, Sampling(g.temperature, g.top_p, cfg.eval.max_new_tokens, n=g.num_candidates,
                                               seed=seed), desc="eval samples")
     sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern)
-    version = cfg.testbed.heldout_version
+    version = {"heldout_version": cfg.testbed.heldout_version}  # which frozen held-out set these are on
     if not t:  # M1: no round data yet
-        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, heldout_version=version),
-                **sampled}
-    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)),
-                          version)
+        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score), **sampled, **version}
+    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)))
     judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: votes
     own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern)
-    return {**out, **sampled, **own}
+    return {**out, **sampled, **own, **version}
 
 
 def answers(cfg: Config, model: str, path: Path, prompts: list[dict], gen=None) -> list[str]:

@@ -56,8 +56,9 @@ def cached(name: str) -> Path:
     return cache_root() / name
 
 
-def is_known(name_or_path: str | None) -> bool:
-    return name_or_path in MODELS
+def resolve(name_or_path: str) -> str:
+    """A known model's name -> its cached checkpoint (fetched once); anything else as it is."""
+    return str(fetch(name_or_path)) if name_or_path in MODELS else name_or_path
 
 
 def _download(source: Source, into: Path) -> Path:

@@ -22,8 +22,8 @@ def checked(cfg: Config) -> tuple[Config, RunDir]:
 
     from selfreward import models, testbed
 
-    if models.is_known(cfg.model.name_or_path):  # a known model by name: fetched once into the user cache
-        cfg = replace(cfg, model=replace(cfg.model, name_or_path=str(models.fetch(cfg.model.name_or_path))))
+    if cfg.model.name_or_path:  # a known model by name: fetched once into the user cache
+        cfg = replace(cfg, model=replace(cfg.model, name_or_path=models.resolve(cfg.model.name_or_path)))
     rd = RunDir(cfg.run_dir)
     if cfg.testbed.enabled:
         cfg = testbed.attach(cfg, rd)

@@ -53,6 +53,8 @@ class Backend(str, Enum):
 INIT_DATA = ("ift+eft", "eft", "ift")
 # The testbed's task families (`selfreward.testbed.TASKS` implements each one).
 TESTBED_TASKS = ("reverse", "sort", "count", "add", "pair")
+# The testbed's frozen held-out generators (`selfreward.testbed.HELDOUT_WRONG` implements each one).
+HELDOUT_VERSIONS = (1,)
 
 
 class VariantName(str, Enum):

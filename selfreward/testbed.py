@@ -257,7 +257,7 @@ def _heldout_wrong_v1(rng: random.Random, row: dict, args: tuple) -> str:
 # The held-out judge set's wrong answers, one frozen generator per `testbed.heldout_version`. A published
 # held-out set never changes: a better corruption for training goes into `_training_wrong`, and one for
 # evaluation into a new version here (whose numbers are never compared with the old version's).
-HELDOUT_WRONG = {1: _heldout_wrong_v1}
+HELDOUT_WRONG = {1: _heldout_wrong_v1}  # its keys are schema.HELDOUT_VERSIONS
 
 
 def wrong_answer(rng: random.Random, row: dict, heldout_version: int | None = None) -> str:
@@ -356,7 +356,7 @@ def _share(flags: list[bool]) -> float | None:
 
 
 def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scores: list[float | None],
-            max_score: float, training: list[dict] | None = None, heldout_version: int = 1) -> dict:
+            max_score: float, training: list[dict] | None = None) -> dict:
     """Held-out metrics against the checker.
 
     accuracy: greedy answers to `prompts` that are correct; judge_accuracy: held-out EFT items whose
@@ -384,7 +384,6 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         "judge_parsed": _share([s is not None for s in judge_scores]),
         "n_prompts": len(prompts),
         "n_judged": len(eft),
-        "heldout_version": heldout_version,
         "per_task": per_task,
     }
     if training is not None:

@@ -292,3 +292,9 @@ def test_training_corruptions_can_change_without_touching_the_heldout_set(tmp_pa
 def test_an_unknown_heldout_version_is_refused():
     with pytest.raises(ConfigError, match="testbed.heldout_version"):
         compose(["recipe=testbed", "testbed.heldout_version=2"])
+
+
+def test_the_schema_names_every_heldout_version_the_testbed_implements():
+    from selfreward.schema import HELDOUT_VERSIONS
+
+    assert tuple(testbed.HELDOUT_WRONG) == HELDOUT_VERSIONS
