@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from selfreward import extensions, profiling, testbed, trackers, variants
+from selfreward import extensions, profiling, prompts, testbed, trackers, variants
 from selfreward.config import launch_zero_stage, to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
@@ -116,6 +116,8 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     #      a variant's stages run here too: a second judge, meta-judgments, M1's candidates, and
     #      the temporal variant's look-ahead model with its own candidates.
     generate_and_judge(cfg, rd, t)
+    if "prompts" in rd.manifest(t):
+        console.print(f"round {t}: prompts {prompts.describe(rd.manifest(t)['prompts'])}")
     # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
     build_training_data(cfg, rd, t)
     # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).

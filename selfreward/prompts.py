@@ -3,7 +3,10 @@
 Self-instruct style: each request shows `num_shots` random seed tasks; the first line of the reply
 becomes the new prompt. Exact duplicates (after normalization) and near-duplicates (word-bigram
 Jaccard above `max_similarity`) of a seed task, an earlier round's prompt or an already kept prompt
-are dropped, as are prompts outside [min_words, max_words]. A prompt that copies or nearly copies a
+are dropped, as are prompts outside [min_words, max_words]. With `prompts.drop_meta` (the default), a
+reply that talks about the task instead of being one ("Here's a new task:", "I'm here to help ...",
+"The assistant will respond with ...") is dropped as `dropped_meta`: a real instruction-tuned model
+writes those for a third of its requests (SmolLM2-135M, docs/real-models.md). A prompt that copies or nearly copies a
 held-out evaluation prompt is dropped and counted apart (`dropped_heldout`): training on it would
 leak the evaluation into the model.
 
@@ -26,6 +29,21 @@ from selfreward.text import normalize
 
 _LEAD = re.compile(r"^(?:new\s+)?(?:task|instruction|prompt|question)\s*\d*\s*[:.\-]\s*", re.I)
 _NUMBER = re.compile(r"^(?:\d+[.)]|[-*•])\s*")
+# Replies that announce, introduce or discuss a task rather than state one. Matched on the extracted
+# first line; deliberately narrow (a task may well mention an assistant or end in a question mark).
+_META = re.compile(
+    r"""^(?:here(?:'s|\s+is|\s+are)|sure\b|okay\b|ok\b|certainly\b|of course\b|absolutely\b"""
+    r"""|i\b|i'(?:m|ll|d|ve)\b|my\b|as an ai\b|hello\b|hi\b|the (?:assistant|ai)\b|this ai\b"""
+    r"""|(?:one|a)? ?new task\b)"""
+    r"""|\b(?:new|this|the|that|previous|original|above|given|following) (?:task|tasks)\b""",
+    re.I,
+)
+
+
+def meta_text(prompt: str) -> bool:
+    """True for a reply that is about a task, not a task: a lead-in ending in ':' ("Here's a new task:"),
+    an opener in the writer's own voice ("I'll ...", "Sure ..."), or talk of "the task"."""
+    return prompt.rstrip().endswith(":") or bool(_META.search(prompt.strip().replace("\u2019", "'")))
 
 
 def extract_instruction(text: str) -> str | None:
@@ -129,6 +147,8 @@ def generate_prompts(
                 reason = "empty"
             elif not cfg.min_words <= len(text.split()) <= cfg.max_words:
                 reason = "length"
+            elif cfg.drop_meta and meta_text(text):
+                reason = "meta"
             else:
                 reason = (reject and reject(text)) or index.why_duplicate(text)
             if reason:
@@ -141,6 +161,14 @@ def generate_prompts(
             on_pass(new, dict(stats))
     records = [{"id": f"p{i:05d}", "prompt": p} for i, p in enumerate(kept)]
     return records, {"kept": len(records), **stats}
+
+
+def describe(stats: dict) -> str:
+    """One line for the console: how many prompts were kept of those written, and why the rest went."""
+    drops = ", ".join(f"{v} {k.removeprefix('dropped_')}" for k, v in sorted(stats.items())
+                      if k.startswith("dropped_") and v)
+    return f"kept {stats.get('kept', stats.get('records'))} of {stats.get('requested', 0)} written" + (
+        f" (dropped: {drops})" if drops else "")
 
 
 def evolve_prompts(generator: Generator, cfg: PromptsConfig, records: list[dict], seed: int) -> tuple[list[dict], dict]:

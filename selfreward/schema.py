@@ -199,6 +199,10 @@ class PromptsConfig:
     max_similarity: float = field(
         default=0.7, metadata={"help": "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this."}
     )
+    drop_meta: bool = field(
+        default=True, metadata={"help": "Drop replies that talk about a task instead of stating one "
+                                        "(\"Here's a new task:\", \"I'm here to help\"), counted as dropped_meta."}
+    )
     seed_share: float = field(
         default=0.0,
         metadata={"help": "Share of each round's prompts drawn from the seed set instead of generated."},

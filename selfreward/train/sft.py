@@ -60,7 +60,9 @@ def check_init_lengths(cfg: Config, tokenizer, context: int | None) -> None:
             )
 
 
-def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
+def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
+    """(trainer, tokenizer, number of examples, input paths, starting model) for the init (t = 0) or
+    round t's score-filtered SFT."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
@@ -83,7 +85,12 @@ def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
         processing_class=tokenizer,
         peft_config=peft_config(cfg.lora, stage),
     )
-    train_and_save(trainer, tokenizer, cfg, rd, t, stage, len(examples), inputs, start_from=start_from)
+    return trainer, tokenizer, len(examples), inputs, start_from
+
+
+def train(cfg: Config, rd: RunDir, t: int, stage: str) -> None:
+    trainer, tokenizer, records, inputs, start_from = build_trainer(cfg, rd, t, stage)
+    train_and_save(trainer, tokenizer, cfg, rd, t, stage, records, inputs, start_from=start_from)
 
 
 def main(argv: list[str] | None = None) -> int:
