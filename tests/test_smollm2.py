@@ -9,7 +9,6 @@ so that runs can be compared number for number.
 """
 
 import json
-import logging
 import os
 import shutil
 import signal
@@ -147,7 +146,7 @@ def test_training_sees_the_token_ids_generation_was_given(cfg, tmp_path):
         assert trained == row["input_ids"][len(ids):] and im_end in trained
 
 
-def test_generation_stops_at_im_end_pads_on_the_left_and_warns_of_nothing(cfg, caplog):
+def test_generation_stops_at_im_end_pads_on_the_left_and_warns_of_nothing(cfg, capfd):
     """SmolLM2's pad token is its eos, <|im_end|> (special, never content). Batched greedy replies equal
     one-at-a-time ones (left padding hides nothing), stop at <|im_end|> well before the token limit,
     carry no special token, and transformers logs and warns nothing about pad, eos or attention masks."""
@@ -163,7 +162,8 @@ def test_generation_stops_at_im_end_pads_on_the_left_and_warns_of_nothing(cfg, c
     prompts = [chat_prompt(tok, "Hi!"), chat_prompt(tok, "Explain in two sentences why the sky looks blue "
                                                          "during the day and red at sunset, for a child.")]
     greedy = Sampling(0.0, 1.0, 96, n=1, seed=0)
-    with warnings.catch_warnings(record=True) as caught, caplog.at_level(logging.WARNING):
+    capfd.readouterr()
+    with warnings.catch_warnings(record=True) as caught:  # transformers' logger writes to stderr directly
         warnings.simplefilter("always")
         together = generator.generate(prompts, greedy)
         alone = [generator.generate([p], greedy)[0] for p in prompts]
@@ -171,7 +171,7 @@ def test_generation_stops_at_im_end_pads_on_the_left_and_warns_of_nothing(cfg, c
     for (reply,) in together:
         n = len(tok(reply, add_special_tokens=False)["input_ids"])
         assert reply and n < 90 and "<|im" not in reply
-    noise = [str(w.message) for w in caught] + [r.getMessage() for r in caplog.records]
+    noise = [str(w.message) for w in caught] + capfd.readouterr().err.splitlines()
     assert not [m for m in noise if any(k in m.lower() for k in ("pad", "eos", "attention mask", "attention_mask"))]
 
 
