@@ -92,7 +92,11 @@ def convert(gguf: Path, out: Path) -> None:
     tokenizer.save_pretrained(out)
 
 
-def fetch(name: str, progress=print) -> Path:
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr)  # diagnostics: a run's stdout carries only its results
+
+
+def fetch(name: str, progress=_stderr) -> Path:
     """The cached checkpoint of a known model, fetched and converted once."""
     if name not in MODELS:
         raise ConfigError(f"Unknown model {name!r}. Valid choices: {', '.join(MODELS)}.")
@@ -136,7 +140,7 @@ def main(argv: list[str]) -> int:
             print(f"{name:24s} {source.about}; {'cached in ' + str(where) if where.is_dir() else 'not fetched'}")
         return 0
     if argv[0] == "fetch" and len(argv) == 2:
-        print(fetch(argv[1], progress=lambda m: print(m, file=sys.stderr)))
+        print(fetch(argv[1]))
         return 0
     raise ConfigError("usage: selfreward models list | selfreward models fetch NAME")
 

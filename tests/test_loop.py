@@ -113,6 +113,22 @@ def test_dpo_round_zero3_reference_initial(run_from_init):
     assert update["world_size"] == 2 and update["deepspeed_zero_stage"] == 3
 
 
+@pytest.mark.parametrize("zero", ["cpu_zero2", "cpu_zero3"])
+def test_bf16_mixed_under_zero_saves_the_fp32_master_weights(run_from_init, zero):
+    """DeepSpeed's bf16 mode holds the module in bf16: the saved model must be the optimizer's fp32
+    master copy, or every update smaller than bf16's resolution is rounded away on save."""
+    run_dir = run_from_init()
+    selfreward("run", "recipe=tiny", *SMALL, "rounds=1", "judge=logprob", "eval.enabled=false",
+               "train.precision=bf16_mixed", f"launch.accelerate_config={zero}", f"run_dir={run_dir}")
+    before = load_file(run_dir / "init" / "model" / "model.safetensors")
+    after = load_file(run_dir / "round_1" / "model" / "model.safetensors")
+    assert before.keys() == after.keys() and {t.dtype for t in after.values()} == {torch.float32}
+    changed = torch.cat([(after[k] != before[k]).flatten() for k in after])
+    off_bf16 = torch.cat([(after[k] != after[k].bfloat16().float()).flatten() for k in after])
+    assert changed.float().mean() > 0.5 and off_bf16.float().mean() > 0.5  # fp32 values, not a bf16 upcast
+    assert json.loads((run_dir / "round_1" / "model" / "config.json").read_text())["dtype"] == "float32"
+
+
 def test_default_recipe_end_to_end(tmp_path):
     """The README's main command, unchanged but for run_dir: init + 2 rounds of sampled-judge DPO."""
     run_dir = tmp_path / "tiny"

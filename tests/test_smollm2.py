@@ -182,7 +182,7 @@ def test_the_rounds_stage_logs_say_nothing_about_pad_or_eos(zero2_round):
                if "warn" in line.lower() and any(k in line.lower() for k in ("pad", "eos", "attention mask"))]
     assert not flagged, flagged[:5]
     candidates = [json.loads(x) for x in (zero2_round / "round_1" / "candidates.jsonl").read_text().splitlines()]
-    assert len(candidates) == 8 and not [c for c in candidates if "<|im" in c["response"] or not c["response"]]
+    assert len(candidates) == 16 and not [c for c in candidates if "<|im" in c["response"] or not c["response"]]
 
 
 def test_zero2_and_zero3_on_2_ranks_make_the_update_one_process_makes(zero2_round, one_process_round, smollm2,
