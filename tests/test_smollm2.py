@@ -33,10 +33,10 @@ ROUND = [
     "update.learning_rate=1e-5", "update.epochs=2",
 ]
 LORA_MODULES = "[q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj]"
-# One process and 2 ZeRO ranks sum the same two per-pair gradients in another order, and Adam's first
-# steps (about lr * sign(g)) amplify rounding where a gradient is near zero: measured here, the
-# difference is about 1 % of how far the update moved the logits. The bound leaves 5x room.
-RELATIVE_TOLERANCE = 0.05
+# One process and 2 ZeRO ranks sum the same per-pair gradients in another order. Measured here (fp32,
+# 2 steps at lr 1e-5): the update moves the logits of a fixed text by up to 2.85; ZeRO-2 and ZeRO-3
+# differ from one process by at most 7.9e-5 and 8.4e-5; the resumed kill from the clean run by 0.
+ATOL = 1e-3
 
 
 @pytest.fixture(scope="session")
@@ -92,12 +92,12 @@ def logits(model_path):
 
 
 def assert_same_update(model, reference, base):
-    """`model` made the update `reference` made: their logits differ by a small share of how far the
-    update moved them from `base` (so an update that did nothing, or another one, fails)."""
+    """`model` made the update `reference` made: their logits agree within ATOL, and the update moved
+    them from `base` by far more than that (so an update that did nothing cannot pass)."""
     moved = (logits(reference) - logits(base)).abs().max().item()
     diff = (logits(model) - logits(reference)).abs().max().item()
-    assert moved > 1e-2, f"the update hardly moved the logits ({moved:.2e}): nothing to compare"
-    assert diff <= RELATIVE_TOLERANCE * moved, f"logits differ by {diff:.3e}, the update moved them {moved:.3e}"
+    assert moved > 100 * ATOL, f"the update hardly moved the logits ({moved:.2e}): nothing to compare"
+    assert diff <= ATOL, f"logits differ by {diff:.3e} (the update moved them {moved:.3e})"
 
 
 def update_manifest(run_dir):
@@ -200,6 +200,7 @@ def test_zero2_and_zero3_on_2_ranks_make_the_update_one_process_makes(zero2_roun
 def test_a_kill_in_the_middle_of_the_update_resumes_from_its_checkpoint(zero2_round, smollm2, tmp_path):
     run_dir = tmp_path / "killed"
     shutil.copytree(zero2_round, run_dir)
+    shutil.rmtree(run_dir / "round_1" / "train")  # the finished update's checkpoints: wait for new ones
     args = [sys.executable, "-m", "selfreward", "run", *ROUND, "launch.accelerate_config=cpu_zero2",
             "restart_from=round_1.update", f"run_dir={run_dir}"]
     hashes = run_dir / "round_1" / "train" / "checkpoint_hashes.json"
