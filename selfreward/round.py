@@ -104,7 +104,7 @@ def round_stages(cfg: Config, t: int = 1) -> list[Stage]:
 
 
 # Settings under those prefixes that shape nothing a stage writes: how training is watched.
-WATCH_SETTINGS = ("train.verify_checkpoints", "train.report_to")
+WATCH_SETTINGS = ("train.verify_checkpoints", "train.keep_checkpoints", "train.report_to")
 
 
 def setting_stages() -> dict[str, str | None]:

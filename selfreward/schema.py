@@ -148,6 +148,9 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     logging_steps: int = 1
     save_steps: int = 500
+    keep_checkpoints: bool = field(default=False, metadata={
+        "help": "Keep a training stage's checkpoints (weights and optimizer state, about 16 bytes a parameter) "
+                "after its model is saved; by default they go then: resuming needs them only while it runs."})
     report_to: list[str] = field(
         default_factory=lambda: ["none"],
         metadata={"help": "Experiment trackers TRL reports to (tensorboard, wandb, trackio, mlflow, ...); the "

@@ -116,10 +116,13 @@ def test_dpo_round_zero3_reference_initial(run_from_init):
 @pytest.mark.parametrize("zero", ["cpu_zero2", "cpu_zero3"])
 def test_bf16_mixed_under_zero_saves_the_fp32_master_weights(run_from_init, zero):
     """DeepSpeed's bf16 mode holds the module in bf16: the saved model must be the optimizer's fp32
-    master copy, or every update smaller than bf16's resolution is rounded away on save."""
-    run_dir = run_from_init()
+    master copy, or every update smaller than bf16's resolution is rounded away on save. A finished
+    stage's checkpoints are deleted unless train.keep_checkpoints=true (tried under ZeRO-3)."""
+    run_dir, keep = run_from_init(), zero == "cpu_zero3"
     selfreward("run", "recipe=tiny", *SMALL, "rounds=1", "judge=logprob", "eval.enabled=false",
-               "train.precision=bf16_mixed", f"launch.accelerate_config={zero}", f"run_dir={run_dir}")
+               "train.precision=bf16_mixed", "train.save_steps=1", f"train.keep_checkpoints={str(keep).lower()}",
+               f"launch.accelerate_config={zero}", f"run_dir={run_dir}")
+    assert bool(list((run_dir / "round_1" / "train").glob("checkpoint-*"))) == keep
     before = load_file(run_dir / "init" / "model" / "model.safetensors")
     after = load_file(run_dir / "round_1" / "model" / "model.safetensors")
     assert before.keys() == after.keys() and {t.dtype for t in after.values()} == {torch.float32}

