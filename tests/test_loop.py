@@ -129,6 +129,13 @@ def test_bf16_mixed_under_zero_saves_the_fp32_master_weights(run_from_init, zero
     changed = torch.cat([(after[k] != before[k]).flatten() for k in after])
     off_bf16 = torch.cat([(after[k] != after[k].bfloat16().float()).flatten() for k in after])
     assert changed.float().mean() > 0.5 and off_bf16.float().mean() > 0.5  # fp32 values, not a bf16 upcast
+    # and the master copy started from M1's fp32 weights, not from M1 rounded to bf16: an Adam step moves
+    # a weight by about the learning rate, far less than bf16 rounding moves a weight of this model
+    update = json.loads((run_dir / "round_1" / "manifest.json").read_text())["update"]
+    bound = 2 * update["steps"] * update["trainer_args"]["learning_rate"]
+    moved = max((after[k] - before[k]).abs().max().item() for k in after)
+    rounding = max((before[k] - before[k].bfloat16().float()).abs().max().item() for k in before)
+    assert 0 < moved <= bound < rounding, (moved, bound, rounding)
     assert json.loads((run_dir / "round_1" / "model" / "config.json").read_text())["dtype"] == "float32"
 
 

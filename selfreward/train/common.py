@@ -10,6 +10,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from transformers import TrainerCallback
+
 from selfreward import models, trackers
 from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base, trains_adapter
 from selfreward.config import load_frozen
@@ -150,6 +152,8 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     trainer.add_callback(RunCallback(out_dir, cfg.train.verify_checkpoints))
     hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
     resume = trusted_checkpoint(out_dir, cfg.train.verify_checkpoints, hint)
+    if resume is None and keeps_fp32_master(trainer, cfg, stage) and (read := fp32_reader(start_from)):
+        trainer.add_callback(FP32MasterFromCheckpoint(read))
     with timed("train"):
         result = trainer.train(resume_from_checkpoint=resume)
     final = rd.trained_model(t, stage)
@@ -204,16 +208,58 @@ def remove_checkpoints(out_dir: Path) -> None:
     (out_dir / HASHES).unlink(missing_ok=True)
 
 
-def fp32_master_weights(trainer, cfg: Config, stage: str) -> dict | None:
-    """The fp32 master copy of the weights when DeepSpeed trained in bf16_mixed, else None.
+# DeepSpeed's bf16 mode holds the module in bf16 and the fp32 master weights in its optimizer, made
+# from the bf16 module. Left alone, that rounds every change smaller than bf16's resolution (about
+# 0.4 % of a weight: a DPO step at lr 1e-6, and each round's update again when the next one loads it)
+# away twice: when the master copy is made, and when the bf16 module is saved. So a fresh (not
+# resumed) training stage fills the master copy from the fp32 checkpoint it starts from, and the
+# saved model is the master copy. The checkpoints of bf16_mixed runs are fp32, twice a bf16 one.
+def keeps_fp32_master(trainer, cfg: Config, stage: str) -> bool:
+    return trainer.is_deepspeed_enabled and cfg.train.precision is Precision.bf16_mixed and not trains_adapter(
+        cfg.lora, stage)
 
-    DeepSpeed's bf16 mode keeps the module in bf16 and the fp32 master weights in the optimizer, so
-    saving the module would round every change smaller than bf16's resolution (about 0.4 % of a
-    weight: most of a DPO step at lr 1e-6) away. Every rank calls this (under ZeRO-3 each parameter is
-    gathered in turn); only the main process keeps the copies, so it needs 4 bytes per parameter of
-    host memory and the checkpoint is fp32 (twice a bf16 one)."""
-    if not trainer.is_deepspeed_enabled or cfg.train.precision is not Precision.bf16_mixed or trains_adapter(
-            cfg.lora, stage):
+
+def fp32_reader(path: str | Path) -> Callable | None:
+    """name -> fp32 tensor, read one at a time from a local safetensors checkpoint (one file or an
+    index of shards); None for anything else (a hub id or an adapter: nothing of ours to keep)."""
+    from safetensors import safe_open
+
+    path = Path(path)
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        files = {k: path / f for k, f in json.loads(index.read_text())["weight_map"].items()}
+    elif (path / "model.safetensors").is_file():
+        with safe_open(path / "model.safetensors", "pt") as f:
+            files = dict.fromkeys(f.keys(), path / "model.safetensors")
+    else:
+        return None
+
+    def read(name: str):
+        if name not in files:
+            raise RuntimeError(f"{path}: no tensor {name} to fill DeepSpeed's fp32 master copy from")
+        with safe_open(files[name], "pt") as f:
+            return f.get_tensor(name).float()
+
+    return read
+
+
+class FP32MasterFromCheckpoint(TrainerCallback):
+    """After DeepSpeed has built its optimizer (on_train_begin), before the first step."""
+
+    def __init__(self, read: Callable):
+        self.read = read
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        from deepspeed.utils import safe_set_full_fp32_param
+
+        for name, param in model.named_parameters():
+            safe_set_full_fp32_param(param, self.read(name).to(param.device))
+
+
+def fp32_master_weights(trainer, cfg: Config, stage: str) -> dict | None:
+    """The fp32 master copy of the weights (see above), else None. Every rank calls this (under ZeRO-3
+    each parameter is gathered in turn); only the main process keeps the copies (4 bytes a parameter)."""
+    if not keeps_fp32_master(trainer, cfg, stage):
         return None
     from deepspeed.utils import safe_get_full_fp32_param
 
