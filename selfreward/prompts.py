@@ -5,8 +5,8 @@ becomes the new prompt. Exact duplicates (after normalization) and near-duplicat
 Jaccard above `max_similarity`) of a seed task, an earlier round's prompt or an already kept prompt
 are dropped, as are prompts outside [min_words, max_words]. With `prompts.drop_meta` (the default), a
 reply that talks about the task instead of being one ("Here's a new task:", "I'm here to help ...",
-"The assistant will respond with ...") is dropped as `dropped_meta`: a real instruction-tuned model
-writes those for a third of its requests (SmolLM2-135M, docs/real-models.md). A prompt that copies or nearly copies a
+"The assistant will respond with ...") is dropped as `dropped_meta`: SmolLM2-135M-Instruct writes
+those for about 40 % of its requests (docs/real-models.md). A prompt that copies or nearly copies a
 held-out evaluation prompt is dropped and counted apart (`dropped_heldout`): training on it would
 leak the evaluation into the model.
 
@@ -31,6 +31,8 @@ _LEAD = re.compile(r"^(?:new\s+)?(?:task|instruction|prompt|question)\s*\d*\s*[:
 _NUMBER = re.compile(r"^(?:\d+[.)]|[-*•])\s*")
 # Replies that announce, introduce or discuss a task rather than state one. Matched on the extracted
 # first line; deliberately narrow (a task may well mention an assistant or end in a question mark).
+# A first-person request ("I need a recipe ...") is dropped too: the price of a simple rule, paid in
+# another request to the prompt writer.
 _META = re.compile(
     r"""^(?:here(?:'s|\s+is|\s+are)|sure\b|okay\b|ok\b|certainly\b|of course\b|absolutely\b"""
     r"""|i\b|i'(?:m|ll|d|ve)\b|my\b|as an ai\b|hello\b|hi\b|the (?:assistant|ai)\b|this ai\b"""
