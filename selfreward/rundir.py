@@ -148,6 +148,9 @@ class ChunkLog:
     def resume(self) -> tuple[int, list[dict], dict]:
         """(chunks committed, their records, extra state saved with the last commit). Call before
         the first append."""
+        for path in (self.partial, self.progress):  # a kill inside atomic_write_text leaves its temp file
+            for stale in path.parent.glob(f".{path.name}.tmp*"):
+                stale.unlink(missing_ok=True)
         if not self.progress.is_file() or not self.partial.is_file():
             self.partial.unlink(missing_ok=True)
             self.chunks = self.records = 0

@@ -267,3 +267,18 @@ def test_a_read_only_finished_run_reruns_reports_and_shows_its_status(finished, 
     assert main(["run", *FAST, "rounds=2", f"run_dir={run_dir}"]) == 2  # more rounds: needs a writable dir
     assert "is read-only" in capsys.readouterr().err
     assert loop  # the orchestrator ran in this process, with os.access patched
+
+
+def test_a_resumed_chunk_log_removes_the_temp_files_a_kill_left(tmp_path):
+    """A kill between atomic_write_text's write and its rename leaves `.<name>.tmp<pid>`; the stage's
+    resume removes it (the committed chunks are in the files it was about to replace)."""
+    from selfreward.rundir import ChunkLog
+
+    log = ChunkLog(tmp_path / "judgments.jsonl")
+    log.resume()
+    log.append([{"i": 0}], {"n": 1})
+    stale = [tmp_path / ".judgments.jsonl.progress.json.tmp4242", tmp_path / ".judgments.jsonl.partial.tmp4242"]
+    for path in stale:
+        path.write_text("half")
+    chunks, records, extra = ChunkLog(tmp_path / "judgments.jsonl").resume()
+    assert (chunks, records, extra) == (1, [{"i": 0}], {"n": 1}) and not [p for p in stale if p.exists()]
