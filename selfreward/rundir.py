@@ -46,6 +46,26 @@ def atomic_write_text(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+    remove_dead_temps(path)
+
+
+def remove_dead_temps(path: Path) -> None:
+    """Remove `.<name>.tmp<pid>` files beside `path` whose writer is gone: a kill between
+    atomic_write_text's write and its rename leaves one. A live writer's file is left alone."""
+    for stale in path.parent.glob(f".{path.name}.tmp*"):
+        pid = stale.name.rsplit(".tmp", 1)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            stale.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def write_jsonl(path: Path, records: Iterable[dict]) -> int:
@@ -148,9 +168,8 @@ class ChunkLog:
     def resume(self) -> tuple[int, list[dict], dict]:
         """(chunks committed, their records, extra state saved with the last commit). Call before
         the first append."""
-        for path in (self.partial, self.progress):  # a kill inside atomic_write_text leaves its temp file
-            for stale in path.parent.glob(f".{path.name}.tmp*"):
-                stale.unlink(missing_ok=True)
+        for path in (self.partial, self.progress):  # the progress file may not be written again
+            remove_dead_temps(path)
         if not self.progress.is_file() or not self.partial.is_file():
             self.partial.unlink(missing_ok=True)
             self.chunks = self.records = 0

@@ -277,8 +277,26 @@ def test_a_resumed_chunk_log_removes_the_temp_files_a_kill_left(tmp_path):
     log = ChunkLog(tmp_path / "judgments.jsonl")
     log.resume()
     log.append([{"i": 0}], {"n": 1})
-    stale = [tmp_path / ".judgments.jsonl.progress.json.tmp4242", tmp_path / ".judgments.jsonl.partial.tmp4242"]
-    for path in stale:
+    dead = _finished_pid()
+    stale = [tmp_path / f".judgments.jsonl.progress.json.tmp{dead}", tmp_path / f".judgments.jsonl.partial.tmp{dead}"]
+    live = tmp_path / f".judgments.jsonl.progress.json.tmp{os.getpid()}"  # a writer still at work
+    for path in (*stale, live):
         path.write_text("half")
     chunks, records, extra = ChunkLog(tmp_path / "judgments.jsonl").resume()
     assert (chunks, records, extra) == (1, [{"i": 0}], {"n": 1}) and not [p for p in stale if p.exists()]
+    assert live.exists()
+
+
+def test_an_atomic_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
+    from selfreward.rundir import atomic_write_text
+
+    stale = tmp_path / f".manifest.json.tmp{_finished_pid()}"
+    stale.write_text("half")
+    atomic_write_text(tmp_path / "manifest.json", "{}")
+    assert (tmp_path / "manifest.json").read_text() == "{}" and not stale.exists()
+
+
+def _finished_pid() -> int:
+    proc = subprocess.Popen(["true"])
+    proc.wait()
+    return proc.pid
