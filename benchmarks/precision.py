@@ -33,20 +33,22 @@ def main() -> None:
             logits[name] = m(enc["input_ids"], attention_mask=enc["attention_mask"]).logits[:, -1].float()
             torch.manual_seed(0)
             t = time.perf_counter()
-            g = m.generate(**enc, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95, pad_token_id=tok.pad_token_id)
+            g = m.generate(**enc, max_new_tokens=48, do_sample=True, temperature=0.8, top_p=0.95,
+                           pad_token_id=tok.pad_token_id)
             new = (g[:, enc["input_ids"].shape[1]:] != tok.pad_token_id).sum().item()
             gen = new / (time.perf_counter() - t)
         out[name] = {"prefill_tokens_per_s": round(prefill), "sampled_tokens_per_s": round(gen)}
         del m
     d = (logits["fp32"] - logits["bf16"]).abs()
     p32, p16 = logits["fp32"].softmax(-1), logits["bf16"].softmax(-1)
+    top1 = (logits["fp32"].argmax(-1) == logits["bf16"].argmax(-1)).float().mean().item()
     out["last_position_logits"] = {"max_abs_diff": round(d.max().item(), 3), "mean_abs_diff": round(d.mean().item(), 4),
-                                   "top1_agreement": (logits["fp32"].argmax(-1) == logits["bf16"].argmax(-1)).float().mean().item(),
-                                   "max_prob_diff": round((p32 - p16).abs().max().item(), 4)}
+                                   "top1_agreement": top1, "max_prob_diff": round((p32 - p16).abs().max().item(), 4)}
     print(json.dumps(out))
     print("| | fp32 | bf16 |\n| --- | --- | --- |")
     print(f"| prefill, tokens/s | {out['fp32']['prefill_tokens_per_s']} | {out['bf16']['prefill_tokens_per_s']} |")
-    print(f"| sampled generation, tokens/s | {out['fp32']['sampled_tokens_per_s']} | {out['bf16']['sampled_tokens_per_s']} |")
+    sampled = out["fp32"]["sampled_tokens_per_s"], out["bf16"]["sampled_tokens_per_s"]
+    print(f"| sampled generation, tokens/s | {sampled[0]} | {sampled[1]} |")
 
 
 if __name__ == "__main__":

@@ -116,8 +116,8 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     #      a variant's stages run here too: a second judge, meta-judgments, M1's candidates, and
     #      the temporal variant's look-ahead model with its own candidates.
     generate_and_judge(cfg, rd, t)
-    if "prompts" in rd.manifest(t):
-        console.print(f"round {t}: prompts {prompts.describe(rd.manifest(t)['prompts'])}")
+    if written := rd.manifest(t).get("prompts"):
+        console.print(f"round {t}: prompts {prompts.describe(written)}")
     # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
     build_training_data(cfg, rd, t)
     # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).

@@ -169,7 +169,7 @@ def describe(stats: dict) -> str:
     """One line for the console: how many prompts were kept of those written, and why the rest went."""
     drops = ", ".join(f"{v} {k.removeprefix('dropped_')}" for k, v in sorted(stats.items())
                       if k.startswith("dropped_") and v)
-    return f"kept {stats.get('kept', stats.get('records'))} of {stats.get('requested', 0)} written" + (
+    return f"kept {stats['kept']} of {stats.get('requested', 0)} written" + (
         f" (dropped: {drops})" if drops else "")
 
 

@@ -284,13 +284,13 @@ def test_the_oracle_arm_agrees_with_the_checker(mechanisms_sweep, tmp_path):
     selfreward("run", *args)
     assert compose(args).judge.method.value == "oracle"
     judged = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in read_jsonl(rd.output(1, "judge"))}
+    outcomes = {}  # prompt -> whether its candidates are right
     for c in read_jsonl(rd.output(1, "candidates")):
-        assert judged[(c["prompt_id"], c["candidate_id"])] == (1 if testbed.check(c["prompt"], c["response"]) else 0)
-    pairs = [p for p in read_jsonl(rd.output(1, "pairs"))]
+        right = bool(testbed.check(c["prompt"], c["response"]))
+        assert judged[(c["prompt_id"], c["candidate_id"])] == (1 if right else 0)
+        outcomes.setdefault(c["prompt_id"], set()).add(right)
+    pairs = read_jsonl(rd.output(1, "pairs"))
     # a pair for exactly the prompts with a right and a wrong candidate (a short init may leave none)
-    outcomes = {}
-    for c in read_jsonl(rd.output(1, "candidates")):
-        outcomes.setdefault(c["prompt_id"], set()).add(bool(testbed.check(c["prompt"], c["response"])))
     assert outcomes and {p["prompt_id"] for p in pairs} == {k for k, v in outcomes.items() if v == {True, False}}
     assert all(testbed.check(p["prompt"], p["chosen"]) and not testbed.check(p["prompt"], p["rejected"])
                for p in pairs)

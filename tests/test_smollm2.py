@@ -72,10 +72,10 @@ def one_process_round(zero2_round):
     return run_dir
 
 
-def rerun_update(source, target, *overrides, check=True):
+def rerun_update(source, target, *overrides):
     """A copy of the round whose DPO update is done again with other launch settings."""
     shutil.copytree(source, target)
-    return selfreward("run", *ROUND, *overrides, "restart_from=round_1.update", f"run_dir={target}", check=check)
+    selfreward("run", *ROUND, *overrides, "restart_from=round_1.update", f"run_dir={target}")
 
 
 def logits(model_path):
