@@ -60,7 +60,7 @@ def test_hf_each_prompt_draws_from_its_own_stream(hf):
 def test_seeded_sampling_follows_the_distribution():
     import torch
 
-    from selfreward.generation.hf import SeededSampling
+    from selfreward.generation.sampling import SeededSampling
 
     logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(4000, 1)
     picks = SeededSampling(list(range(4000)), 1.0, 1.0)(None, logits).argmax(-1)
@@ -70,6 +70,31 @@ def test_seeded_sampling_follows_the_distribution():
     picks = SeededSampling(list(range(4000)), 1.0, 0.7)(None, logits).argmax(-1)
     shares = torch.bincount(picks, minlength=4).float() / 4000
     assert shares.tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0], abs=0.03)
+
+
+def test_nucleus_from_a_partial_ranking_is_the_full_stable_sort():
+    """The top-k shortcut (falling back to larger k, then a full sort) draws exactly what a stable
+    descending sort of the whole vocabulary draws, on bf16-rounded logits (many ties), including ties
+    that straddle the k-th place."""
+    import torch
+
+    from selfreward.generation.sampling import sample_nucleus
+
+    torch.manual_seed(0)
+    for scale in (0.5, 3.0, 12.0):
+        probs = torch.softmax((torch.randn(64, 5000) * scale).bfloat16().float() / 0.8, dim=-1)
+        u = torch.rand(64)
+        for top_p in (0.3, 0.9, 0.95, 0.999):
+            full = sample_nucleus(probs, u, top_p, ranks=())
+            assert torch.equal(sample_nucleus(probs, u, top_p), full)
+            assert torch.equal(sample_nucleus(probs, u, top_p, ranks=(2, 16)), full)
+    # six tokens tied at 0.1 around the 4th place: which of them top-p keeps is decided by token id
+    probs = torch.tensor([[0.1, 0.3, 0.1, 0.1, 0.1, 0.1, 0.1, 0.1]])
+    for v in torch.linspace(0, 0.999, 50):
+        u = v.reshape(1)
+        assert torch.equal(sample_nucleus(probs, u, 0.55, ranks=(4,)), sample_nucleus(probs, u, 0.55, ranks=()))
+    picks = {sample_nucleus(probs, v.reshape(1), 0.55, ranks=(4,)).item() for v in torch.linspace(0, 0.999, 50)}
+    assert picks == {0, 1, 2, 3}  # 0.3, then the lowest ids of the tie while the mass before is < 0.55
 
 
 def test_hf_next_token_probs(hf):

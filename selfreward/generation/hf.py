@@ -9,15 +9,15 @@ from __future__ import annotations
 
 import copy
 import inspect
-import random
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessor, LogitsProcessorList
+from transformers import LogitsProcessorList
 
 from selfreward.checkpoint import load_causal_lm, load_tokenizer
 from selfreward.generation.base import Sampling, derive_seed, request_seeds
+from selfreward.generation.sampling import SeededSampling
 from selfreward.profiling import timed
 from selfreward.schema import Config, GenerationDtype
 
@@ -148,30 +148,6 @@ class HFGenerator:
             for j, i in enumerate(idx):
                 out[i] = probs[j].tolist()
         return out
-
-
-class SeededSampling(LogitsProcessor):
-    """Temperature and top-p sampling in which each row draws from its own random stream.
-
-    `generate(do_sample=True)` draws every row from one global stream, so a row's sample depends on
-    the rows drawn before it: on its batch, chunk and rank. Here row r's k-th token uses the k-th
-    number of stream r (inverse-CDF sampling), and the processor returns scores that leave only that
-    token, so greedy decoding emits it."""
-
-    def __init__(self, row_seeds: list[int], temperature: float, top_p: float):
-        self.streams = [random.Random(s) for s in row_seeds]
-        self.temperature, self.top_p = temperature, top_p
-
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        if self.top_p < 1.0:  # keep the most probable tokens until their mass reaches top_p
-            ranked, order = probs.sort(dim=-1, descending=True)
-            ranked = ranked.masked_fill(ranked.cumsum(-1) - ranked >= self.top_p, 0.0)
-            probs = torch.zeros_like(probs).scatter(-1, order, ranked)
-        cdf = probs.cumsum(-1)
-        u = torch.tensor([s.random() for s in self.streams], dtype=cdf.dtype, device=cdf.device)[:, None]
-        chosen = torch.searchsorted(cdf, u * cdf[:, -1:], right=True).clamp(max=cdf.shape[-1] - 1)
-        return torch.full_like(scores, float("-inf")).scatter(-1, chosen, 0.0)
 
 
 # Below this many shared tokens, reusing their KV cache saves less than the copy costs.
