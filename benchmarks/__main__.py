@@ -35,9 +35,9 @@ def table(rows: list[dict]) -> Table:
     return t
 
 
-def markdown(result: dict) -> str:
+def markdown(result: dict, command: str = "python -m benchmarks") -> str:
     """The results as the table docs/benchmarks.md shows, with the line that introduces it."""
-    lines = [f"Measured on this machine ({result['machine']}; `python -m benchmarks`, {result['seconds']} s):", "",
+    lines = [f"Measured on this machine ({result['machine']}; `{command}`, {result['seconds']} s):", "",
              "| row | value | target | met | detail |", "| --- | --- | --- | --- | --- |"]
     for r in result["rows"]:
         met = {True: "yes", False: "**no**", None: "–"}[r["met"]]

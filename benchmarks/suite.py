@@ -28,7 +28,7 @@ from selfreward.judge import judge_candidates, judge_template, score_token_ids
 from selfreward.metrics import score_histogram
 from selfreward.pairs import build_pairs, build_sft
 from selfreward.rundir import RunDir, read_jsonl, write_jsonl
-from selfreward.schema import Config, JudgeConfig, JudgeMethod
+from selfreward.schema import Config, JudgeConfig, JudgeMethod, Precision
 from selfreward.sweep import share_init
 from selfreward.templates import chat_prompt
 from selfreward.text import token_counts
@@ -278,7 +278,9 @@ def update_vs_bare_trl(cfg: Config, work: Path, size: Size, candidates: list[dic
         shutil.rmtree(out, ignore_errors=True)
         args = DPOConfig(output_dir=str(out), beta=cfg.update.beta, num_train_epochs=cfg.update.epochs,
                          learning_rate=cfg.update.learning_rate, max_length=cfg.train.max_length,
-                         per_device_train_batch_size=cfg.train.per_device_batch_size, bf16=False,
+                         per_device_train_batch_size=cfg.train.per_device_batch_size,
+                         gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
+                         bf16=cfg.train.precision is not Precision.fp32,  # autocast over fp32 weights
                          use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no",
                          report_to="none", seed=cfg.seed + 1, **{CHECKPOINTING: cfg.train.gradient_checkpointing})
         data = Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],

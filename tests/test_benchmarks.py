@@ -164,3 +164,69 @@ def test_benchmark_entry_point_minimal(tmp_path):
         assert set(r) == {"name", "value", "target", "met", "detail"} and r["detail"]
         # finite (at the minimal size a scaling exponent is noise and may fall below zero)
         assert isinstance(r["value"], float) and math.isfinite(r["value"])
+
+
+class RankedFakeGenerator(FakeGenerator):
+    """Writes `text` with the default sampler and `reference_text` with a full sort (sampler_ranks=()),
+    `full_cost` seconds slower."""
+
+    def __init__(self, full_cost=0.2, text="one two", reference_text="one two"):
+        super().__init__()
+        self.sampler_ranks, self.full_cost, self.text, self.reference_text = (64,), full_cost, text, reference_text
+
+    def generate(self, prompts, sampling, desc=""):
+        full = self.sampler_ranks == ()
+        time.sleep(self.full_cost if full else 0.0)
+        return [[self.reference_text if full else self.text] * sampling.n for _ in prompts]
+
+
+def test_real_decoding_row_fails_below_half_the_matmul_bound():
+    from benchmarks import real
+
+    sampling = Sampling(0.8, 0.95, 16, n=2)
+    gen = FakeGenerator(per_call=0.1)  # 2 prompts x 2 rows x 4 tokens in 0.1 s: 160 tokens/s
+    gen.model = type("M", (), {"dtype": "torch.bfloat16"})()
+    assert real.decoding_row(gen, ["a", "b"], sampling, bound=200.0).met is True
+    assert real.decoding_row(gen, ["a", "b"], sampling, bound=400.0).met is False
+
+
+def test_real_sampler_row_fails_when_slower_or_when_the_text_differs():
+    from benchmarks import real
+
+    sampling = Sampling(0.8, 0.95, 16, n=2)
+    assert real.sampler_row(RankedFakeGenerator(), ["a"], sampling).met is True
+    assert real.sampler_row(RankedFakeGenerator(full_cost=0.0), ["a"], sampling).met is False  # no faster
+    assert real.sampler_row(RankedFakeGenerator(reference_text="one three"), ["a"], sampling).met is False
+
+
+def test_matmul_bound_counts_every_linear_layer():
+    import torch
+
+    from benchmarks import real
+
+    small = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU())
+    big = torch.nn.Sequential(*[torch.nn.Linear(64, 64) for _ in range(40)])
+    assert real.matmul_bound(big, 8) < real.matmul_bound(small, 8)
+
+
+def test_a_rounds_training_counts_once_for_its_ranks():
+    from benchmarks import real
+
+    calls = [{"kind": "generate", "seconds": 5.0}, {"kind": "train", "seconds": 3.0},
+             {"kind": "train", "seconds": 3.2}, {"kind": "score", "seconds": 1.0}, {"kind": "round", "seconds": 10.0},
+             {"kind": "train", "seconds": 2.0}, {"kind": "round", "seconds": 2.5}]
+    assert real.rounds_inside(calls) == [(10.0, 9.2), (2.5, 2.0)]
+    assert rows.outside_share("s", real.rounds_inside(calls), 0.1, "").met is False  # 0.54 s more outside in round 2
+
+
+@pytest.mark.slow
+def test_gpu_check_dry_run(tmp_path):
+    """benchmarks/gpu.py on CPU at a toy shape: generation and our DPO stage under ZeRO-2 through
+    accelerate launch run, and the JSON carries every figure the GPU run reports."""
+    out = tmp_path / "gpu.json"
+    subprocess.run([sys.executable, "benchmarks/gpu.py", "--dry-run", "--out", str(out)], check=True,
+                   capture_output=True, timeout=600)
+    toy = json.loads(out.read_text())["shapes"]["toy"]
+    assert toy["generation"]["tokens_per_s"] > 0 and 0 < toy["generation"]["share_of_bound"]
+    assert toy["generation"]["expected_memory_gib"] > 0 and toy["generation"]["peak_memory_gib"] is None
+    assert toy["dpo"]["train_seconds"] > 0 and toy["dpo"]["expected_memory_gib"] > 0

@@ -17,7 +17,7 @@ from transformers import LogitsProcessorList
 
 from selfreward.checkpoint import load_causal_lm, load_tokenizer
 from selfreward.generation.base import Sampling, derive_seed, request_seeds
-from selfreward.generation.sampling import SeededSampling
+from selfreward.generation.sampling import RANKS, SeededSampling
 from selfreward.profiling import timed
 from selfreward.schema import Config, GenerationDtype
 
@@ -60,6 +60,7 @@ class HFGenerator:
         # transformers 5 renamed forward's `past_key_values` to `cache`; older versions know only the first
         self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
         self.prefix_cache = cfg.generation.prefix_cache
+        self.sampler_ranks = RANKS  # () ranks every row by a full sort (the benchmark's reference)
         # Stop where vLLM stops: at the tokenizer's EOS and at every EOS of the model's generation config
         # (chat models often end turns with a token the tokenizer does not call EOS).
         configured = self.model.generation_config.eos_token_id
@@ -101,7 +102,7 @@ class HFGenerator:
             processors = LogitsProcessorList()
             if sampling.temperature > 0:
                 rows = [derive_seed(seeds[i], k) for i in idx for k in range(sampling.n)]
-                processors.append(SeededSampling(rows, sampling.temperature, sampling.top_p))
+                processors.append(SeededSampling(rows, sampling.temperature, sampling.top_p, self.sampler_ranks))
             seqs = self.model.generate(
                 **batch, max_new_tokens=sampling.max_new_tokens, do_sample=False, logits_processor=processors,
                 pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids,
