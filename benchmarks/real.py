@@ -160,7 +160,7 @@ def run(m1: str | None, work: Path, progress=print) -> list[Row]:
     rows.append(sampler_row(gen, prompts, sampling))
     progress("logprob vs sampled judge")
     rows.append(judge_row(gen, cfg))
-    candidates = [{"prompt_id": f"p{i}", "prompt": r["instruction"], "response": r["output"]}
+    candidates = [{"prompt_id": f"p{i}", "prompt": r["instruction"], "response": r["response"]}
                   for i, r in enumerate(load_seed(None, "ift")[:16])]
     progress("the shared prefix cache")
     rows.append(suite.prefix_cache_row(gen, None, candidates))
