@@ -102,7 +102,7 @@ def generation(path: Path, device: str, rows: int, prompt_len: int, new: int) ->
             "tokens_per_s": round(rows * new / seconds), "matmul_bound_tokens_per_s": round(bound),
             "share_of_bound": round(rows * new / seconds / bound, 3), "parameters": params,
             "peak_memory_gib": round(torch.cuda.max_memory_allocated() / GiB, 2) if device == "cuda" else None,
-            "expected_memory_gib": round(expected / GiB, 2)}
+            "expected_memory_gib": round(expected / GiB, 4)}
 
 
 def dpo(path: Path, work: Path, dry_run: bool, params: int) -> dict:
@@ -135,7 +135,7 @@ def dpo(path: Path, work: Path, dry_run: bool, params: int) -> dict:
     # model states under ZeRO-2 on one GPU: bf16 weights 2 + grads 2 + fp32 master 4 + Adam 8 bytes a
     # parameter, and the reference model in fp32 (4)
     return {"seconds": round(seconds, 1), "train_seconds": measured["train_seconds"], "pairs": 16,
-            "peak_memory_gib": measured["peak_memory_gib"], "expected_memory_gib": round(20 * params / GiB, 2)}
+            "peak_memory_gib": measured["peak_memory_gib"], "expected_memory_gib": round(20 * params / GiB, 4)}
 
 
 def dpo_stage(run_dir: str, report: Path) -> None:

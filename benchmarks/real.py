@@ -1,7 +1,7 @@
 """The real-model rows: SmolLM2-135M-Instruct at `recipe=smollm2`'s settings, each a ratio measured side
 by side in one run (docs/benchmarks.md shows the table and what each row means).
 
-    python -m benchmarks.real --m1 runs/smollm2/init/model    # about 8 minutes on 2 CPU cores
+    python -m benchmarks.real --m1 runs/smollm2/init/model    # about 4 minutes on 2 CPU cores
     python -m benchmarks.real --show                           # results_smollm2.json as markdown
 
 `--m1` is a model after the recipe's init (the judge rows need judgments that parse: `selfreward run

@@ -230,3 +230,17 @@ def test_gpu_check_dry_run(tmp_path):
     assert toy["generation"]["tokens_per_s"] > 0 and 0 < toy["generation"]["share_of_bound"]
     assert toy["generation"]["expected_memory_gib"] > 0 and toy["generation"]["peak_memory_gib"] is None
     assert toy["dpo"]["train_seconds"] > 0 and toy["dpo"]["expected_memory_gib"] > 0
+
+
+def test_the_stage_profile_reads_each_rounds_manifest(tmp_path, capsys):
+    from benchmarks import stages
+
+    for name, seconds in (("before", {"prompts": 9.0, "judge": 56.0}), ("after", {"prompts": 4.5, "judge": 14.0})):
+        (tmp_path / name / "round_1").mkdir(parents=True)
+        (tmp_path / name / "round_1" / "manifest.json").write_text(
+            json.dumps({stage: {"seconds": s, "records": 1} for stage, s in seconds.items()}))
+    assert stages.main([f"a={tmp_path / 'before'}", f"b={tmp_path / 'after'}"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[2] == "| prompts | 9.0 | 4.5 | 2.0× |" and lines[-1] == "| **all stages** | 65.0 | 18.5 | 3.5× |"
+    with pytest.raises(SystemExit):
+        stages.main([f"a={tmp_path / 'missing'}"])
