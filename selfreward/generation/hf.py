@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
-from transformers import LogitsProcessorList
 
 from selfreward.checkpoint import load_causal_lm, load_tokenizer
 from selfreward.generation.base import Sampling, derive_seed, request_seeds
@@ -96,22 +95,53 @@ class HFGenerator:
         out: list[list[str]] = [[] for _ in prompts]
         seeds = request_seeds(sampling, len(prompts))
         for idx, batch in self._batches(self._encode(prompts), desc):
-            # n rows per prompt. SeededSampling samples each row and leaves only its token possible,
-            # so greedy decoding emits it; without it (temperature 0) decoding is greedy.
-            batch = {k: v.repeat_interleave(sampling.n, dim=0) for k, v in batch.items()}
-            processors = LogitsProcessorList()
+            # n rows per prompt, each drawing from its own stream; temperature 0 decodes greedily
+            sampler = None
             if sampling.temperature > 0:
                 rows = [derive_seed(seeds[i], k) for i in idx for k in range(sampling.n)]
-                processors.append(SeededSampling(rows, sampling.temperature, sampling.top_p, self.sampler_ranks))
-            seqs = self.model.generate(
-                **batch, max_new_tokens=sampling.max_new_tokens, do_sample=False, logits_processor=processors,
-                pad_token_id=self.tokenizer.pad_token_id, eos_token_id=self.stop_ids,
-            )
-            new = seqs[:, batch["input_ids"].shape[1] :]
-            texts = self.tokenizer.batch_decode(new, skip_special_tokens=True)
+                sampler = SeededSampling(rows, sampling.temperature, sampling.top_p, self.sampler_ranks)
+            written = self._decode(batch["input_ids"], batch["attention_mask"], sampling.n, sampling.max_new_tokens,
+                                   sampler)
+            texts = self.tokenizer.batch_decode(written, skip_special_tokens=True)
             for j, i in enumerate(idx):
                 out[i] = [t.strip() for t in texts[j * sampling.n : (j + 1) * sampling.n]]
         return out
+
+    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, n: int, max_new_tokens: int, sampler) -> list[list[int]]:
+        """Decode n rows per left-padded prompt, the loop `generate` runs (the same inputs, positions
+        and masks, so the same tokens), less two of its costs on a real model: each prompt is prefilled
+        once and its cache copied to its n rows (a judge's samples share their long prompt), and a row
+        leaves the batch when it writes a stop token (the rest no longer wait on a finished row's
+        padding). Returns each row's tokens, its stop token included."""
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as `generate` numbers left padding
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = getattr(step, "cache", None) or step.past_key_values
+        logits = step.logits[:, -1]
+        if n > 1:
+            cache.batch_repeat_interleave(n)
+            logits, mask, positions = (x.repeat_interleave(n, dim=0) for x in (logits, mask, positions))
+        position = positions[:, -1:]
+        live = torch.arange(len(logits), device=ids.device)
+        written: list[list[int]] = [[] for _ in range(len(logits))]
+        stops = torch.tensor(self.stop_ids, device=ids.device)
+        for k in range(max_new_tokens):
+            token = sampler.choose(logits, live.tolist()) if sampler else logits.float().argmax(-1)
+            for row, t in zip(live.tolist(), token.tolist()):
+                written[row].append(t)
+            going = ~torch.isin(token, stops)
+            if k == max_new_tokens - 1 or not going.any():
+                break
+            if not going.all():
+                keep = going.nonzero()[:, 0]
+                cache.batch_select_indices(keep)
+                live, token, mask, position = live[keep], token[keep], mask[keep], position[keep]
+            mask = torch.cat([mask, mask.new_ones(len(live), 1)], dim=-1)
+            position = position + 1
+            step = self.model(input_ids=token[:, None], attention_mask=mask, position_ids=position, use_cache=True,
+                              **{self.cache_arg: cache})
+            cache = getattr(step, "cache", None) or step.past_key_values
+            logits = step.logits[:, -1]
+        return written
 
     @torch.inference_mode()
     def _next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str) -> list[list[float]]:

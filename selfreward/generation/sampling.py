@@ -29,14 +29,19 @@ class SeededSampling(LogitsProcessor):
         self.streams = [random.Random(s) for s in row_seeds]
         self.temperature, self.top_p, self.ranks = temperature, top_p, ranks
 
-    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+    def choose(self, scores: torch.Tensor, rows: list[int] | None = None) -> torch.Tensor:
+        """The next token of each row of `scores` (rows: which streams they are; default all), each
+        drawing the next number of its own stream."""
+        streams = self.streams if rows is None else [self.streams[r] for r in rows]
         probs = torch.softmax(scores.float() / self.temperature, dim=-1)
-        u = torch.tensor([s.random() for s in self.streams], dtype=probs.dtype, device=probs.device)
+        u = torch.tensor([s.random() for s in streams], dtype=probs.dtype, device=probs.device)
         if self.top_p < 1.0:
-            chosen = sample_nucleus(probs, u, self.top_p, self.ranks)
-        else:
-            chosen = draw(probs, None, u)
-        return torch.full_like(scores, float("-inf")).scatter(-1, chosen[:, None], 0.0)
+            return sample_nucleus(probs, u, self.top_p, self.ranks)
+        return draw(probs, None, u)
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        """As a `generate` logits processor: scores that leave only the chosen token possible."""
+        return torch.full_like(scores, float("-inf")).scatter(-1, self.choose(scores)[:, None], 0.0)
 
 
 def ranked(probs: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
