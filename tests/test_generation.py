@@ -30,6 +30,50 @@ def test_hf_generate_shapes_and_order(hf):
     assert together == alone
 
 
+def test_the_decode_loop_writes_what_generate_writes(hf):
+    """Our loop (a prompt prefilled once for its n rows, finished rows leaving the batch) against
+    transformers' `generate` with the same seeded sampler: the same text, sampled and greedy. Stop
+    tokens the tiny model writes often make rows finish at different steps."""
+    import torch
+    from transformers import LogitsProcessorList
+
+    from selfreward.generation.base import derive_seed, request_seeds
+    from selfreward.generation.sampling import SeededSampling
+    from selfreward.templates import chat_prompt
+
+    prompts = [chat_prompt(hf.tokenizer, p) for p in ("a much longer question about the sea", "hi", "What is 2 plus 3?",
+                                                      "name three colours of the sky")]
+    frequent = torch.tensor(sum(hf._encode(hf.generate(prompts, Sampling(1.0, 1.0, 24, n=2, seed=9))[0]), []))
+    saved = hf.stop_ids
+    hf.stop_ids = sorted({*saved, *frequent.bincount().topk(3).indices.tolist()})
+
+    def reference(sampling):
+        out, seeds = [[] for _ in prompts], request_seeds(sampling, len(prompts))
+        for idx, batch in hf._batches(hf._encode(prompts), "reference"):
+            batch = {k: v.repeat_interleave(sampling.n, dim=0) for k, v in batch.items()}
+            rows = [derive_seed(seeds[i], k) for i in idx for k in range(sampling.n)]
+            processors = LogitsProcessorList([SeededSampling(rows, sampling.temperature, sampling.top_p)]
+                                             if sampling.temperature > 0 else [])
+            seqs = hf.model.generate(**batch, max_new_tokens=sampling.max_new_tokens, do_sample=False,
+                                     logits_processor=processors, pad_token_id=hf.tokenizer.pad_token_id,
+                                     eos_token_id=hf.stop_ids)
+            texts = hf.tokenizer.batch_decode(seqs[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+            for j, i in enumerate(idx):
+                out[i] = [t.strip() for t in texts[j * sampling.n:(j + 1) * sampling.n]]
+        return out
+
+    try:
+        for sampling in (Sampling(1.0, 0.9, 16, n=3, seed=4), Sampling(0.7, 1.0, 16, n=2, seed=2),
+                         Sampling(0.0, 1.0, 16)):
+            ours = hf.generate(prompts, sampling)
+            assert ours == reference(sampling)
+            if sampling.n == 3:  # rows did finish at different steps, some before the limit
+                lengths = [len(ids) for ids in hf._encode([t for o in ours for t in o])]
+                assert min(lengths) < 8 and len(set(lengths)) > 2
+    finally:
+        hf.stop_ids = saved
+
+
 def test_hf_seeded_sampling_is_reproducible(hf):
     prompts = ["<|im_start|>user\nhello<|im_end|>\n<|im_start|>assistant\n"]
     s = Sampling(temperature=1.0, top_p=1.0, max_new_tokens=10, n=2, seed=5)

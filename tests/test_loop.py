@@ -137,6 +137,10 @@ def test_bf16_mixed_under_zero_saves_the_fp32_master_weights(run_from_init, zero
     rounding = max((before[k] - before[k].bfloat16().float()).abs().max().item() for k in before)
     assert 0 < moved <= bound < rounding, (moved, bound, rounding)
     assert json.loads((run_dir / "round_1" / "model" / "config.json").read_text())["dtype"] == "float32"
+    # checkpoints that are to be deleted are not written at the last step (the model is saved next)
+    hashes = run_dir / "round_1" / "train" / "checkpoint_hashes.json"
+    saved = json.loads(hashes.read_text()) if hashes.is_file() else {}
+    assert (f"checkpoint-{update['steps']}" in saved) == keep, (update["steps"], sorted(saved))
 
 
 def test_default_recipe_end_to_end(tmp_path):

@@ -25,8 +25,15 @@ def checkpoint_files(checkpoint: Path) -> dict[str, str]:
 
 
 class RunCallback(TrainerCallback):
-    def __init__(self, out_dir: Path, verify_checkpoints: bool):
-        self.out_dir, self.verify = Path(out_dir), verify_checkpoints
+    def __init__(self, out_dir: Path, verify_checkpoints: bool, final_checkpoint: bool = True):
+        self.out_dir, self.verify, self.final_checkpoint = Path(out_dir), verify_checkpoints, final_checkpoint
+
+    def on_step_end(self, args, state, control, **kwargs):
+        # transformers checkpoints the last step; when the checkpoints go once the model is saved, that
+        # one would be written (and hashed: about 16 bytes a parameter) only to be deleted. A kill before
+        # the model is saved resumes from the last periodic checkpoint, or starts over, to the same model.
+        if not self.final_checkpoint and state.global_step >= state.max_steps:
+            control.should_save = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.is_world_process_zero and logs:

@@ -149,7 +149,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     or kept with `start_from` recorded as its base."""
     start = time.perf_counter()
     out_dir = Path(trainer.args.output_dir)
-    trainer.add_callback(RunCallback(out_dir, cfg.train.verify_checkpoints))
+    trainer.add_callback(RunCallback(out_dir, cfg.train.verify_checkpoints, cfg.train.keep_checkpoints))
     hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
     resume = trusted_checkpoint(out_dir, cfg.train.verify_checkpoints, hint)
     if resume is None and keeps_fp32_master(trainer, cfg, stage) and (read := fp32_reader(start_from)):
