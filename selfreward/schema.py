@@ -229,7 +229,8 @@ class GenerationConfig:
                 "(a CUDA GPU with bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32."})
     prefix_cache: bool = field(
         default=True,
-        metadata={"help": "HF backend, scoring (logprob judge, win rates): run the prompts' shared prefix once."},
+        metadata={"help": "HF backend: run the prompts' shared prefix (the judge's rubric) once, in scoring "
+                          "(logprob judge, win rates) and in generation (sampled judgments)."},
     )
 
 

@@ -31,18 +31,22 @@ def test_hf_generate_shapes_and_order(hf):
 
 
 def test_the_decode_loop_writes_what_generate_writes(hf):
-    """Our loop (a prompt prefilled once for its n rows, finished rows leaving the batch) against
-    transformers' `generate` with the same seeded sampler: the same text, sampled and greedy. Stop
-    tokens the tiny model writes often make rows finish at different steps."""
+    """Our loop (a shared prefix computed once, a prompt prefilled once for its n rows, finished rows
+    leaving the batch) against transformers' `generate` with the same seeded sampler: the same text,
+    sampled and greedy. Stop tokens the tiny model writes often make rows finish at different steps."""
     import torch
     from transformers import LogitsProcessorList
 
     from selfreward.generation.base import derive_seed, request_seeds
+    from selfreward.generation.hf import MIN_SHARED_PREFIX, _common_prefix
     from selfreward.generation.sampling import SeededSampling
     from selfreward.templates import chat_prompt
 
-    prompts = [chat_prompt(hf.tokenizer, p) for p in ("a much longer question about the sea", "hi", "What is 2 plus 3?",
-                                                      "name three colours of the sky")]
+    asks = ("a much longer question about the sea", "hi", "What is 2 plus 3?", "name three colours of the sky")
+    rubric = "Review the user's question and the answer below, then score the answer from 1 to 5 with care. " * 2
+    plain, judged = [chat_prompt(hf.tokenizer, a) for a in asks], [chat_prompt(hf.tokenizer, rubric + a) for a in asks]
+    assert _common_prefix(hf._encode(judged)) >= MIN_SHARED_PREFIX > _common_prefix(hf._encode(plain))
+    prompts = plain
     frequent = torch.tensor(sum(hf._encode(hf.generate(prompts, Sampling(1.0, 1.0, 24, n=2, seed=9))[0]), []))
     saved = hf.stop_ids
     hf.stop_ids = sorted({*saved, *frequent.bincount().topk(3).indices.tolist()})
@@ -63,13 +67,14 @@ def test_the_decode_loop_writes_what_generate_writes(hf):
         return out
 
     try:
-        for sampling in (Sampling(1.0, 0.9, 16, n=3, seed=4), Sampling(0.7, 1.0, 16, n=2, seed=2),
-                         Sampling(0.0, 1.0, 16)):
-            ours = hf.generate(prompts, sampling)
-            assert ours == reference(sampling)
-            if sampling.n == 3:  # rows did finish at different steps, some before the limit
-                lengths = [len(ids) for ids in hf._encode([t for o in ours for t in o])]
-                assert min(lengths) < 8 and len(set(lengths)) > 2
+        for prompts in (plain, judged):  # the second with a shared prefix, computed once
+            for sampling in (Sampling(1.0, 0.9, 16, n=3, seed=4), Sampling(0.7, 1.0, 16, n=2, seed=2),
+                             Sampling(0.0, 1.0, 16)):
+                ours = hf.generate(prompts, sampling)
+                assert ours == reference(sampling)
+                if sampling.n == 3:  # rows did finish at different steps, some before the limit
+                    lengths = [len(ids) for ids in hf._encode([t for o in ours for t in o])]
+                    assert min(lengths) < 8 and len(set(lengths)) > 2
     finally:
         hf.stop_ids = saved
 

@@ -94,36 +94,34 @@ class HFGenerator:
     def _generate(self, prompts: list[str], sampling: Sampling, desc: str) -> list[list[str]]:
         out: list[list[str]] = [[] for _ in prompts]
         seeds = request_seeds(sampling, len(prompts))
-        for idx, batch in self._batches(self._encode(prompts), desc):
+        ids = self._encode(prompts)
+        for idx in self._length_sorted(ids, desc):
             # n rows per prompt, each drawing from its own stream; temperature 0 decodes greedily
             sampler = None
             if sampling.temperature > 0:
                 rows = [derive_seed(seeds[i], k) for i in idx for k in range(sampling.n)]
                 sampler = SeededSampling(rows, sampling.temperature, sampling.top_p, self.sampler_ranks)
-            written = self._decode(batch["input_ids"], batch["attention_mask"], sampling.n, sampling.max_new_tokens,
-                                   sampler)
+            written = self._decode([ids[i] for i in idx], sampling.n, sampling.max_new_tokens, sampler)
             texts = self.tokenizer.batch_decode(written, skip_special_tokens=True)
             for j, i in enumerate(idx):
                 out[i] = [t.strip() for t in texts[j * sampling.n : (j + 1) * sampling.n]]
         return out
 
-    def _decode(self, ids: torch.Tensor, mask: torch.Tensor, n: int, max_new_tokens: int, sampler) -> list[list[int]]:
-        """Decode n rows per left-padded prompt, the loop `generate` runs (the same inputs, positions
-        and masks, so the same tokens), less two of its costs on a real model: each prompt is prefilled
-        once and its cache copied to its n rows (a judge's samples share their long prompt), and a row
-        leaves the batch when it writes a stop token (the rest no longer wait on a finished row's
-        padding). Returns each row's tokens, its stop token included."""
-        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as `generate` numbers left padding
-        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-        cache = getattr(step, "cache", None) or step.past_key_values
-        logits = step.logits[:, -1]
+    def _decode(self, prompts: list[list[int]], n: int, max_new_tokens: int, sampler) -> list[list[int]]:
+        """Decode n rows per prompt, the loop `generate` runs (the same inputs, positions and masks, so
+        the same tokens), less three of its costs on a real model: a prefix every prompt shares (the
+        judge's rubric) is computed once (`generation.prefix_cache`), each prompt is prefilled once and
+        its cache copied to its n rows, and a row leaves the batch when it writes a stop token (the
+        rest no longer wait on a finished row's padding). Returns each row's tokens, its stop token
+        included."""
+        logits, cache, mask, positions = self._prefill(prompts)
         if n > 1:
             cache.batch_repeat_interleave(n)
             logits, mask, positions = (x.repeat_interleave(n, dim=0) for x in (logits, mask, positions))
         position = positions[:, -1:]
-        live = torch.arange(len(logits), device=ids.device)
+        live = torch.arange(len(logits), device=logits.device)
         written: list[list[int]] = [[] for _ in range(len(logits))]
-        stops = torch.tensor(self.stop_ids, device=ids.device)
+        stops = torch.tensor(self.stop_ids, device=logits.device)
         for k in range(max_new_tokens):
             token = sampler.choose(logits, live.tolist()) if sampler else logits.float().argmax(-1)
             for row, t in zip(live.tolist(), token.tolist()):
@@ -142,6 +140,28 @@ class HFGenerator:
             cache = getattr(step, "cache", None) or step.past_key_values
             logits = step.logits[:, -1]
         return written
+
+    def _prefill(self, prompts: list[list[int]]):
+        """(last-position logits, KV cache, attention mask, position ids) of left-padded prompts. With
+        a shared prefix, it runs once and the tails follow it, each left-padded after the prefix
+        (`prefix | pad | tail`: the mask skips the padding, the positions run on from the prefix)."""
+        shared = _common_prefix(prompts) if self.prefix_cache and len(prompts) > 1 else 0
+        shared = shared if shared >= MIN_SHARED_PREFIX else 0
+        tails = [p[shared:] for p in prompts]
+        width, pad = max(map(len, tails)), self.tokenizer.pad_token_id
+        ids = torch.tensor([[pad] * (width - len(t)) + t for t in tails], device=self.device)
+        mask = torch.tensor([[0] * (width - len(t)) + [1] * len(t) for t in tails], device=self.device)
+        cached = {}
+        if shared:
+            step = self.model(input_ids=torch.tensor([prompts[0][:shared]], device=self.device), use_cache=True)
+            cache = getattr(step, "cache", None) or step.past_key_values
+            cache.batch_repeat_interleave(len(prompts))
+            mask = torch.cat([mask.new_ones(len(prompts), shared), mask], dim=-1)
+            cached = {self.cache_arg: cache}
+        positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as `generate` numbers left padding
+        step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -width:], use_cache=True,
+                          logits_to_keep=1, **cached)
+        return step.logits[:, -1], getattr(step, "cache", None) or step.past_key_values, mask, positions
 
     @torch.inference_mode()
     def _next_token_probs(self, prompts: list[str], token_ids: list[int], desc: str) -> list[list[float]]:
