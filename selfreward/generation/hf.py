@@ -1,4 +1,6 @@
-"""HF `model.generate` backend: length-sorted, left-padded batches, bf16 where the hardware has it.
+"""HF backend: length-sorted, left-padded batches through transformers' model, bf16 where the hardware
+has it, decoded by our own loop (`HFGenerator._decode`: what `generate` computes, with less repeated
+work on a real model).
 
 A model saved as a LoRA adapter (`lora.merge=false`) is loaded on its base and merged. With
 `launch.generation_device_map=auto` one process spreads a model too big for one GPU over all visible
@@ -57,7 +59,10 @@ class HFGenerator:
         self.model.eval()
         self.batch_size = cfg.generation.batch_size
         # transformers 5 renamed forward's `past_key_values` to `cache`; older versions know only the first
-        self.cache_arg = "cache" if "cache" in inspect.signature(self.model.forward).parameters else "past_key_values"
+        forward = inspect.signature(self.model.forward).parameters
+        self.cache_arg = "cache" if "cache" in forward else "past_key_values"
+        # the last position's logits only, where the model can (remote-code models may not)
+        self.last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
         self.prefix_cache = cfg.generation.prefix_cache
         self.sampler_ranks = RANKS  # () ranks every row by a full sort (the benchmark's reference)
         # Stop where vLLM stops: at the tokenizer's EOS and at every EOS of the model's generation config
@@ -160,7 +165,7 @@ class HFGenerator:
             cached = {self.cache_arg: cache}
         positions = (mask.cumsum(-1) - 1).masked_fill(mask == 0, 0)  # as `generate` numbers left padding
         step = self.model(input_ids=ids, attention_mask=mask, position_ids=positions[:, -width:], use_cache=True,
-                          logits_to_keep=1, **cached)
+                          **self.last_logits, **cached)
         return step.logits[:, -1], getattr(step, "cache", None) or step.past_key_values, mask, positions
 
     @torch.inference_mode()

@@ -2,8 +2,8 @@
 
 `generate(do_sample=True)` draws every row from one global stream, so a row's sample depends on the
 rows drawn before it: on its batch, chunk and rank. Here row r's k-th token uses the k-th number of
-stream r (inverse-CDF sampling), and the processor returns scores that leave only that token, so
-greedy decoding emits it.
+stream r (inverse-CDF sampling). The HF backend's decode loop calls `choose`; as a `generate` logits
+processor it returns scores that leave only the chosen token, so greedy decoding emits it.
 
 Top-p needs each row's tokens in order of probability, but only as far as the nucleus reaches: a
 `topk` of a few dozen tokens usually covers it, where sorting the whole 49k vocabulary of a real
