@@ -181,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.show:
         print(markdown(json.loads(args.out.read_text()), "python -m benchmarks.real"), end="")
         return 0
+    if args.m1 and not (Path(args.m1) / "config.json").is_file():
+        parser.exit(2, f"--m1 {args.m1}: no checkpoint there (a folder with config.json, e.g. <run_dir>/init/model)\n")
     start = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="selfreward-bench-real-"))
     try:
