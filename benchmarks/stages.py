@@ -18,7 +18,8 @@ from pathlib import Path
 def stage_seconds(run_dir: Path, t: int) -> dict[str, float]:
     manifest = run_dir / f"round_{t}" / "manifest.json"
     if not manifest.is_file():
-        sys.exit(f"{manifest}: no such file (has round {t} of {run_dir} run?)")
+        print(f"{manifest}: no such file (has round {t} of {run_dir} run?)", file=sys.stderr)
+        sys.exit(2)
     return {stage: entry["seconds"] for stage, entry in json.loads(manifest.read_text()).items()
             if entry.get("seconds") is not None}
 

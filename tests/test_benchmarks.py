@@ -242,5 +242,6 @@ def test_the_stage_profile_reads_each_rounds_manifest(tmp_path, capsys):
     assert stages.main([f"a={tmp_path / 'before'}", f"b={tmp_path / 'after'}"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[2] == "| prompts | 9.0 | 4.5 | 2.0× |" and lines[-1] == "| **all stages** | 65.0 | 18.5 | 3.5× |"
-    with pytest.raises(SystemExit):
+    with pytest.raises(SystemExit) as exit_:
         stages.main([f"a={tmp_path / 'missing'}"])
+    assert exit_.value.code == 2 and "missing/round_1/manifest.json: no such file" in capsys.readouterr().err
