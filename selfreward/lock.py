@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 
 from selfreward.errors import ConfigError
-from selfreward.rundir import LOCK_NAME
+from selfreward.rundir import LOCK_NAME, pid_alive
 
 NAME = LOCK_NAME
 HEARTBEAT = 30.0
@@ -34,13 +34,7 @@ def _alive(pid: int) -> bool:
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True  # no /proc to read the command from: a live pid counts
+        return pid_alive(pid)  # no /proc to read the command from: a live pid counts
     return b"selfreward" in cmdline
 
 

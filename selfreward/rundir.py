@@ -54,11 +54,12 @@ def remove_dead_temps(path: Path) -> None:
     atomic_write_text's write and its rename leaves one. A live writer's file is left alone."""
     for stale in path.parent.glob(f".{path.name}.tmp*"):
         pid = stale.name.rsplit(".tmp", 1)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not pid_alive(int(pid)):
             stale.unlink(missing_ok=True)
 
 
-def _alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists on this host (whatever it runs)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
