@@ -25,6 +25,7 @@ from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
 from selfreward.rundir import CONFIG_HEADER
 from selfreward.schema import (
+    CONSTRAINT_TYPES,
     HELDOUT_VERSIONS,
     INIT_DATA,
     TESTBED_TASKS,
@@ -33,6 +34,7 @@ from selfreward.schema import (
     JudgeMethod,
     OnProblem,
     Precision,
+    TestbedFamily,
     UpdateMethod,
     VariantName,
 )
@@ -331,10 +333,21 @@ def _validate_testbed(obj: Config) -> None:
     tb = obj.testbed
     if not tb.enabled:
         return
-    unknown = [t for t in tb.tasks if t not in TESTBED_TASKS]
-    if unknown or not tb.tasks:
-        raise ConfigError(f"Unknown choice {unknown or tb.tasks} for 'testbed.tasks'. "
-                          f"Valid choices: {', '.join(TESTBED_TASKS)}.")
+    constraints = tb.family is TestbedFamily.constraints
+    valid = CONSTRAINT_TYPES if constraints else TESTBED_TASKS
+    for key in ("tasks", "heldout_tasks"):
+        unknown = [t for t in getattr(tb, key) if t not in valid]
+        if unknown or (key == "tasks" and not tb.tasks):
+            raise ConfigError(f"Unknown choice {unknown or tb.tasks} for 'testbed.{key}' (testbed.family="
+                              f"{tb.family.value}). Valid choices: {', '.join(valid)}.")
+    if tb.heldout_tasks and not constraints:
+        raise ConfigError("'testbed.heldout_tasks' applies to testbed.family=constraints only.")
+    if both := sorted(set(tb.tasks) & set(tb.heldout_tasks)):
+        raise ConfigError(f"'testbed.tasks' and 'testbed.heldout_tasks' share {both}: a held-out type is never trained.")
+    if constraints:
+        from selfreward.testbed_constraints import validate
+
+        return validate(obj)
     if not tb.alphabet.isalpha() or not tb.alphabet.islower() or not 1 <= tb.min_len <= tb.max_len <= 12:
         raise ConfigError("'testbed.alphabet' must be lowercase letters and 1 <= 'testbed.min_len' <= "
                           f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")

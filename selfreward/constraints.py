@@ -152,3 +152,40 @@ def check(prompt: str, response: str) -> bool | None:
         return None
     c, args, _ = parsed
     return real_answer(prompt, response) and bool(c.test(response, *args))
+
+
+def _count(n: int, thing: str) -> str:
+    return f"{n} {thing}" if n == 1 else f"{n} {thing}s"
+
+
+# What a judge that checks before it scores writes (`explain`): the quantity the constraint is about,
+# measured on the response (GenRM-style verification: the check is easier than writing to it).
+MEASURES: dict[str, Callable[..., str]] = {
+    "max_words": lambda r, n: _count(len(_words(r)), "word"),
+    "min_words": lambda r, n: _count(len(_words(r)), "word"),
+    "include_keyword": lambda r, w: f'"{w}" {_count(_count_word(r, w), "time")}',
+    "exclude_keyword": lambda r, w: f'"{w}" {_count(_count_word(r, w), "time")}',
+    "keyword_frequency": lambda r, w, n: f'"{w}" {_count(_count_word(r, w), "time")}',
+    "no_commas": lambda r: _count(r.count(","), "comma"),
+    "lowercase": lambda r: _count(sum(c.isupper() for c in r), "capital letter"),
+    "uppercase": lambda r: _count(sum(c.islower() for c in r), "lowercase letter"),
+    "bullets": lambda r, n: _count(_bullets(r), "bullet point"),
+    "paragraphs": lambda r, n: _count(_paragraphs(r), "paragraph"),
+    "title": lambda r: "a title" if FAMILY["title"].test(r) else "no title",
+    "end_phrase": lambda r, p: "ends with it" if r.rstrip().endswith(p) else "ends otherwise",
+    "postscript": lambda r: "a P.S." if FAMILY["postscript"].test(r) else "no P.S.",
+    "quotes": lambda r: "in quotes" if FAMILY["quotes"].test(r) else "not in quotes",
+    "json": lambda r: "valid JSON" if _json(r) else "not JSON",
+}
+
+
+def explain(prompt: str, response: str) -> str:
+    """The check written out: the constrained quantity, then whether the answer is a real one
+    ("34 words, on topic"; "2 commas, too short"; "0 capital letters, off topic")."""
+    c, args, _ = parse(prompt)
+    words = _words(response)
+    if len(words) < MIN_WORDS or not _has_letters(response):
+        real = "too short"
+    else:
+        real = "on topic" if real_answer(prompt, response) else "off topic"
+    return f"{MEASURES[c.name](response, *args)}, {real}"

@@ -35,7 +35,7 @@ from selfreward.judge import judge_candidates, option_token_ids
 from selfreward.process import stage_main
 from selfreward.round import stage_seed
 from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
-from selfreward.schema import Config, JudgeConfig, JudgeMethod
+from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedFamily
 from selfreward.templates import Template, chat_prompt
 from selfreward.text import normalize, token_counts
 
@@ -87,14 +87,34 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     rendered = [chat_prompt(gen.tokenizer, p["prompt"]) for p in prompts]
     samples = gen.generate(rendered, Sampling(g.temperature, g.top_p, cfg.eval.max_new_tokens, n=g.num_candidates,
                                               seed=seed), desc="eval samples")
-    sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern)
+    # free text (the constraint family) has no answer to take a majority vote on
+    votes, held = cfg.testbed.family is TestbedFamily.strings, frozenset(cfg.testbed.heldout_tasks)
+    sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern, votes, held)
     version = {"heldout_version": cfg.testbed.heldout_version}  # which frozen held-out set these are on
-    if not t:  # M1: no round data yet
-        return {**testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score), **sampled, **version}
-    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, read_jsonl(rd.training_data(cfg, t)))
+    training = read_jsonl(rd.training_data(cfg, t)) if t else None  # M1 (t = 0): no round data yet
+    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training, held)
+    if not votes:
+        out.update(heldout_gap(gen, cfg, prompts, samples, held, seed + 1))
+    if not t:
+        return {**out, **sampled, **version}
     judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: votes
-    own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern)
+    own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern, votes)
     return {**out, **sampled, **own, **version}
+
+
+def heldout_gap(gen, cfg: Config, prompts: list[dict], samples: list[list[str]], heldout_types: frozenset,
+                seed: int) -> dict:
+    """The generation-verification gap on the held-out prompts of trained types, M1 included: the
+    model judges its own samples; how often its pick passes the checker, beside sampling's pass rate."""
+    from selfreward import testbed
+
+    candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
+                  for p, ss in zip(prompts, samples) if testbed.task_name(p["prompt"]) not in heldout_types
+                  for j, s in enumerate(ss)]
+    stats = testbed.candidate_stats(candidates, judge_candidates(gen, own_judge(cfg), candidates, seed), votes=False)
+    return {"heldout_judge_own_pairwise_accuracy": stats["judge_own_pairwise_accuracy"],
+            "heldout_judge_pick_accuracy": stats["judge_pick_accuracy"],
+            "heldout_generation_verification_gap": stats["generation_verification_gap"]}
 
 
 def answers(cfg: Config, model: str, path: Path, prompts: list[dict], gen=None) -> list[str]:

@@ -48,8 +48,13 @@ MODELS = {
 }
 
 
+def user_cache() -> Path:
+    """`$SELFREWARD_CACHE`, default `~/.cache/selfreward`: what outlives a run (models, shared M1s)."""
+    return Path(os.environ.get("SELFREWARD_CACHE") or Path.home() / ".cache" / "selfreward")
+
+
 def cache_root() -> Path:
-    return Path(os.environ.get("SELFREWARD_CACHE") or Path.home() / ".cache" / "selfreward") / "models"
+    return user_cache() / "models"
 
 
 def cached(name: str) -> Path:

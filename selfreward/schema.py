@@ -53,8 +53,17 @@ class Backend(str, Enum):
 INIT_DATA = ("ift+eft", "eft", "ift")
 # The testbed's task families (`selfreward.testbed.TASKS` implements each one).
 TESTBED_TASKS = ("reverse", "sort", "count", "add", "pair")
+# testbed.family=constraints: the instruction-following types of `selfreward.constraints.FAMILY`
+CONSTRAINT_TYPES = ("max_words", "min_words", "include_keyword", "exclude_keyword", "keyword_frequency", "no_commas",
+                    "lowercase", "uppercase", "bullets", "paragraphs", "title", "end_phrase", "postscript", "quotes",
+                    "json")
 # The testbed's frozen held-out generators (`selfreward.testbed.HELDOUT_WRONG` implements each one).
 HELDOUT_VERSIONS = (1,)
+
+
+class TestbedFamily(str, Enum):
+    strings = "strings"  # recipe=testbed: string tasks, a from-scratch 1.1M model
+    constraints = "constraints"  # recipe=testbed_smollm2: instruction-following constraints, a real model
 
 
 class VariantName(str, Enum):
@@ -181,6 +190,11 @@ class InitConfig:
         metadata={"help": "What the init SFT trains on: ift+eft (answers and judgments), eft (judging only: an "
                           "instruction model that already answers), or ift (answers only: no judge training)."},
     )
+    seed: Optional[int] = field(default=None, metadata={
+        "help": "The init SFT's seed; null: the run seed. Fixed, one M1 serves every run seed (init.cache)."})
+    cache: bool = field(default=False, metadata={
+        "help": "Keep M1 in $SELFREWARD_CACHE/m1/<key> (key: everything it is trained from) and reuse it: a sweep "
+                "over arms (and, with init.seed set, over seeds) trains it once."})
 
 
 @dataclass
@@ -376,17 +390,29 @@ class TestbedConfig:
     data is written into `<run_dir>/testbed/`, with held-out accuracy measured by the checker."""
 
     enabled: bool = False
+    family: TestbedFamily = field(default=TestbedFamily.strings, metadata={
+        "help": "strings (selfreward.testbed) or constraints (selfreward.testbed_constraints: ordinary prompts "
+                "with an IFEval-style constraint appended, the base model's own samples as the judge's EFT)."})
     tasks: list[str] = field(
-        default_factory=lambda: ["reverse", "sort", "count", "add"], metadata={"help": " | ".join(TESTBED_TASKS)}
+        default_factory=lambda: ["reverse", "sort", "count", "add"],
+        metadata={"help": f"strings: {' | '.join(TESTBED_TASKS)}; constraints: the trained types, of "
+                          f"{' | '.join(CONSTRAINT_TYPES)}"},
     )
+    heldout_tasks: list[str] = field(default_factory=list, metadata={
+        "help": "constraints: types never trained on (no self-written prompt gets one), reported apart."})
+    eft_samples: int = field(default=4, metadata={
+        "help": "constraints: the base model's samples per seed prompt that the EFT set is labelled from."})
     alphabet: str = "abcdefgh"
     min_len: int = field(default=3, metadata={"help": "Shortest word (pair: list of digits, at least 3)."})
     max_len: int = field(default=6, metadata={"help": "Longest word (pair: list of digits)."})
     max_number: int = field(default=49, metadata={"help": "add: operands are drawn from 0..max_number."})
-    n_ift: int = field(default=2000, metadata={"help": "IFT: task instances with their correct answer."})
+    n_ift: int = field(default=2000, metadata={
+        "help": "IFT: task instances with their correct answer (constraints: seed prompts, the self-instruct shots)."})
     n_self_instruct: int = field(default=300, metadata={"help": "IFT: k-shot prompt-writing demonstrations."})
-    n_eft: int = field(default=2000, metadata={"help": "EFT: instances with a right or a wrong answer, judged."})
-    n_heldout: int = field(default=200, metadata={"help": "Held-out instances (each judged right and wrong too)."})
+    n_eft: int = field(default=2000, metadata={
+        "help": "EFT: instances with a right or a wrong answer, judged (constraints: at most, class-balanced)."})
+    n_heldout: int = field(default=200, metadata={
+        "help": "Held-out instances (each judged right and wrong too); constraints: at most, the types taking turns."})
     heldout_seed: int = field(default=1234, metadata={"help": "Fixes the held-out set across run seeds."})
     heldout_version: int = field(default=1, metadata={
         "help": "The held-out set's generator, frozen once published (1: the only one so far). Training-side "

@@ -20,7 +20,7 @@ from functools import partial
 
 from tqdm.auto import tqdm
 
-from selfreward import testbed, variants
+from selfreward import testbed, testbed_constraints, variants
 from selfreward.candidates import sample_candidates
 from selfreward.config import load_frozen
 from selfreward.data import heldout_prompts, seed_instructions, seed_path
@@ -33,7 +33,7 @@ from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
 from selfreward.round import GENERATION_STAGES, STAGE, stage_seed
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
-from selfreward.schema import Config, JudgeConfig, OnProblem, VariantName
+from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily, VariantName
 from selfreward.variants.meta import run_meta_judge
 
 
@@ -61,9 +61,14 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
         seeds = [{"id": f"s{i:05d}", "prompt": p, "source": "seed"} for i, p in enumerate(drawn)]
         if not seeds_committed:
             log.append(seeds, stats)
+    constrained = cfg.testbed.enabled and cfg.testbed.family is TestbedFamily.constraints
     if cfg.prompts.evolve:  # rewrites only the generated prompts, after all are committed
         records, evolve_stats = evolve_prompts(gen, cfg.prompts, records, stage_seed(cfg, t, "prompts") + 1)
         stats = {**stats, **evolve_stats}
+    if constrained:  # after all are committed, so a resumed stage draws the same constraints
+        records = testbed_constraints.constrain_prompts(records, cfg.testbed.tasks, stage_seed(cfg, t, "prompts"))
+        seeds = testbed_constraints.constrain_prompts(seeds, cfg.testbed.tasks, stage_seed(cfg, t, "prompts"))
+    if cfg.prompts.evolve or constrained:
         log.finish(records + seeds)
     else:
         log.finish()

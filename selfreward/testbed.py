@@ -33,7 +33,7 @@ from typing import Callable
 
 from selfreward.errors import ConfigError
 from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
-from selfreward.schema import Config, TestbedConfig
+from selfreward.schema import Config, TestbedConfig, TestbedFamily
 from selfreward.stats import pair_outcome
 
 WORD = r"([a-z]{1,12})"
@@ -177,19 +177,37 @@ def why_not_a_task(instruction: str, cfg: TestbedConfig, heldout: frozenset = fr
     return "heldout" if key(instruction) in heldout else None
 
 
+def task_name(instruction: str) -> str:
+    """The string task or the constraint type of a testbed instruction."""
+    parsed = parse(instruction)
+    if parsed is None:
+        from selfreward import constraints
+
+        return constraints.parse(instruction)[0].name
+    return parsed[0]
+
+
 def task_filter(cfg: Config, rd: RunDir) -> Callable[[str], str | None]:
     """The prompts stage's filter for self-written tasks, against this run's held-out set."""
     from selfreward.rundir import read_jsonl
+
+    if cfg.testbed.family is TestbedFamily.constraints:
+        from selfreward.testbed_constraints import why_not_a_prompt
+
+        return why_not_a_prompt
 
     heldout = frozenset(key(p["prompt"]) for p in read_jsonl(files(rd)["heldout_prompts"]))
     return lambda instruction: why_not_a_task(instruction, cfg.testbed, heldout)
 
 
 def check(instruction: str, response: str) -> bool | None:
-    """Whether `response` answers `instruction` correctly (None: not a testbed instruction)."""
+    """Whether `response` answers `instruction` correctly: a string task, or a prompt with an
+    instruction-following constraint (`selfreward.constraints`); None: neither."""
     parsed = parse(instruction)
     if parsed is None:
-        return None
+        from selfreward import constraints
+
+        return constraints.check(instruction, response)
     task = TASKS[parsed[0]]
     if task.accepts:
         return task.accepts(*_match(instruction)[1].groups(), response)
@@ -323,6 +341,11 @@ def write(cfg: Config, rd: RunDir) -> None:
     from selfreward.prompts import instruction_request
     from selfreward.templates import Template
 
+    if cfg.testbed.family is TestbedFamily.constraints:
+        from selfreward import testbed_constraints
+
+        return testbed_constraints.write(cfg, rd)
+
     tb, paths = cfg.testbed, files(rd)
     judged_as = (cfg.judge.score_names[0], cfg.judge.max_score)
     reasoning = cfg.judge.reasoning
@@ -356,10 +379,11 @@ def _share(flags: list[bool]) -> float | None:
 
 
 def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scores: list[float | None],
-            max_score: float, training: list[dict] | None = None) -> dict:
+            max_score: float, training: list[dict] | None = None, heldout_types: frozenset = frozenset()) -> dict:
     """Held-out metrics against the checker.
 
-    accuracy: greedy answers to `prompts` that are correct; judge_accuracy: held-out EFT items whose
+    accuracy: greedy answers to `prompts` that are correct, over the trained types (`heldout_types`,
+    never trained on, give heldout_types_accuracy beside it); mean_words: their length; judge_accuracy: held-out EFT items whose
     judge score is on the right side of the scale's midpoint (unparsed = wrong); judge_pairwise_accuracy:
     instances with a correct and a wrong answer where the correct one scores higher (ties count half,
     unparsed = wrong: `stats.pair_outcome`); judge_parsed: the share of EFT items whose score parsed;
@@ -372,13 +396,16 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
     for e, t, s in zip(eft, truth, judge_scores):
         by_instance.setdefault(e["instruction"], {})[t] = s
     pairwise = [pair_outcome(d[True], d[False]) for d in by_instance.values() if len(d) == 2]
-    prompt_task = [parse(p["prompt"])[0] for p in prompts]
-    eft_task = [parse(e["instruction"])[0] for e in eft]
+    prompt_task = [task_name(p["prompt"]) for p in prompts]
+    eft_task = [task_name(e["instruction"]) for e in eft]
     per_task = {name: {"accuracy": _share([r for r, n in zip(right, prompt_task) if n == name]),
                        "judge_accuracy": _share([s == t for s, t, n in zip(said, truth, eft_task) if n == name])}
                 for name in dict.fromkeys(prompt_task)}
     out = {
-        "accuracy": _share(right),
+        "accuracy": _share([r for r, n in zip(right, prompt_task) if n not in heldout_types]),
+        **({"heldout_types_accuracy": _share([r for r, n in zip(right, prompt_task) if n in heldout_types])}
+           if heldout_types else {}),
+        "mean_words": round(sum(len(a.split()) for a in answers) / len(answers), 2) if answers else None,
         "judge_accuracy": _share([s == t for s, t in zip(said, truth)]),
         "judge_pairwise_accuracy": round(sum(pairwise) / len(pairwise), 4) if pairwise else None,
         "judge_parsed": _share([s is not None for s in judge_scores]),
@@ -397,13 +424,16 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
     return out
 
 
-def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str | None = None) -> dict:
+def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str | None = None,
+                    votes: bool = True) -> dict:
     """On the round's own prompts, against the checker:
     - candidate_accuracy: sampled candidates that are correct (pass@1 at the round's temperature);
     - judge_own_pairwise_accuracy: how often the judge scores a correct candidate above a wrong one of
       the same prompt (ties half): pair quality rests on this, the judge meeting the model's own mistakes;
     - judge_pick_accuracy: prompts whose top-scored candidate is correct; vote_accuracy: prompts whose
-      most-voted answer is correct (TTRL's label accuracy; `pattern` extracts the answers);
+      most-voted answer is correct (TTRL's label accuracy; `pattern` extracts the answers; absent
+      without `votes`: free text has no answer to vote on);
+    - candidate_best_of_n_accuracy: prompts where some candidate is correct (the ceiling of any pick);
     - generation_verification_gap: the better of the two picks minus candidate_accuracy. A model
       improves itself only where it checks better than it produces ("Mind the Gap", arXiv 2412.02674):
       this is how much better, on its own samples."""
@@ -424,26 +454,34 @@ def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str 
     wins = [pair_outcome(a, b) for g in groups.values() for a in g[True] for b in g[False]] if judgments else []
     prompt_of = {c["prompt_id"]: c["prompt"] for c in candidates}
     voted = [check(prompt_of[pid], top[0]) for pid, g in tally(candidates, pattern).items()
-             if (top := majority(g)) is not None]
+             if (top := majority(g)) is not None] if votes else []
     sampled, pick, vote = _share(right), _share([ok for _, _, ok in best.values()]), _share([bool(v) for v in voted])
     picks = [p for p in (pick, vote) if p is not None]
     return {"candidate_accuracy": sampled,
+            "candidate_best_of_n_accuracy": _share([bool(g[True]) for g in groups.values()]),
             "judge_own_pairwise_accuracy": round(sum(wins) / len(wins), 4) if wins else None,
             "n_own_pairs": len(wins) if judgments else None,
             "judge_pick_accuracy": pick,
-            "vote_accuracy": vote,
+            **({"vote_accuracy": vote} if votes else {}),
             "generation_verification_gap": round(max(picks) - sampled, 4) if picks and sampled is not None else None}
 
 
-def sampled_metrics(prompts: list[dict], samples: list[list[str]], pattern: str | None = None) -> dict:
-    """Held-out: sampled_accuracy (the mean over N samples of being correct: pass@1 at the sampling
-    temperature) and majority_accuracy (the most-voted answer is correct)."""
+def sampled_metrics(prompts: list[dict], samples: list[list[str]], pattern: str | None = None, votes: bool = True,
+                    heldout_types: frozenset = frozenset()) -> dict:
+    """Held-out, over the trained types: sampled_accuracy (the mean over N samples of being correct:
+    pass@1 at the sampling temperature), best_of_n_accuracy (some sample is correct: what a perfect
+    judge would pick) and, with `votes`, majority_accuracy (the most-voted answer is correct)."""
     from selfreward.variants.votes import majority, tally
 
+    kept = [(p, ss) for p, ss in zip(prompts, samples) if task_name(p["prompt"]) not in heldout_types]
+    prompts, samples = [p for p, _ in kept], [ss for _, ss in kept]
     right = [bool(check(p["prompt"], s)) for p, ss in zip(prompts, samples) for s in ss]
+    best = _share([any(check(p["prompt"], s) for s in ss) for p, ss in zip(prompts, samples)])
+    if not votes:
+        return {"sampled_accuracy": _share(right), "best_of_n_accuracy": best}
     candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
                   for p, ss in zip(prompts, samples) for j, s in enumerate(ss)]
     prompt_of = {p["id"]: p["prompt"] for p in prompts}
     voted = [bool(check(prompt_of[pid], top[0])) if (top := majority(g)) else False
              for pid, g in tally(candidates, pattern).items()]
-    return {"sampled_accuracy": _share(right), "majority_accuracy": _share(voted)}
+    return {"sampled_accuracy": _share(right), "best_of_n_accuracy": best, "majority_accuracy": _share(voted)}

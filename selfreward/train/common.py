@@ -123,9 +123,13 @@ def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, l
         report_to=list(train.report_to),
         run_name=trackers.run_name(rd),
         **({"logging_dir": tensorboard} if "logging_dir" in names else {}),
-        seed=cfg.seed + t,
-        data_seed=cfg.seed + t,
+        seed=init_seed(cfg) if not t else cfg.seed + t,
+        data_seed=init_seed(cfg) if not t else cfg.seed + t,
     )
+
+
+def init_seed(cfg: Config) -> int:
+    return cfg.seed if cfg.init.seed is None else cfg.init.seed
 
 
 def train_dtype(cfg: Config):
