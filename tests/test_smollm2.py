@@ -19,6 +19,9 @@ import warnings
 
 import pytest
 
+from selfreward import constraints, testbed
+from selfreward.config import load_frozen
+from selfreward.rundir import read_jsonl
 from tests.helpers import selfreward
 
 pytestmark = pytest.mark.slow
@@ -240,3 +243,60 @@ def test_lora_on_its_modules_merges_loads_and_generates(smollm2, tmp_path):
                                       add_generation_prompt=True), return_tensors="pt", add_special_tokens=False)
     out = model.generate(**ids, max_new_tokens=40, do_sample=False)[0][ids["input_ids"].shape[1]:]
     assert "17" in tok.decode(out, skip_special_tokens=True) and out[-1].item() == tok.eos_token_id
+
+
+TESTBED = ["recipe=testbed_smollm2", "testbed.n_ift=16", "testbed.eft_samples=2", "testbed.n_eft=8",
+           "testbed.n_heldout=12", "init.max_steps=1", "prompts.num_prompts=4", "generation.num_candidates=2",
+           "generation.max_new_tokens=24", "eval.max_new_tokens=24", "rounds=1"]
+
+
+def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
+    """recipe=testbed_smollm2, shortened: the EFT set is the base model's own samples labelled by the
+    checker, self-written prompts carry a trained-type constraint, the oracle arm's scores are the
+    checker's, eval.json's pass rates are the checker's verdicts on the saved answers, and a second
+    arm at another seed reuses the first one's EFT samples and M1 (one M1 per sweep)."""
+    env = {"SELFREWARD_CACHE": str(tmp_path / "cache")}  # a cold cache: the model is named by its path
+    oracle, floor = tmp_path / "oracle", tmp_path / "random"
+    selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "judge.method=oracle", f"run_dir={oracle}", env=env)
+    cfg = load_frozen(oracle)
+    tasks, held = set(cfg.testbed.tasks), set(cfg.testbed.heldout_tasks)
+
+    eft = read_jsonl(oracle / "testbed" / "eft.jsonl")
+    assert len(eft) == 8 and sum(r["score"] for r in eft) == 4  # class-balanced
+    for r in eft:
+        assert r["task"] in tasks and r["judgment"] == f"Score: {r['score']}"
+        assert constraints.check(r["instruction"], r["response"]) == bool(r["score"])
+    samples = [r for f in (tmp_path / "cache" / "testbed").glob("*/samples.jsonl") for r in read_jsonl(f)]
+    assert {r["response"] for r in eft} <= {s for row in samples for s in row["samples"]}  # the model's own
+    heldout = read_jsonl(oracle / "testbed" / "heldout_prompts.jsonl")
+    assert len(heldout) == 12 and {p["task"] for p in heldout} == tasks | held
+
+    prompts = read_jsonl(oracle / "round_1" / "prompts.jsonl")
+    assert prompts and all(p["constraint"] in tasks and testbed.task_name(p["prompt"]) == p["constraint"]
+                           for p in prompts)
+    candidates = {(c["prompt_id"], c["candidate_id"]): c for c in read_jsonl(oracle / "round_1" / "candidates.jsonl")}
+    for j in read_jsonl(oracle / "round_1" / "judgments.jsonl"):
+        c = candidates[(j["prompt_id"], j["candidate_id"])]
+        assert j["score"] == float(bool(testbed.check(c["prompt"], c["response"])))
+
+    for stage_dir, responses in ((oracle / "init", "init/eval_responses.jsonl"), (oracle / "round_1", None)):
+        tb = json.loads((stage_dir / "eval.json").read_text())["testbed"]
+        for key in ("accuracy", "heldout_types_accuracy", "sampled_accuracy", "best_of_n_accuracy", "judge_accuracy",
+                    "judge_pairwise_accuracy", "heldout_judge_pick_accuracy", "heldout_generation_verification_gap",
+                    "mean_words"):
+            assert key in tb, key
+        assert "majority_accuracy" not in tb and "vote_accuracy" not in tb  # free text: no vote
+        saved = read_jsonl(oracle / (responses or "round_1/eval_responses.jsonl"))
+        right = [bool(testbed.check(r["prompt"], r["response"])) for r in saved if testbed.task_name(r["prompt"]) in tasks]
+        assert tb["accuracy"] == round(sum(right) / len(right), 4)
+
+    selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "variant=random", "seed=1", f"run_dir={floor}",
+               env=env)
+    manifest = json.loads((floor / "init" / "manifest.json").read_text())["init"]
+    assert manifest["cached_from"].startswith(str(tmp_path / "cache" / "m1"))
+    assert read_jsonl(floor / "testbed" / "eft.jsonl") == eft
+    for f in (oracle / "init" / "model").iterdir():
+        if f.suffix == ".safetensors":
+            assert (floor / "init" / "model" / f.name).read_bytes() == f.read_bytes()
+
+

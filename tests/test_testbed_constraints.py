@@ -1,0 +1,156 @@
+"""The real-model testbed's data and metrics without a model: the frozen held-out set, seed prompts,
+constraints on self-written prompts, the class-balanced EFT set, the config's checks, the metrics'
+trained / held-out split, and the shared-M1 cache key. (A shortened run on SmolLM2 itself, with its
+real files, is in tests/test_smollm2.py.)"""
+
+import json
+import random
+from dataclasses import replace
+
+import pytest
+
+from selfreward import constraints, m1cache, testbed
+from selfreward import testbed_constraints as tc
+from selfreward.config import compose
+from selfreward.errors import ConfigError
+from selfreward.rundir import RunDir, file_sha256
+from selfreward.schema import VariantName
+
+RECIPE = "recipe=testbed_smollm2"
+
+
+def test_the_published_heldout_set_is_frozen():
+    """A held-out version never changes: its files hash to the recorded values, and every label is
+    what the checker says of the sample."""
+    for version, hashes in tc.HELDOUT_SHA256.items():
+        for name, sha in hashes.items():
+            assert file_sha256(tc.FROZEN / f"v{version}" / name) == sha, f"v{version}/{name} changed"
+        prompts, judged = tc.heldout(version)
+        assert {p["task"] for p in prompts} == set(constraints.FAMILY)
+        assert all(constraints.check(r["instruction"], r["response"]) == bool(r["score"]) for r in judged)
+        assert {r["instruction"] for r in judged} <= {p["prompt"] for p in prompts}
+
+
+def test_heldout_topics_never_reach_training():
+    seeds = tc.seed_prompts(len(tc.TRAIN_TOPICS) * len(tc.ASKS), seed=1234)
+    held = {t.replace("-", " ") for t in tc.HELDOUT_TOPICS}
+    assert not set(tc.TRAIN_TOPICS) & set(tc.HELDOUT_TOPICS)
+    assert not any(t in s for s in seeds for t in held)
+    prompts, _ = tc.heldout(1)
+    assert all(p["topic"] in tc.HELDOUT_TOPICS for p in prompts)
+
+
+def test_seed_prompts_are_distinct_and_fixed():
+    a, b = tc.seed_prompts(50, seed=7), tc.seed_prompts(50, seed=7)
+    assert a == b and len(set(a)) == 50 and a != tc.seed_prompts(50, seed=8)
+    with pytest.raises(ConfigError, match="testbed.n_ift"):
+        tc.seed_prompts(10_000, seed=0)
+
+
+def test_self_written_prompts_get_a_trained_constraint():
+    records = [{"id": f"p{i:05d}", "prompt": f"Write about volcano number {i}."} for i in range(40)]
+    types = ["no_commas", "bullets"]
+    out = tc.constrain_prompts(records, types, seed=3)
+    assert out == tc.constrain_prompts(records, types, seed=3)  # a rerun of the stage draws the same
+    assert {r["constraint"] for r in out} == set(types)
+    for r, o in zip(records, out):
+        assert o["prompt"].startswith(r["prompt"]) and constraints.parse(o["prompt"])[0].name == o["constraint"]
+        assert testbed.task_name(o["prompt"]) == o["constraint"]
+    assert tc.why_not_a_prompt("Describe tides. Do not use any commas.") == "constrained"
+    assert tc.why_not_a_prompt("Tell me why it is so.") == "no_topic"
+    assert tc.why_not_a_prompt("Explain how glaciers move.") is None
+
+
+def test_eft_set_is_class_balanced():
+    rows = [{"score": int(i % 3 == 0), "i": i} for i in range(30)]
+    out = tc.balanced(rows, 100, random.Random(0))
+    assert sum(r["score"] for r in out) == len(out) / 2 == 10
+    assert len(tc.balanced(rows, 6, random.Random(0))) == 6
+    with pytest.raises(ConfigError, match="all failing"):
+        tc.balanced([{"score": 0}] * 4, 4, random.Random(0))
+
+
+def test_eft_judgments_name_the_check():
+    prompt = "Write a short paragraph about tides. Do not use any commas."
+    response = "Tides rise and fall twice a day, pulled by the moon."
+    assert tc.judgment(prompt, response, 0, reasoning=False) == "Score: 0"
+    assert tc.judgment(prompt, response, 0, reasoning=True) == "Check: 1 comma, on topic. Score: 0"
+    assert tc.judgment(prompt, "ok", 0, reasoning=True) == "Check: 0 commas, too short. Score: 0"
+
+
+@pytest.mark.parametrize("name", list(constraints.FAMILY))
+def test_every_type_explains_its_check(name):
+    prompt = constraints.constrain("Write a short paragraph about glaciers.", name, random.Random(0))
+    assert tc.judgment(prompt, "Glaciers move slowly down their valleys over many years.", 1, True).startswith("Check: ")
+
+
+def test_heldout_subset_takes_types_in_turn():
+    prompts, judged = tc.heldout_subset(1, ["bullets", "title", "max_words"], 5)
+    assert sorted(p["task"] for p in prompts) == ["bullets", "bullets", "max_words", "title", "title"]
+    assert {r["instruction"] for r in judged} <= {p["prompt"] for p in prompts}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("testbed.tasks=[no_commas,sort]", "Unknown choice \\['sort'\\] for 'testbed.tasks'"),
+    ("testbed.heldout_tasks=[bogus]", "Unknown choice \\['bogus'\\] for 'testbed.heldout_tasks'"),
+    ("testbed.heldout_tasks=[no_commas]", "share \\['no_commas'\\]"),
+    ("judge.max_score=5", "judge.max_score=1"),
+    ("testbed.heldout_version=2", "testbed.heldout_version"),
+    ("testbed.n_eft=1", "testbed.n_eft"),
+])
+def test_config_errors_name_the_key(override, message):
+    with pytest.raises(ConfigError, match=message):
+        compose([RECIPE, override])
+
+
+def test_heldout_tasks_need_the_constraint_family():
+    with pytest.raises(ConfigError, match="testbed.heldout_tasks"):
+        compose(["recipe=testbed", "testbed.heldout_tasks=[sort]"])
+
+
+def test_metrics_report_trained_and_heldout_types_apart():
+    comma, bullets = ("Write a short paragraph about tides. Do not use any commas.",
+                      'Describe glaciers. Answer with exactly 2 bullet points, each line starting with "* ".')
+    good_comma, bad_comma = "Tides rise and fall twice a day with the moon.", "Tides rise, and fall, with the moon."
+    good_bullets = "* Glaciers are rivers of ice\n* Glaciers carve valleys slowly"
+    prompts = [{"id": "a", "prompt": comma}, {"id": "b", "prompt": comma}, {"id": "c", "prompt": bullets}]
+    out = testbed.metrics(prompts, [good_comma, bad_comma, good_bullets], [], [], 1, heldout_types=frozenset({"bullets"}))
+    assert out["accuracy"] == 0.5 and out["heldout_types_accuracy"] == 1.0
+    assert out["per_task"]["bullets"]["accuracy"] == 1.0
+    assert out["mean_words"] == pytest.approx((10 + 8 + 10) / 3, abs=0.01)
+    sampled = testbed.sampled_metrics(prompts, [[bad_comma, good_comma], [bad_comma, bad_comma], [good_bullets] * 2],
+                                      votes=False, heldout_types=frozenset({"bullets"}))
+    assert sampled == {"sampled_accuracy": 0.25, "best_of_n_accuracy": 0.5}  # no majority vote on free text
+    candidates = [{"prompt_id": "a", "prompt": comma, "candidate_id": i, "response": r}
+                  for i, r in enumerate([bad_comma, good_comma])]
+    judged = [{"prompt_id": "a", "candidate_id": i, "score": s} for i, s in enumerate([0.2, 0.9])]
+    own = testbed.candidate_stats(candidates, judged, votes=False)
+    assert "vote_accuracy" not in own
+    assert own["judge_pick_accuracy"] == 1.0 and own["generation_verification_gap"] == 0.5
+    assert own["candidate_best_of_n_accuracy"] == 1.0
+
+
+def test_the_m1_cache_key_follows_what_m1_is_trained_from(tmp_path):
+    """Arms and run seeds share M1; its data, init settings or base model give another one."""
+    base = tmp_path / "base"
+    base.mkdir()
+    (base / "config.json").write_text("{}")
+    rd = RunDir(tmp_path / "run")
+    (rd.root / "testbed").mkdir(parents=True)
+    (rd.root / "testbed" / "eft.jsonl").write_text(json.dumps(
+        {"instruction": "Describe tides. Do not use any commas.", "response": "Tides come in.", "judgment": "Score: 1"}) + "\n")
+    (rd.root / "testbed" / "ift.jsonl").write_text(json.dumps({"instruction": "Describe tides.", "response": "x"}) + "\n")
+    cfg = compose([RECIPE, f"model.name_or_path={base}"])
+    cfg = replace(cfg, data=replace(cfg.data, ift_path=str(rd.root / "testbed/ift.jsonl"),
+                                    eft_path=str(rd.root / "testbed/eft.jsonl")))
+    k = m1cache.key(cfg, rd)
+    assert m1cache.key(replace(cfg, seed=5), rd) == k  # init.seed is set: the run seed does not enter
+    assert m1cache.key(replace(cfg, variant=replace(cfg.variant, name=VariantName.random)), rd) == k
+    assert m1cache.key(replace(cfg, init=replace(cfg.init, learning_rate=1e-4)), rd) != k
+    assert m1cache.key(replace(cfg, init=replace(cfg.init, seed=None), seed=5), rd) != k
+    (base / "config.json").write_text('{"a": 1}')
+    other_base = m1cache.key(cfg, rd)
+    assert other_base != k
+    (rd.root / "testbed" / "eft.jsonl").write_text(json.dumps(
+        {"instruction": "Describe tides. Do not use any commas.", "response": "Tides go out.", "judgment": "Score: 1"}) + "\n")
+    assert m1cache.key(cfg, rd) != other_base
