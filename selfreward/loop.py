@@ -26,7 +26,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from selfreward import extensions, m1cache, profiling, prompts, testbed, trackers, variants
+from selfreward import extensions, profiling, prompts, testbed, trackers, variants
 from selfreward.config import launch_zero_stage, to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
@@ -69,12 +69,7 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
         console.print(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
     if not cfg.init.skip and not rd.is_done(None, "init"):
-        if not (cfg.init.cache and (cached := m1cache.restore(cfg, rd))):
-            train(cfg, rd, 0, "selfreward.train.sft")
-            if cfg.init.cache:
-                cached = m1cache.store(cfg, rd)
-        if cfg.init.cache:
-            console.print(f"init: M1 shared with other runs of these settings: {cached}")
+        train(cfg, rd, 0, "selfreward.train.sft")
     if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
         evaluate(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
 

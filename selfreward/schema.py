@@ -191,10 +191,8 @@ class InitConfig:
                           "instruction model that already answers), or ift (answers only: no judge training)."},
     )
     seed: Optional[int] = field(default=None, metadata={
-        "help": "The init SFT's seed; null: the run seed. Fixed, one M1 serves every run seed (init.cache)."})
-    cache: bool = field(default=False, metadata={
-        "help": "Keep M1 in $SELFREWARD_CACHE/m1/<key> (key: everything it is trained from) and reuse it: a sweep "
-                "over arms (and, with init.seed set, over seeds) trains it once."})
+        "help": "The init SFT's seed; null: the run seed. Set, M1 does not depend on the run seed, and a sweep over "
+                "seeds trains it once (unless the init data do: the string testbed's)."})
 
 
 @dataclass

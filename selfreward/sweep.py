@@ -32,7 +32,7 @@ from selfreward.config import compose, load_frozen, to_yaml
 from selfreward.errors import ConfigError
 from selfreward.resume import first_affected, flatten
 from selfreward.rundir import RunDir, atomic_dir, write_json
-from selfreward.schema import Config
+from selfreward.schema import Config, TestbedFamily
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -68,6 +68,8 @@ def init_key(cfg: Config) -> str:
     data paths point into each run's own folder; its data is shaped by the testbed settings instead."""
     flat = flatten(yaml.safe_load(to_yaml(cfg)))
     derived = ("data.ift_path", "data.eft_path") if cfg.testbed.enabled else ()
+    if cfg.init.seed is not None and not (cfg.testbed.enabled and cfg.testbed.family is TestbedFamily.strings):
+        derived += ("seed",)  # the init has its own seed, and its data do not depend on the run's
     return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == "init" and k not in derived})
 
 
