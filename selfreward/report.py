@@ -56,6 +56,16 @@ CURVES = [
     Curve("judge on own candidates (testbed)", _eval("testbed_judge_own_pairwise_accuracy"), "rate"),
     Curve("generation-verification gap (testbed)", _eval("testbed_generation_verification_gap"), "delta"),
     Curve("chosen correct (testbed)", _eval("testbed_pair_precision"), "rate"),
+    Curve("held-out types, greedy (testbed)", _eval("testbed_heldout_types_accuracy"), "rate",
+          _eval("testbed_m1_heldout_types_accuracy")),
+    Curve("held-out best of N (testbed)", _eval("testbed_best_of_n_accuracy"), "rate",
+          _eval("testbed_m1_best_of_n_accuracy")),
+    Curve("judge's pick, held-out (testbed)", _eval("testbed_heldout_judge_pick_accuracy"), "rate",
+          _eval("testbed_m1_heldout_judge_pick_accuracy")),
+    Curve("gap, held-out (testbed)", _eval("testbed_heldout_generation_verification_gap"), "delta",
+          _eval("testbed_m1_heldout_generation_verification_gap")),
+    Curve("greedy answer length (words, testbed)", _eval("testbed_mean_words"), "length",
+          _eval("testbed_m1_mean_words")),
     Curve("win rate vs M1", _eval("win_rate_vs_initial"), "rate", lambda m: 0.5),
     Curve("win rate vs previous", _eval("win_rate_vs_previous"), "rate"),
     Curve("judge pairwise accuracy, held-out EFT", _eval("judge_pairwise_accuracy"), "rate", model_of_round=-1),
@@ -218,10 +228,18 @@ def arm_label(overrides: dict, compared: list[str]) -> str:
     return label
 
 
+# The string testbed's table, and the constraint family's (its columns that no arm has a value for,
+# e.g. held-out types when none are configured, left out).
 TESTBED_COLUMNS = ["accuracy gain vs M1 (testbed)", "held-out accuracy, greedy (testbed)",
                    "held-out accuracy, sampled (testbed)", "held-out accuracy, majority of N (testbed)",
                    "judge on own candidates (testbed)", "chosen correct (testbed)",
                    "generation-verification gap (testbed)", "training examples (pairs / SFT)"]
+CONSTRAINT_COLUMNS = ["accuracy gain vs M1 (testbed)", "held-out accuracy, greedy (testbed)",
+                      "held-out types, greedy (testbed)", "held-out accuracy, sampled (testbed)",
+                      "held-out best of N (testbed)", "judge accuracy, held-out (testbed)",
+                      "judge's pick, held-out (testbed)", "gap, held-out (testbed)", "judge on own candidates (testbed)",
+                      "chosen correct (testbed)", "greedy answer length (words, testbed)",
+                      "training examples (pairs / SFT)"]
 GENERAL_COLUMNS = ["win rate vs M1", "win rate vs previous", "judge pairwise accuracy, held-out EFT",
                    "training examples (pairs / SFT)", "chosen length (tokens)"]
 
@@ -253,6 +271,9 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     _plot_curves(series, out / "sweep.png", "mean ± sample sd (n - 1) over seeds", legend)
     testbed = any(last["held-out accuracy, greedy (testbed)"] for _, _, last in rows)
     cols = TESTBED_COLUMNS if testbed else GENERAL_COLUMNS
+    constraint = any(last["judge's pick, held-out (testbed)"] for _, _, last in rows)  # the constraint family
+    if constraint:
+        cols = [c for c in CONSTRAINT_COLUMNS if any(last[c] for _, _, last in rows)]
     over = ", ".join(k for k in keys if k in SEED_KEYS) or "runs"
     lines = [f"# selfreward sweep report: {', '.join(map(str, paths))}", "",
              f"Compared: {legend}; mean ± sample sd (n - 1) over {over} at the last round (– : one run; "
@@ -263,6 +284,9 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
         lines += ["", "Held-out greedy accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1):"]
         lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
                   f"after round {g[0]} ({n} runs)" for label, n, g in gains]
+    if constraint:
+        lines += ["", "M1 before any round, the same columns (one M1 when the sweep shares it; its sampled metrics "
+                      "follow the run seed):", "", *m1_table(groups, cols)]
     if testbed:
         lines += ["", "Held-out greedy accuracy per run (round 0 = M1), and each round's generation-verification "
                       "gap (the better of the judge's pick and the vote among N, minus sampled accuracy):", "",
@@ -298,6 +322,17 @@ def arm_table(rows: list[tuple[str, int, dict]], cols: list[str]) -> list[str]:
         cells = [_cell(last[c], ".1f" if CURVE[c].kind in ("count", "length") else ".3f") for c in cols]
         out.append(f"| {label} | {n} | " + " | ".join(cells) + " |")
     return out
+
+
+def m1_table(groups: dict[str, list[list[dict]]], cols: list[str]) -> list[str]:
+    """M1's value of each column that has one (read from round 1's metrics), mean ± sd over all runs."""
+    runs = [rounds[0] for arm in groups.values() for rounds in arm]
+    values = {c: [v for m in runs if (v := CURVE[c].m1(m)) is not None] for c in cols
+              if CURVE[c].m1 and (CURVE[c].kind != "delta" or c == "gap, held-out (testbed)")}
+    values = {c: v for c, v in values.items() if v}
+    cells = [_cell((0, mean(v), sample_sd(v)), ".1f" if CURVE[c].kind == "length" else ".3f") for c, v in values.items()]
+    return ["| runs | " + " | ".join(values) + " |", "|" + " --- |" * (len(values) + 1),
+            f"| {len(runs)} | " + " | ".join(cells) + " |"]
 
 
 def seed_table(seeds: dict[str, list[tuple[str, list[dict]]]]) -> list[str]:

@@ -253,11 +253,13 @@ TESTBED = ["recipe=testbed_smollm2", "testbed.n_ift=16", "testbed.eft_samples=2"
 def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
     """recipe=testbed_smollm2, shortened: the EFT set is the base model's own samples labelled by the
     checker, self-written prompts carry a trained-type constraint, the oracle arm's scores are the
-    checker's, eval.json's pass rates are the checker's verdicts on the saved answers, and a second
-    arm at another seed reuses the first one's EFT samples and M1 (one M1 per sweep)."""
+    checker's, eval.json's pass rates are the checker's verdicts on the saved answers, and the second
+    seed of the sweep starts from the first one's M1 and EFT data (one M1 per sweep)."""
     env = {"SELFREWARD_CACHE": str(tmp_path / "cache")}  # a cold cache: the model is named by its path
-    oracle, floor = tmp_path / "oracle", tmp_path / "random"
-    selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "judge.method=oracle", f"run_dir={oracle}", env=env)
+    # the two seeds of the oracle arm, as the experiment runs them: one sweep, M1 trained once
+    selfreward("sweep", *TESTBED, f"model.name_or_path={smollm2}", "judge.method=choice(oracle)", "seed=0,1",
+               f"sweep_dir={tmp_path / 'arms'}", env=env)
+    oracle, other_seed = tmp_path / "arms" / "judge.method=oracle,seed=0", tmp_path / "arms" / "judge.method=oracle,seed=1"
     cfg = load_frozen(oracle)
     tasks, held = set(cfg.testbed.tasks), set(cfg.testbed.heldout_tasks)
 
@@ -290,13 +292,31 @@ def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
         right = [bool(testbed.check(r["prompt"], r["response"])) for r in saved if testbed.task_name(r["prompt"]) in tasks]
         assert tb["accuracy"] == round(sum(right) / len(right), 4)
 
-    selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "variant=random", "seed=1", f"run_dir={floor}",
-               env=env)
-    manifest = json.loads((floor / "init" / "manifest.json").read_text())["init"]
-    assert manifest["cached_from"].startswith(str(tmp_path / "cache" / "m1"))
-    assert read_jsonl(floor / "testbed" / "eft.jsonl") == eft
-    for f in (oracle / "init" / "model").iterdir():
-        if f.suffix == ".safetensors":
-            assert (floor / "init" / "model" / f.name).read_bytes() == f.read_bytes()
+    manifest = json.loads((other_seed / "init" / "manifest.json").read_text())["init"]
+    assert manifest["shared_from"] == str(oracle)
+    assert read_jsonl(other_seed / "testbed" / "eft.jsonl") == eft
+    assert read_jsonl(other_seed / "round_1" / "prompts.jsonl") != prompts  # the rounds do follow the run seed
+
+    selfreward("report", str(tmp_path / "arms"))
+    report = (tmp_path / "arms" / "report.md").read_text()
+    header = next(line for line in report.splitlines() if line.startswith("| setting | runs |"))
+    assert "held-out types, greedy (testbed)" in header and "judge's pick, held-out (testbed)" in header
+    assert "majority" not in header  # free text: not a placeholder, absent
+    assert "M1 before any round" in report
 
 
+def test_the_constraint_testbed_reasoning_judge_and_sft_arm(smollm2, tmp_path):
+    """The mechanism arm (a judge that writes its check before the verdict, GenRM-style) with the
+    I-SHEEP update (SFT on the judge-kept samples), shortened, on its real files."""
+    run = tmp_path / "reasoning_sft"
+    selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "judge.reasoning=true", "judge.max_new_tokens=24",
+               "update=sft", "pairs.sft_threshold=0.0", "pairs.on_too_few=stop", f"run_dir={run}",
+               env={"SELFREWARD_CACHE": str(tmp_path / "cache")})
+    for r in read_jsonl(run / "testbed" / "eft.jsonl"):
+        assert r["judgment"] == f"Check: {constraints.explain(r['instruction'], r['response'])}. Score: {r['score']}"
+    judgments = read_jsonl(run / "round_1" / "judgments.jsonl")
+    assert judgments and all(j["judgments"] and 0 <= j["score"] <= 1 for j in judgments)  # the check it wrote, kept
+    kept = read_jsonl(run / "round_1" / "sft.jsonl")
+    candidates = {(c["prompt_id"], c["candidate_id"]): c["response"] for c in read_jsonl(run / "round_1" / "candidates.jsonl")}
+    assert kept and all(candidates[(r["prompt_id"], r["candidate_id"])] == r["response"] for r in kept)
+    assert json.loads((run / "round_1" / "manifest.json").read_text())["update"]["records"] == len(kept)

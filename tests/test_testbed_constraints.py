@@ -1,20 +1,18 @@
 """The real-model testbed's data and metrics without a model: the frozen held-out set, seed prompts,
 constraints on self-written prompts, the class-balanced EFT set, the config's checks, the metrics'
-trained / held-out split, and the shared-M1 cache key. (A shortened run on SmolLM2 itself, with its
+trained / held-out split, and one M1 for a sweep's seeds and arms. (A shortened run on SmolLM2 itself, with its
 real files, is in tests/test_smollm2.py.)"""
 
-import json
 import random
-from dataclasses import replace
 
 import pytest
 
-from selfreward import constraints, m1cache, testbed
+from selfreward import constraints, testbed
 from selfreward import testbed_constraints as tc
 from selfreward.config import compose
 from selfreward.errors import ConfigError
-from selfreward.rundir import RunDir, file_sha256
-from selfreward.schema import VariantName
+from selfreward.rundir import file_sha256
+from selfreward.sweep import init_key
 
 RECIPE = "recipe=testbed_smollm2"
 
@@ -130,27 +128,12 @@ def test_metrics_report_trained_and_heldout_types_apart():
     assert own["candidate_best_of_n_accuracy"] == 1.0
 
 
-def test_the_m1_cache_key_follows_what_m1_is_trained_from(tmp_path):
-    """Arms and run seeds share M1; its data, init settings or base model give another one."""
-    base = tmp_path / "base"
-    base.mkdir()
-    (base / "config.json").write_text("{}")
-    rd = RunDir(tmp_path / "run")
-    (rd.root / "testbed").mkdir(parents=True)
-    (rd.root / "testbed" / "eft.jsonl").write_text(json.dumps(
-        {"instruction": "Describe tides. Do not use any commas.", "response": "Tides come in.", "judgment": "Score: 1"}) + "\n")
-    (rd.root / "testbed" / "ift.jsonl").write_text(json.dumps({"instruction": "Describe tides.", "response": "x"}) + "\n")
-    cfg = compose([RECIPE, f"model.name_or_path={base}"])
-    cfg = replace(cfg, data=replace(cfg.data, ift_path=str(rd.root / "testbed/ift.jsonl"),
-                                    eft_path=str(rd.root / "testbed/eft.jsonl")))
-    k = m1cache.key(cfg, rd)
-    assert m1cache.key(replace(cfg, seed=5), rd) == k  # init.seed is set: the run seed does not enter
-    assert m1cache.key(replace(cfg, variant=replace(cfg.variant, name=VariantName.random)), rd) == k
-    assert m1cache.key(replace(cfg, init=replace(cfg.init, learning_rate=1e-4)), rd) != k
-    assert m1cache.key(replace(cfg, init=replace(cfg.init, seed=None), seed=5), rd) != k
-    (base / "config.json").write_text('{"a": 1}')
-    other_base = m1cache.key(cfg, rd)
-    assert other_base != k
-    (rd.root / "testbed" / "eft.jsonl").write_text(json.dumps(
-        {"instruction": "Describe tides. Do not use any commas.", "response": "Tides go out.", "judgment": "Score: 1"}) + "\n")
-    assert m1cache.key(cfg, rd) != other_base
+def test_one_m1_serves_every_seed_and_arm_of_a_sweep():
+    """With init.seed set, the run seed does not shape M1 (the constraint data do not depend on it),
+    nor does the arm; the init settings do. The string testbed's data depend on the run seed."""
+    key = init_key(compose([RECIPE]))
+    assert init_key(compose([RECIPE, "seed=5"])) == key
+    assert init_key(compose([RECIPE, "variant=random", "judge.method=oracle"])) == key
+    assert init_key(compose([RECIPE, "init.learning_rate=1e-4"])) != key
+    assert init_key(compose([RECIPE, "init.seed=null", "seed=5"])) != init_key(compose([RECIPE, "init.seed=null"]))
+    assert init_key(compose(["recipe=testbed", "init.seed=0", "seed=5"])) != init_key(compose(["recipe=testbed", "init.seed=0"]))
