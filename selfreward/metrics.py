@@ -118,13 +118,13 @@ def testbed_headline(rd: RunDir, tb: dict) -> dict:
         "testbed_m1_judge_accuracy": m1.get("judge_accuracy"),
         "testbed_accuracy_gain": round(gain, 4) if gain is not None else None,
         "testbed_heldout_version": tb.get("heldout_version"),
-        # the constraint family's (absent elsewhere, never a placeholder): held-out types, best of N, the
-        # gap on held-out prompts, answer length; each beside M1's
-        **{f"testbed{m1_}_{k}": src[k] for k in LATER_HEADLINE for m1_, src in (("", tb), ("_m1", m1)) if k in src},
+        # each beside M1's, only where eval.json has it (held-out types and the held-out gap: the
+        # constraint family's): absent, never a placeholder
+        **{f"testbed{m1_}_{k}": src[k] for k in MORE_HEADLINE for m1_, src in (("", tb), ("_m1", m1)) if k in src},
     }
 
 
-LATER_HEADLINE = ("heldout_types_accuracy", "best_of_n_accuracy", "heldout_judge_pick_accuracy",
+MORE_HEADLINE = ("heldout_types_accuracy", "best_of_n_accuracy", "heldout_judge_pick_accuracy",
                   "heldout_generation_verification_gap", "mean_words")
 
 

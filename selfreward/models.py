@@ -49,7 +49,7 @@ MODELS = {
 
 
 def user_cache() -> Path:
-    """`$SELFREWARD_CACHE`, default `~/.cache/selfreward`: what outlives a run (models, shared M1s)."""
+    """`$SELFREWARD_CACHE`, default `~/.cache/selfreward`: what outlives a run (models, the testbed's base-model samples)."""
     return Path(os.environ.get("SELFREWARD_CACHE") or Path.home() / ".cache" / "selfreward")
 
 
