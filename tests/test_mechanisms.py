@@ -166,7 +166,7 @@ def test_candidate_stats_measure_the_generation_verification_gap():
 def test_sampled_and_majority_accuracy():
     prompts = [{"id": "x", "prompt": "sort cab"}, {"id": "y", "prompt": "sort ba"}]
     m = testbed.sampled_metrics(prompts, [["abc", "abc", "acb"], ["ba", "ab", "ba"]])
-    assert m == {"sampled_accuracy": round(3 / 6, 4), "majority_accuracy": 0.5}
+    assert m == {"sampled_accuracy": round(3 / 6, 4), "best_of_n_accuracy": 1.0, "majority_accuracy": 0.5}
 
 
 # -- each mechanism in the files of a real shortened testbed run (slow) ------------------------------

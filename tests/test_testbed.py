@@ -101,8 +101,9 @@ def test_candidate_stats_on_a_hand_made_round():
     # judge picks: p0's tie at 0.9 goes to the lower id (right), p1's only score is the right one;
     # votes: every answer once, so the first sampled wins (p0 right, p1 "3" wrong); own pairs: p0 1 and
     # a tie (0.5), p1's pair has an unparsed side and counts as wrong (0)
-    assert stats == {"candidate_accuracy": 0.4, "judge_own_pairwise_accuracy": 0.5, "n_own_pairs": 3,
-                     "judge_pick_accuracy": 1.0, "vote_accuracy": 0.5, "generation_verification_gap": 0.6}
+    assert stats == {"candidate_accuracy": 0.4, "candidate_best_of_n_accuracy": 1.0, "judge_own_pairwise_accuracy": 0.5,
+                     "n_own_pairs": 3, "judge_pick_accuracy": 1.0, "vote_accuracy": 0.5,
+                     "generation_verification_gap": 0.6}
     # an arm with no judge (self_consistency's votes) has no judge metrics, not a 0.5 made of ties
     unjudged = testbed.candidate_stats(candidates, [])
     assert unjudged["judge_own_pairwise_accuracy"] is None and unjudged["n_own_pairs"] is None
