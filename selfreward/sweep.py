@@ -30,6 +30,7 @@ from rich.table import Table
 
 from selfreward.config import compose, load_frozen, to_yaml
 from selfreward.errors import ConfigError
+from selfreward.models import MODELS, cached
 from selfreward.resume import first_affected, flatten
 from selfreward.rundir import RunDir, atomic_dir, write_json
 from selfreward.schema import Config, TestbedFamily
@@ -67,6 +68,8 @@ def init_key(cfg: Config) -> str:
     """The settings that shape M1, as text: two runs with equal keys train the same init. The testbed's
     data paths point into each run's own folder; its data is shaped by the testbed settings instead."""
     flat = flatten(yaml.safe_load(to_yaml(cfg)))
+    if flat.get("model.name_or_path") in MODELS:  # a run's frozen config holds the fetched path instead
+        flat["model.name_or_path"] = str(cached(flat["model.name_or_path"]))
     derived = ("data.ift_path", "data.eft_path") if cfg.testbed.enabled else ()
     if cfg.init.seed is not None and not (cfg.testbed.enabled and cfg.testbed.family is TestbedFamily.strings):
         derived += ("seed",)  # the init has its own seed, and its data do not depend on the run's
