@@ -137,3 +137,14 @@ def test_one_m1_serves_every_seed_and_arm_of_a_sweep():
     assert init_key(compose([RECIPE, "init.learning_rate=1e-4"])) != key
     assert init_key(compose([RECIPE, "init.seed=null", "seed=5"])) != init_key(compose([RECIPE, "init.seed=null"]))
     assert init_key(compose(["recipe=testbed", "init.seed=0", "seed=5"])) != init_key(compose(["recipe=testbed", "init.seed=0"]))
+
+
+def test_a_model_named_by_its_selfreward_name_shares_its_init(tmp_path, monkeypatch):
+    """A run's frozen config holds the fetched checkpoint's path where the recipe says the name: the
+    sweep's init key treats both alike (it never matched before, and every seed trained its own M1)."""
+    from selfreward.models import cached
+
+    monkeypatch.setenv("SELFREWARD_CACHE", str(tmp_path))
+    cached("smollm2-135m-instruct").mkdir(parents=True)
+    assert init_key(compose([RECIPE, f"model.name_or_path={cached('smollm2-135m-instruct')}", "seed=3"])) == \
+        init_key(compose([RECIPE]))
