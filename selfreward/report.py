@@ -288,9 +288,9 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
         lines += ["", "M1 before any round, the same columns (one M1 when the sweep shares it; its sampled metrics "
                       "follow the run seed):", "", *m1_table(groups, cols)]
     if testbed:
+        pick = "the judge's pick" if constraint else "the better of the judge's pick and the vote among N"
         lines += ["", "Held-out greedy accuracy per run (round 0 = M1), and each round's generation-verification "
-                      "gap (the better of the judge's pick and the vote among N, minus sampled accuracy):", "",
-                  *seed_table(seeds)]
+                      f"gap on its own candidates ({pick}, minus sampled accuracy):", "", *seed_table(seeds)]
     failed = [r["name"] for r in runs if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]
