@@ -11,7 +11,8 @@ killed sweep rerun continues where it stopped (each run resumes stage by stage).
 Runs whose init-shaping settings are identical (the settings `selfreward.round.INIT_SETTINGS` names:
 the same seed (unless `init.seed` sets the init's own), model, data, init budget...) share one M1:
 the first trains it, the others start from its finished `init/` (and `base_model/`, `testbed/`),
-hard-linked where the filesystem allows, with `shared_from` recorded in their init manifest. An arm of an ablation then costs only its rounds.
+hard-linked where the filesystem allows, with `shared_from` recorded in their init manifest. An arm
+of an ablation then costs only its rounds.
 """
 
 from __future__ import annotations

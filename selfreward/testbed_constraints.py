@@ -19,7 +19,7 @@ loop, the evaluation and the reports read both the same way):
 
 The samples depend on the base model and these settings, not on the run seed: they are made once and
 kept in `$SELFREWARD_CACHE/testbed/<key>/`, so every arm and seed of a sweep judges from the same EFT
-data (and, with `init.cache`, from the same M1).
+data (and, `init.seed` set, from the same M1: the sweep trains it once).
 
 In the rounds the model writes ordinary prompts from k seed prompts (self-instruct, as in every
 recipe); `constrain` appends a constraint of a trained type to each (drawn per prompt, recorded as
