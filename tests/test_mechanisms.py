@@ -320,6 +320,12 @@ def test_every_seeded_stage_has_its_own_offset():
     assert isinstance(stage_seed(compose([]), 2, "pairs"), int)  # CREAM draws its flips from it
 
 
+def same_shape(text: str) -> str:
+    """A report's table text with its per-round columns folded into one: a page quotes a 3-round sweep,
+    a test prints a shortened one."""
+    return re.sub(r"(\| round \d+ )+", "| round t ", re.sub(r"(\| --- )+", "| --- ", text))
+
+
 @pytest.mark.slow
 def test_the_testbed_pages_tables_are_what_the_report_prints(mechanisms_sweep):
     """Each table docs/testbed.md says `selfreward report` printed has the header the command prints on
@@ -336,11 +342,8 @@ def test_the_testbed_pages_tables_are_what_the_report_prints(mechanisms_sweep):
     marked = [t for above, t in tables(page) if (m := MARKER.match(above)) and m.group(2) == "selfreward report runs/arms"]
     assert len(marked) == 2
 
-    def shape(line: str) -> str:  # the page's sweep ran 3 rounds, this one 2: one "round t" column fewer
-        return re.sub(r"(\| round \d+ )+", "| round t ", re.sub(r"(\| --- )+", "| --- ", line))
-
     for table in marked:
-        assert shape(table[0]) in shape(printed) and len(table) > 2, table[0]
+        assert same_shape(table[0]) in same_shape(printed) and len(table) > 2, table[0]
     # a metric that does not apply to an arm is an empty cell, never a number (self_consistency: no judge)
     row = next(line for line in printed.splitlines() if line.startswith("| variant=self_consistency | 1 |"))
     header = next(line for line in printed.splitlines() if line.startswith("| setting | runs |"))

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import warnings
+from pathlib import Path
 
 import pytest
 
@@ -303,6 +304,24 @@ def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
     assert "held-out types, greedy (testbed)" in header and "judge's pick, held-out (testbed)" in header
     assert "majority" not in header  # free text: not a placeholder, absent
     assert "M1 before any round" in report
+    # docs/testbed.md quotes runs/if_arms/report.md: its tables have the headers this command prints
+    from tests.test_docs import MARKER, tables
+    from tests.test_mechanisms import same_shape
+
+    page = Path(__file__).parents[1] / "docs" / "testbed.md"
+    marked = [t for above, t in tables(page) if (m := MARKER.match(above)) and m.group(2) == "selfreward report runs/if_arms"]
+    assert len(marked) == 3
+    # the columns a 2-candidate round may have no pair for are left out of this one's tables
+    def columns(line):
+        return [c.strip() for c in same_shape(line).strip().strip("|").split("|")]
+
+    needs_pairs = {"judge on own candidates (testbed)", "chosen correct (testbed)"}
+    lines = report.splitlines()
+    printed = [columns(line) for line, below in zip(lines, lines[1:]) if below.startswith("| --- ")]
+    for table in marked:
+        quoted = columns(table[0])
+        assert len(table) > 2 and any([c for c in quoted if c in p] == p and set(quoted) - set(p) <= needs_pairs
+                                      for p in printed), table[0]
 
 
 def test_the_constraint_testbed_reasoning_judge_and_sft_arm(smollm2, tmp_path):
