@@ -68,3 +68,47 @@ def wandb_history(path: Path) -> list[dict]:
             if record.WhichOneof("record_type") == "history":
                 rows.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item})
     return rows
+
+
+# -- the pinned run-directory files (#28's invariant) -----------------------------------------------
+
+PINNED = Path(__file__).with_name("pinned_outputs.json")
+PINNED_FILES = ("prompts.jsonl", "candidates.jsonl", "judgments.jsonl", "pairs.jsonl")
+
+
+def platform() -> dict:
+    """What the pinned bytes depend on besides the code: the kernels (torch, its CPU capability) and the
+    libraries that generate and train."""
+    from importlib.metadata import version
+
+    import torch
+
+    return {"torch": torch.__version__, "cpu": torch.backends.cpu.get_cpu_capability(),
+            **{lib: version(lib) for lib in ("transformers", "trl", "deepspeed", "accelerate")}}
+
+
+def digests(run_dir: Path, rounds: int) -> dict:
+    import hashlib
+
+    files = [run_dir / f"round_{t}" / name for t in range(1, rounds + 1) for name in PINNED_FILES]
+    assert any(f.is_file() for f in files), f"{run_dir} has no stage files to compare"
+    return {str(f.relative_to(run_dir)): hashlib.sha256(f.read_bytes()).hexdigest() for f in files if f.is_file()}
+
+
+def assert_pinned(name: str, run_dir: Path, rounds: int) -> None:
+    """The run's stage files are byte for byte the ones pinned in tests/pinned_outputs.json: a change
+    that moves the stages' code about (the stage refactor) must leave them alone. The pin holds for one
+    platform (elsewhere the test skips, saying which); `SELFREWARD_PIN=write pytest ...` rewrites the
+    entry, for a change that means to alter the outputs (and says why in its commit)."""
+    import pytest
+
+    pinned = json.loads(PINNED.read_text()) if PINNED.is_file() else {}
+    got = digests(run_dir, rounds)
+    if os.environ.get("SELFREWARD_PIN") == "write":
+        pinned = {**pinned, "platform": platform(), name: got}
+        PINNED.write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
+        return
+    if pinned.get("platform") != platform():
+        pytest.skip(f"the outputs are pinned on {pinned.get('platform')}, this is {platform()}")
+    changed = sorted(f for f in {*pinned[name], *got} if got.get(f) != pinned[name].get(f))
+    assert not changed, f"{name}: {changed} differ from the pinned bytes ({PINNED.name}; see assert_pinned)"

@@ -207,6 +207,14 @@ def test_a_sweep_of_arms_trains_their_common_init_once(mechanisms_sweep):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("variant", ["self_consistency", "cream", "random"])
+def test_the_string_testbeds_stage_files_are_the_pinned_bytes(mechanisms_sweep, variant):
+    from tests.helpers import assert_pinned
+
+    assert_pinned(f"string testbed, variant={variant}, 2 rounds", mechanisms_sweep / f"variant={variant}", rounds=2)
+
+
+@pytest.mark.slow
 def test_self_consistency_pairs_a_most_voted_with_a_least_voted_answer(mechanisms_sweep):
     from collections import Counter
 

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.helpers import SMALL, selfreward
+from tests.helpers import SMALL, assert_pinned, selfreward
 
 pytestmark = pytest.mark.slow
 
@@ -74,6 +74,7 @@ def manifest(run_dir, t):
 def test_kill_anywhere_then_rerun_matches_clean_run(run_from_init, tmp_path):
     clean = run_from_init("clean")
     selfreward("run", *ARGS, f"run_dir={clean}")
+    assert_pinned("tiny, ZeRO-2, 2 rounds", clean, rounds=2)
 
     run_dir, log = run_from_init("killed"), tmp_path / "killed.log"
     r1 = run_dir / "round_1"
