@@ -6,8 +6,9 @@ score is the mean of the parsed ones (None if none parsed). Raw texts are kept, 
 from the next-token probabilities of the score tokens 0..max_score (one forward pass, no sampling).
 With `judge.reasoning=true` the judge first writes its judgment (greedy) and the score is read after
 its own "Score:" (generative verification, GenRM: arXiv 2408.15240); the text is kept.
-`judge.method=oracle` (recipe=testbed only) scores with the checker; `random_scores` is the
-random-reward floor (variant=random). Neither is self-rewarding: they are the controls.
+`judge.method=oracle` (recipe=testbed only; `selfreward.testbed` registers it in `JUDGES`) scores with
+the checker; `random_scores` is the random-reward floor (variant=random). Neither is self-rewarding:
+they are the controls.
 
 A template may ask for several named scores (`judge.score_names`, e.g. I-SHEEP's self-assessment
 "Quality: X" and "Following: Y"): a judgment counts only when every one parses; each candidate gets
@@ -19,6 +20,7 @@ from __future__ import annotations
 import random
 import re
 from functools import lru_cache
+from typing import Callable
 
 from selfreward.errors import ConfigError
 from selfreward.generation.base import Generator, Sampling, derive_seed
@@ -40,13 +42,8 @@ def random_scores(cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[d
     """variant=random, the floor: each candidate's score is uniform on [0, max_score], drawn from its
     own stream of the chunk's seed (no model, no text): whatever this trains is not self-rewarding."""
     draws = [random.Random(derive_seed(seed, i)).uniform(0, cfg.max_score) for i in range(len(candidates))]
-    return _scored(cfg, candidates, draws)
-
-
-def _scored(cfg: JudgeConfig, candidates: list[dict], scores: list[float]) -> list[dict]:
-    name = cfg.score_names[0]
-    return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "score": s, "scores": [s],
-             "named_scores": {name: s}, "judgments": []} for c, s in zip(candidates, scores)]
+    return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row}
+            for c, row in zip(candidates, scored(cfg, draws))]
 
 
 def parse_score(text: str, max_score: float = 5, label: str = "Score") -> float | None:
@@ -123,42 +120,70 @@ def score_token_ids(tokenizer, max_score: int, label: str = "Score") -> tuple[st
     return option_token_ids(tokenizer, label, [str(s) for s in range(max_score + 1)])
 
 
+# The judges, one per `judge.method`, each (generator, settings, candidates, seed) -> one row per
+# candidate: {score, scores, named_scores, judgments[, score_probs]}. The testbed registers the oracle,
+# so this module never reaches up into it.
+JudgeFn = Callable[[Generator | None, JudgeConfig, list[dict], int], list[dict]]
+JUDGES: dict[JudgeMethod, JudgeFn] = {}
+
+
+def register(method: JudgeMethod) -> Callable[[JudgeFn], JudgeFn]:
+    def add(fn: JudgeFn) -> JudgeFn:
+        JUDGES[method] = fn
+        return fn
+
+    return add
+
+
 def judge_candidates(generator: Generator | None, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
     """Return [{prompt_id, candidate_id, score, scores, named_scores, judgments}] in candidate order."""
-    if cfg.method is JudgeMethod.oracle:
-        from selfreward.testbed import check
-
-        return _scored(cfg, candidates, [cfg.max_score if check(c["prompt"], c["response"]) else 0
-                                         for c in candidates])
-    template = judge_template(cfg)
-    rendered = [
-        chat_prompt(generator.tokenizer, template.render(instruction=c["prompt"], response=c["response"]))
-        for c in candidates
-    ]
-    if cfg.method is JudgeMethod.logprob:
-        name = cfg.score_names[0]  # config validation allows one score with this method
-        if cfg.reasoning:
-            texts, probs = reason_then_read(generator, rendered, name, [str(s) for s in range(cfg.max_score + 1)],
-                                            cfg.max_new_tokens, "judge (reasoning)")
-        else:
-            prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score, name)
-            texts = [None] * len(rendered)
-            probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
-        rows = []
-        for p, text in zip(probs, texts):
-            mass = sum(p)
-            score = sum(s * q for s, q in enumerate(p)) / mass if mass >= MIN_SCORE_MASS else None
-            rows.append({"score": score, "scores": [score], "named_scores": {name: score},
-                         "judgments": [] if text is None else [text], "score_probs": p})
-    else:
-        sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=cfg.samples, seed=seed)
-        texts = generator.generate(rendered, sampling, desc="judge (sampled)")
-        rows = []
-        for judgments in texts:
-            named = [parse_scores(j, cfg.score_names, cfg.max_score) for j in judgments]
-            scores = [combined(cfg, n) for n in named]
-            complete = [n for n, s in zip(named, scores) if s is not None]
-            means = {k: sum(n[k] for n in complete) / len(complete) if complete else None for k in cfg.score_names}
-            rows.append({"score": combined(cfg, means), "scores": scores, "named_scores": means,
-                         "judgments": judgments})
+    if cfg.method not in JUDGES:
+        raise ConfigError(f"judge.method={cfg.method.value} has no judge registered (registered: "
+                          f"{', '.join(m.value for m in JUDGES)}); the oracle is registered by selfreward.testbed.")
+    rows = JUDGES[cfg.method](generator, cfg, candidates, seed)
     return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row} for c, row in zip(candidates, rows)]
+
+
+def scored(cfg: JudgeConfig, scores: list[float]) -> list[dict]:
+    """Rows for scores that come without a judgment's text (the controls: random, oracle)."""
+    name = cfg.score_names[0]
+    return [{"score": s, "scores": [s], "named_scores": {name: s}, "judgments": []} for s in scores]
+
+
+def _rendered(generator: Generator, cfg: JudgeConfig, candidates: list[dict]) -> list[str]:
+    template = judge_template(cfg)
+    return [chat_prompt(generator.tokenizer, template.render(instruction=c["prompt"], response=c["response"]))
+            for c in candidates]
+
+
+@register(JudgeMethod.logprob)
+def logprob_judge(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+    rendered = _rendered(generator, cfg, candidates)
+    name = cfg.score_names[0]  # config validation allows one score with this method
+    if cfg.reasoning:
+        texts, probs = reason_then_read(generator, rendered, name, [str(s) for s in range(cfg.max_score + 1)],
+                                        cfg.max_new_tokens, "judge (reasoning)")
+    else:
+        prefix, ids = score_token_ids(generator.tokenizer, cfg.max_score, name)
+        texts = [None] * len(rendered)
+        probs = generator.next_token_probs([r + prefix for r in rendered], ids, desc="judge (logprob)")
+    rows = []
+    for p, text in zip(probs, texts):
+        mass = sum(p)
+        score = sum(s * q for s, q in enumerate(p)) / mass if mass >= MIN_SCORE_MASS else None
+        rows.append({"score": score, "scores": [score], "named_scores": {name: score},
+                     "judgments": [] if text is None else [text], "score_probs": p})
+    return rows
+
+
+@register(JudgeMethod.sampled)
+def sampled_judge(generator: Generator, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+    sampling = Sampling(cfg.temperature, cfg.top_p, cfg.max_new_tokens, n=cfg.samples, seed=seed)
+    rows = []
+    for judgments in generator.generate(_rendered(generator, cfg, candidates), sampling, desc="judge (sampled)"):
+        named = [parse_scores(j, cfg.score_names, cfg.max_score) for j in judgments]
+        scores = [combined(cfg, n) for n in named]
+        complete = [n for n, s in zip(named, scores) if s is not None]
+        means = {k: sum(n[k] for n in complete) / len(complete) if complete else None for k in cfg.score_names}
+        rows.append({"score": combined(cfg, means), "scores": scores, "named_scores": means, "judgments": judgments})
+    return rows

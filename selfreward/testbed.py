@@ -32,8 +32,9 @@ from pathlib import Path
 from typing import Callable
 
 from selfreward.errors import ConfigError
+from selfreward.judge import register, scored
 from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
-from selfreward.schema import Config, TestbedConfig, TestbedFamily
+from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedConfig, TestbedFamily
 from selfreward.stats import pair_outcome
 
 WORD = r"([a-z]{1,12})"
@@ -198,6 +199,12 @@ def task_filter(cfg: Config, rd: RunDir) -> Callable[[str], str | None]:
 
     heldout = frozenset(key(p["prompt"]) for p in read_jsonl(files(rd)["heldout_prompts"]))
     return lambda instruction: why_not_a_task(instruction, cfg.testbed, heldout)
+
+
+@register(JudgeMethod.oracle)
+def oracle_judge(generator: None, cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
+    """judge.method=oracle, the ceiling: the checker's verdict as the score (no model)."""
+    return scored(cfg, [cfg.max_score if check(c["prompt"], c["response"]) else 0 for c in candidates])
 
 
 def check(instruction: str, response: str) -> bool | None:

@@ -89,3 +89,22 @@ def test_logprob_judge_on_real_model(tiny_checkpoint):
     rows = judge_candidates(gen, JudgeConfig(method=JudgeMethod.logprob), CANDS, seed=0)
     assert all(r["score"] is None or 0 <= r["score"] <= 5 for r in rows)
     assert all(abs(sum(r["score_probs"])) <= 1.0 + 1e-6 for r in rows)
+
+
+def test_the_judges_are_a_registry_the_testbed_adds_the_oracle_to():
+    """judge.py reaches no module above it: the oracle (the checker) comes from the testbed, which
+    registers it; without the testbed loaded the oracle is refused by name."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import selfreward.judge as j; from selfreward.schema import JudgeConfig, JudgeMethod\n"
+            "assert 'selfreward.testbed' not in sys.modules, 'judge imported the testbed'\n"
+            "try: j.judge_candidates(None, JudgeConfig(method=JudgeMethod.oracle), [], 0)\n"
+            "except Exception as e: print(type(e).__name__, e)\n"
+            "import selfreward.testbed\n"
+            "c = [{'prompt_id': 0, 'candidate_id': k, 'prompt': 'sort cab', 'response': r} "
+            "for k, r in enumerate(['abc', 'acb'])]\n"
+            "print([r['score'] for r in j.judge_candidates(None, JudgeConfig(method=JudgeMethod.oracle), c, 0)])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "ConfigError judge.method=oracle has no judge registered" in out and "selfreward.testbed" in out
+    assert out.strip().endswith("[5, 0]")
