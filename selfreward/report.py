@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from statistics import mean, stdev
@@ -250,12 +250,14 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     compared = [k for k in keys if k not in SEED_KEYS and len({r["overrides"].get(k) for r in runs}) > 1]
     groups: dict[str, list[list[dict]]] = defaultdict(list)
     seeds: dict[str, list[tuple[str, list[dict]]]] = defaultdict(list)
+    dirs: dict[str, list[Path]] = defaultdict(list)
     for run in runs:
         rounds = load_rounds(Path(run["run_dir"]))
         if rounds:
             label = arm_label(run["overrides"], compared)
             groups[label].append(rounds)
             seeds[label].append((str(run["overrides"].get("seed", "-")), rounds))
+            dirs[label].append(Path(run["run_dir"]))
     _check_heldout_versions(groups)
     series = {c.title: {} for c in CURVES}
     rows = []
@@ -287,6 +289,7 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     if constraint:
         lines += ["", "M1 before any round, the same columns (one M1 when the sweep shares it; its sampled metrics "
                       "follow the run seed):", "", *m1_table(groups, cols)]
+        lines += ["", *type_table(dirs)]
     if testbed:
         pick = "the judge's pick" if constraint else "the better of the judge's pick and the vote among N"
         lines += ["", "Held-out greedy accuracy per run (round 0 = M1), and each round's generation-verification "
@@ -333,6 +336,31 @@ def m1_table(groups: dict[str, list[list[dict]]], cols: list[str]) -> list[str]:
     cells = [_cell((0, mean(v), sample_sd(v)), ".1f" if CURVE[c].kind == "length" else ".3f") for c, v in values.items()]
     return ["| runs | " + " | ".join(values) + " |", "|" + " --- |" * (len(values) + 1),
             f"| {len(runs)} | " + " | ".join(cells) + " |"]
+
+
+def type_table(dirs: dict[str, list[Path]]) -> list[str]:
+    """The constraint family's held-out greedy pass rate per type: M1, then each arm at its last round,
+    the mean over the arm's runs (the held-out types last, marked)."""
+    from selfreward.config import load_frozen
+
+    def per_type(path: Path) -> dict:
+        return json.loads(path.read_text())["testbed"]["per_task"]
+
+    first = next(iter(dirs.values()))[0]
+    tb = load_frozen(first).testbed
+    names = [*tb.tasks, *tb.heldout_tasks]
+    heads = [*tb.tasks, *(f"{t} (held-out type)" for t in tb.heldout_tasks)]
+    rows = {"M1": [per_type(d / "init" / "eval.json") for runs in dirs.values() for d in runs]}
+    for label, runs in dirs.items():
+        rows[label] = [per_type(max(d.glob("round_*/eval.json"), key=lambda p: int(p.parent.name[6:]))) for d in runs]
+    sizes = Counter(r["task"] for r in map(json.loads, (first / "testbed" / "heldout_prompts.jsonl").open()))
+    out = [f"Held-out greedy pass rate per constraint type ({'-'.join(map(str, sorted(set(sizes.values()))))} "
+           "prompts a type), M1 and each arm at its last round, the mean over the arm's runs:", "",
+           "| setting | runs | " + " | ".join(heads) + " |", "|" + " --- |" * (len(heads) + 2)]
+    for label, evals in rows.items():
+        cells = [format(mean(e[t]["accuracy"] for e in evals), ".3f") for t in names]
+        out.append(f"| {label} | {len(evals)} | " + " | ".join(cells) + " |")
+    return out
 
 
 def seed_table(seeds: dict[str, list[tuple[str, list[dict]]]]) -> list[str]:

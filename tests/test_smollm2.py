@@ -304,13 +304,17 @@ def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
     assert "held-out types, greedy (testbed)" in header and "judge's pick, held-out (testbed)" in header
     assert "majority" not in header  # free text: not a placeholder, absent
     assert "M1 before any round" in report
+    per_type = json.loads((oracle / "init" / "eval.json").read_text())["testbed"]["per_task"]
+    m1_row = next(line for line in report.splitlines() if line.startswith("| M1 | 2 | "))
+    order = [*cfg.testbed.tasks, *cfg.testbed.heldout_tasks]
+    assert [c.strip() for c in m1_row.strip("|").split("|")][2:] == [f"{per_type[t]['accuracy']:.3f}" for t in order]
     # docs/testbed.md quotes runs/if_arms/report.md: its tables have the headers this command prints
     from tests.test_docs import MARKER, tables
     from tests.test_mechanisms import same_shape
 
     page = Path(__file__).parents[1] / "docs" / "testbed.md"
     marked = [t for above, t in tables(page) if (m := MARKER.match(above)) and m.group(2) == "selfreward report runs/if_arms"]
-    assert len(marked) == 3
+    assert len(marked) == 4
     # the columns a 2-candidate round may have no pair for are left out of this one's tables
     def columns(line):
         return [c.strip() for c in same_shape(line).strip().strip("|").split("|")]
