@@ -63,3 +63,25 @@ def test_the_marker_check_finds_an_unmarked_table(tmp_path):
     page.write_text("text\n\n| arm | gain |\n| --- | --- |\n| base | +0.7 ± 1.3 |\n\n| a | b |\n| --- | --- |\n| x | y |\n")
     assert [t[0] for _, t in figure_tables(page)] == ["| arm | gain |"]
     assert not MARKER.match(figure_tables(page)[0][0])
+
+
+def test_the_architecture_map_names_only_what_exists():
+    """docs/architecture.md: every `selfreward.…` name is a module or an attribute of one, every path exists."""
+    import importlib
+
+    page = (ROOT / "docs" / "architecture.md").read_text()
+    names = set(re.findall(r"`(selfreward(?:\.\w+)+)`", page))
+    assert len(names) > 20
+    for name in sorted(names):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):  # the longest importable module, then attributes down from it
+            try:
+                obj = importlib.import_module(".".join(parts[:cut]))
+            except ModuleNotFoundError:
+                continue
+            for attr in parts[cut:]:
+                assert hasattr(obj, attr), f"docs/architecture.md names {name}: {obj.__name__} has no {attr}"
+                obj = getattr(obj, attr)
+            break
+    for path in re.findall(r"`((?:recipes|prompts)/[\w/]*)`", page):
+        assert (ROOT / path).exists(), path
