@@ -251,12 +251,19 @@ TESTBED = ["recipe=testbed_smollm2", "testbed.n_ift=16", "testbed.eft_samples=2"
            "generation.max_new_tokens=24", "eval.max_new_tokens=24", "rounds=1"]
 
 
-def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
+@pytest.fixture(scope="module")
+def testbed_cache(tmp_path_factory):
+    """A cold selfreward cache (the model is named by its path), shared by the two testbed tests: the
+    base model's EFT samples, the same for both, are drawn once."""
+    return tmp_path_factory.mktemp("selfreward_cache")
+
+
+def test_the_constraint_testbed_on_its_real_files(smollm2, testbed_cache, tmp_path):
     """recipe=testbed_smollm2, shortened: the EFT set is the base model's own samples labelled by the
     checker, self-written prompts carry a trained-type constraint, the oracle arm's scores are the
     checker's, eval.json's pass rates are the checker's verdicts on the saved answers, and the second
     seed of the sweep starts from the first one's M1 and EFT data (one M1 per sweep)."""
-    env = {"SELFREWARD_CACHE": str(tmp_path / "cache")}  # a cold cache: the model is named by its path
+    env = {"SELFREWARD_CACHE": str(testbed_cache)}
     # the two seeds of the oracle arm, as the experiment runs them: one sweep, M1 trained once
     selfreward("sweep", *TESTBED, f"model.name_or_path={smollm2}", "judge.method=choice(oracle)", "seed=0,1",
                f"sweep_dir={tmp_path / 'arms'}", env=env)
@@ -269,7 +276,7 @@ def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
     for r in eft:
         assert r["task"] in tasks and r["judgment"] == f"Score: {r['score']}"
         assert constraints.check(r["instruction"], r["response"]) == bool(r["score"])
-    samples = [r for f in (tmp_path / "cache" / "testbed").glob("*/samples.jsonl") for r in read_jsonl(f)]
+    samples = [r for f in (testbed_cache / "testbed").glob("*/samples.jsonl") for r in read_jsonl(f)]
     assert {r["response"] for r in eft} <= {s for row in samples for s in row["samples"]}  # the model's own
     heldout = read_jsonl(oracle / "testbed" / "heldout_prompts.jsonl")
     assert len(heldout) == 12 and {p["task"] for p in heldout} == tasks | held
@@ -328,13 +335,13 @@ def test_the_constraint_testbed_on_its_real_files(smollm2, tmp_path):
                                       for p in printed), table[0]
 
 
-def test_the_constraint_testbed_reasoning_judge_and_sft_arm(smollm2, tmp_path):
+def test_the_constraint_testbed_reasoning_judge_and_sft_arm(smollm2, testbed_cache, tmp_path):
     """The mechanism arm (a judge that writes its check before the verdict, GenRM-style) with the
     I-SHEEP update (SFT on the judge-kept samples), shortened, on its real files."""
     run = tmp_path / "reasoning_sft"
     selfreward("run", *TESTBED, f"model.name_or_path={smollm2}", "judge.reasoning=true", "judge.max_new_tokens=24",
                "update=sft", "pairs.sft_threshold=0.0", "pairs.on_too_few=stop", f"run_dir={run}",
-               env={"SELFREWARD_CACHE": str(tmp_path / "cache")})
+               env={"SELFREWARD_CACHE": str(testbed_cache)})
     for r in read_jsonl(run / "testbed" / "eft.jsonl"):
         assert r["judgment"] == f"Check: {constraints.explain(r['instruction'], r['response'])}. Score: {r['score']}"
     judgments = read_jsonl(run / "round_1" / "judgments.jsonl")
