@@ -294,6 +294,8 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
         pick = "the judge's pick" if constraint else "the better of the judge's pick and the vote among N"
         lines += ["", "Held-out greedy accuracy per run (round 0 = M1), and each round's generation-verification "
                       f"gap on its own candidates ({pick}, minus sampled accuracy):", "", *seed_table(seeds)]
+        lines += ["", "The DPO arms' training pairs by the checker's verdict on each side, pooled over the arm's "
+                      "rounds and runs (the shares add up to 1):", "", *pair_table(dirs)]
     failed = [r["name"] for r in runs if r["status"].startswith("failed")]
     if failed:
         lines += ["", f"Failed runs (not in the table): {', '.join(failed)}."]
@@ -360,6 +362,29 @@ def type_table(dirs: dict[str, list[Path]]) -> list[str]:
     for label, evals in rows.items():
         cells = [format(mean(e[t]["accuracy"] for e in evals), ".3f") for t in names]
         out.append(f"| {label} | {len(evals)} | " + " | ".join(cells) + " |")
+    return out
+
+
+def pair_table(dirs: dict[str, list[Path]]) -> list[str]:
+    """The DPO arms' training pairs by the checker's verdict on both sides, pooled over each arm's rounds
+    and runs: how often the round's preference was right, wrong, or one the checker cannot decide (both
+    sides right, or both wrong), and how much longer the chosen side was."""
+    from selfreward.testbed import check
+    from selfreward.variants.cream import unflipped
+
+    out = ["| setting | pairs a round | right (chosen passes, rejected fails) | wrong (the reverse) | both pass "
+           "| both fail | decided pairs ordered right | chosen − rejected (words) |", "|" + " --- |" * 8]
+    for label, runs in dirs.items():
+        files = [f for d in runs for f in d.glob("round_*/pairs.jsonl")]
+        pairs = [unflipped(r) for f in files for r in map(json.loads, f.open()) if r.get("kind", "response") == "response"]
+        if not pairs:
+            continue  # an SFT arm, or no round yet
+        verdicts = Counter((bool(check(p["prompt"], p["chosen"])), bool(check(p["prompt"], p["rejected"]))) for p in pairs)
+        right, wrong = verdicts[True, False], verdicts[False, True]
+        shares = [format(verdicts[k] / len(pairs), ".2f") for k in ((True, False), (False, True), (True, True), (False, False))]
+        margin = mean(len(p["chosen"].split()) - len(p["rejected"].split()) for p in pairs)
+        out.append(f"| {label} | {len(pairs) / len(files):.1f} | " + " | ".join(shares)
+                   + f" | {_fmt(right / (right + wrong) if right + wrong else None)} | {margin:+.1f} |")
     return out
 
 

@@ -299,3 +299,16 @@ def test_the_schema_names_every_heldout_version_the_testbed_implements():
     from selfreward.schema import HELDOUT_VERSIONS
 
     assert tuple(testbed.HELDOUT_WRONG) == HELDOUT_VERSIONS
+
+
+def test_the_reports_pair_table_sorts_pairs_by_the_checkers_verdict(tmp_path):
+    from selfreward.report import pair_table
+    from selfreward.rundir import write_jsonl
+
+    run = tmp_path / "run"
+    sides = [("abc", "acb"), ("acb", "abc"), ("abc", "abc"), ("bca", "cab a b")]  # right, wrong, both pass, both fail
+    write_jsonl(run / "round_1" / "pairs.jsonl",
+                [{"prompt_id": f"p{i}", "prompt": "sort cab", "chosen": c, "rejected": r} for i, (c, r) in enumerate(sides)])
+    header, _, row = pair_table({"arm": [run], "sft arm": [tmp_path / "no_pairs"]})
+    assert header.startswith("| setting | pairs a round | right")
+    assert row == "| arm | 4.0 | 0.25 | 0.25 | 0.25 | 0.25 | 0.50 | -0.5 |"
