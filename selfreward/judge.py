@@ -42,8 +42,7 @@ def random_scores(cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[d
     """variant=random, the floor: each candidate's score is uniform on [0, max_score], drawn from its
     own stream of the chunk's seed (no model, no text): whatever this trains is not self-rewarding."""
     draws = [random.Random(derive_seed(seed, i)).uniform(0, cfg.max_score) for i in range(len(candidates))]
-    return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row}
-            for c, row in zip(candidates, scored(cfg, draws))]
+    return with_ids(candidates, scored(cfg, draws))
 
 
 def parse_score(text: str, max_score: float = 5, label: str = "Score") -> float | None:
@@ -140,7 +139,10 @@ def judge_candidates(generator: Generator | None, cfg: JudgeConfig, candidates: 
     if cfg.method not in JUDGES:
         raise ConfigError(f"judge.method={cfg.method.value} has no judge registered (registered: "
                           f"{', '.join(m.value for m in JUDGES)}); the oracle is registered by selfreward.testbed.")
-    rows = JUDGES[cfg.method](generator, cfg, candidates, seed)
+    return with_ids(candidates, JUDGES[cfg.method](generator, cfg, candidates, seed))
+
+
+def with_ids(candidates: list[dict], rows: list[dict]) -> list[dict]:
     return [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], **row} for c, row in zip(candidates, rows)]
 
 
