@@ -29,6 +29,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from selfreward.errors import ConfigError  # noqa: E402
+from selfreward.rundir import read_jsonl  # noqa: E402
 
 
 def _eval(key: str) -> Callable[[dict], float | None]:
@@ -355,7 +356,7 @@ def type_table(dirs: dict[str, list[Path]]) -> list[str]:
     rows = {"M1": [per_type(d / "init" / "eval.json") for runs in dirs.values() for d in runs]}
     for label, runs in dirs.items():
         rows[label] = [per_type(max(d.glob("round_*/eval.json"), key=lambda p: int(p.parent.name[6:]))) for d in runs]
-    sizes = Counter(r["task"] for r in map(json.loads, (first / "testbed" / "heldout_prompts.jsonl").open()))
+    sizes = Counter(r["task"] for r in read_jsonl(first / "testbed" / "heldout_prompts.jsonl"))
     out = [f"Held-out greedy pass rate per constraint type ({'-'.join(map(str, sorted(set(sizes.values()))))} "
            "prompts a type), M1 and each arm at its last round, the mean over the arm's runs:", "",
            "| setting | runs | " + " | ".join(heads) + " |", "|" + " --- |" * (len(heads) + 2)]
@@ -376,7 +377,7 @@ def pair_table(dirs: dict[str, list[Path]]) -> list[str]:
            "| both fail | decided pairs ordered right | chosen − rejected (words) |", "|" + " --- |" * 8]
     for label, runs in dirs.items():
         files = [f for d in runs for f in d.glob("round_*/pairs.jsonl")]
-        pairs = [unflipped(r) for f in files for r in map(json.loads, f.open()) if r.get("kind", "response") == "response"]
+        pairs = [unflipped(r) for f in files for r in read_jsonl(f) if r.get("kind", "response") == "response"]
         if not pairs:
             continue  # an SFT arm, or no round yet
         verdicts = Counter((bool(check(p["prompt"], p["chosen"])), bool(check(p["prompt"], p["rejected"]))) for p in pairs)
