@@ -11,6 +11,12 @@ from typing import Any, Optional
 from omegaconf import MISSING
 
 
+def bounded(default: Any, interval: str, help: str = "") -> Any:
+    """A scalar field whose value must lie in `interval` ("[1, inf)", "(0, 1]"): `selfreward.config`
+    checks every such field before a run starts and `selfreward config --explain` shows the bounds."""
+    return field(default=default, metadata={"interval": interval, **({"help": help} if help else {})})
+
+
 class UpdateMethod(str, Enum):
     dpo = "dpo"
     sft = "sft"
@@ -110,9 +116,9 @@ class LoraConfig:
     the adapter disabled: no second copy of the weights in memory."""
 
     enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
+    r: int = bounded(16, "[1, inf)")
+    alpha: int = bounded(32, "(0, inf)")
+    dropout: float = bounded(0.05, "[0, 1)")
     target_modules: list[str] = field(
         default_factory=lambda: ["all-linear"],
         metadata={"help": "Module names to adapt (e.g. [q_proj,v_proj]); [all-linear] = every linear layer."},
@@ -148,15 +154,15 @@ class DataConfig:
 class TrainConfig:
     """Settings shared by every training stage (init SFT, DPO and SFT updates)."""
 
-    per_device_batch_size: int = 8
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
+    per_device_batch_size: int = bounded(8, "[1, inf)")
+    gradient_accumulation_steps: int = bounded(1, "[1, inf)")
+    max_length: int = bounded(512, "[1, inf)")
     precision: Precision = field(default=Precision.fp32, metadata={
         "help": "fp32 | bf16_mixed (fp32 master weights, bf16 compute: as fast as pure bf16 on AMX CPUs) | bf16 "
                 "(pure bf16 weights; refused below a learning rate of 1e-5, where most updates round away)"})
     gradient_checkpointing: bool = False
-    logging_steps: int = 1
-    save_steps: int = 500
+    logging_steps: int = bounded(1, "[1, inf)")
+    save_steps: int = bounded(500, "[1, inf)")
     keep_checkpoints: bool = field(default=False, metadata={
         "help": "Keep a training stage's checkpoints (weights and optimizer state, about 16 bytes a parameter) "
                 "after its model is saved; by default they go then: resuming needs them only while it runs."})
@@ -184,7 +190,7 @@ class InitConfig:
     skip: bool = field(default=False, metadata={"help": "Start from model.name_or_path as is (no IFT+EFT SFT)."})
     epochs: float = 3.0
     max_steps: int = field(default=-1, metadata={"help": "Init budget in optimizer steps; -1 = run init.epochs."})
-    learning_rate: float = 1e-5
+    learning_rate: float = bounded(1e-5, "(0, inf)")
     data: str = field(
         default="ift+eft",
         metadata={"help": "What the init SFT trains on: ift+eft (answers and judgments), eft (judging only: an "
@@ -203,39 +209,36 @@ class PromptsConfig:
                           "path or hub id (the paper uses a fixed Llama-2-Chat-70B)."},
     )
     template: str = field(default="self_instruct.txt", metadata={"help": "File in prompts/ or a path."})
-    num_prompts: int = 32
-    num_shots: int = 8
-    max_attempts: int = field(default=4, metadata={"help": "Generate at most num_prompts * max_attempts."})
-    temperature: float = 1.0
-    top_p: float = 0.95
-    max_new_tokens: int = 128
-    min_words: int = 3
+    num_prompts: int = bounded(32, "[1, inf)")
+    num_shots: int = bounded(8, "[1, inf)")
+    max_attempts: int = bounded(4, "[1, inf)", "Generate at most num_prompts * max_attempts.")
+    temperature: float = bounded(1.0, "[0, inf)", "0 = greedy.")
+    top_p: float = bounded(0.95, "(0, 1]")
+    max_new_tokens: int = bounded(128, "[1, inf)")
+    min_words: int = bounded(3, "[1, inf)")
     max_words: int = 200
-    max_similarity: float = field(
-        default=0.7, metadata={"help": "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this."}
-    )
+    max_similarity: float = bounded(0.7, "[0, 1]",
+                                    "Drop a prompt whose word-bigram Jaccard with a kept one exceeds this.")
     drop_meta: bool = field(
         default=True, metadata={"help": "Drop replies that talk about a task instead of stating one "
                                         "(\"Here's a new task:\", \"I'm here to help\"), counted as dropped_meta."}
     )
-    seed_share: float = field(
-        default=0.0,
-        metadata={"help": "Share of each round's prompts drawn from the seed set instead of generated."},
-    )
+    seed_share: float = bounded(0.0, "[0, 1)",
+                                "Share of each round's prompts drawn from the seed set instead of generated.")
     evolve: bool = field(
         default=False, metadata={"help": "Rewrite a share of the generated prompts into harder versions."}
     )
-    evolve_share: float = 0.5
+    evolve_share: float = bounded(0.5, "(0, 1]")
     evolve_template: str = field(default="evolve.txt", metadata={"help": "File in prompts/ or a path."})
 
 
 @dataclass
 class GenerationConfig:
-    num_candidates: int = 4
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    batch_size: int = 32
+    num_candidates: int = bounded(4, "[1, inf)")
+    temperature: float = bounded(0.7, "[0, inf)", "0 = greedy.")
+    top_p: float = bounded(0.9, "(0, 1]")
+    max_new_tokens: int = bounded(256, "[1, inf)")
+    batch_size: int = bounded(32, "[1, inf)")
     dtype: GenerationDtype = field(default=GenerationDtype.auto, metadata={
         "help": "Generation and judging (HF backend): auto = bf16 where the hardware computes it natively "
                 "(a CUDA GPU with bf16, a CPU with AMX-BF16 or AVX512-BF16), else fp32."})
@@ -261,20 +264,18 @@ class JudgeConfig:
     combine: str = field(
         default="mean", metadata={"help": "How several scores rank a candidate: 'mean' or one of score_names."}
     )
-    samples: int = field(default=3, metadata={"help": "Sampled judgments per candidate (method=sampled)."})
+    samples: int = bounded(3, "[1, inf)", "Sampled judgments per candidate (method=sampled).")
     reasoning: bool = field(
         default=False,
         metadata={"help": "method=logprob: the judge first writes its judgment (greedy, up to max_new_tokens) "
                           "and the score tokens' probabilities are read after its '<score name>:' (GenRM); "
                           "on the testbed its EFT judgments work the check out before the score."},
     )
-    temperature: float = 0.7
-    top_p: float = 0.9
-    max_new_tokens: int = 256
-    max_score: int = 5
-    max_mode_share: float = field(
-        default=0.9, metadata={"help": "Warn or stop when one score is more than this share of judgments."}
-    )
+    temperature: float = bounded(0.7, "[0, inf)", "0 = greedy.")
+    top_p: float = bounded(0.9, "(0, 1]")
+    max_new_tokens: int = bounded(256, "[1, inf)")
+    max_score: int = bounded(5, "[1, inf)")
+    max_mode_share: float = bounded(0.9, "(0, 1]", "Warn or stop when one score is more than this share of judgments.")
     on_collapse: OnProblem = field(default=OnProblem.warn, metadata={"help": "warn | stop"})
 
 
@@ -288,7 +289,7 @@ class PairsConfig:
         default_factory=list,
         metadata={"help": "SFT: one threshold per judge.score_names entry; empty = sft_threshold for each."},
     )
-    min_pairs: int = field(default=1, metadata={"help": "Fewest pairs (DPO) or examples (SFT) to train on."})
+    min_pairs: int = bounded(1, "[1, inf)", "Fewest pairs (DPO) or examples (SFT) to train on.")
     on_too_few: OnProblem = field(
         default=OnProblem.stop, metadata={"help": "stop | skip (M_{t+1} = M_t, the round trains nothing)"}
     )
@@ -298,14 +299,11 @@ class PairsConfig:
 class UpdateConfig:
     method: UpdateMethod = UpdateMethod.dpo
     reference: Reference = Reference.previous
-    epochs: float = 1.0
-    learning_rate: float = 1e-6
-    beta: float = field(default=0.1, metadata={"help": "DPO temperature."})
-    sft_weight: float = field(
-        default=0.0,
-        metadata={"help": "DPO: add this weight times the chosen response's NLL to the loss (RPO, arXiv "
-                          "2404.19733; TRL's loss_type [sigmoid, sft]): keeps the chosen answers likely."},
-    )
+    epochs: float = bounded(1.0, "(0, inf)")
+    learning_rate: float = bounded(1e-6, "(0, inf)")
+    beta: float = bounded(0.1, "(0, inf)", "DPO temperature.")
+    sft_weight: float = bounded(0.0, "[0, inf)", "DPO: add this weight times the chosen response's NLL to the loss "
+                                "(RPO, arXiv 2404.19733; TRL's loss_type [sigmoid, sft]): keeps the chosen answers likely.")
     precompute_ref: bool = field(
         default=False,
         metadata={"help": "DPO: compute the reference log-probs once before training, then free the reference."},
@@ -319,9 +317,8 @@ class VariantConfig:
 
     name: VariantName = VariantName.base
     # meta: Meta-Rewarding (arXiv 2407.19594)
-    meta_share: float = field(
-        default=0.15, metadata={"help": "meta: most judge pairs may be of all pairs (more collapses the judge)."}
-    )
+    meta_share: float = bounded(0.15, "(0, 1)",
+                                "meta: most judge pairs may be of all pairs (more collapses the judge).")
     meta_template: str = field(default="meta_judge.txt", metadata={"help": "meta: file in prompts/ or a path."})
     # temporal: Temporal Self-Rewarding (arXiv 2508.06026)
     anchored_rejection: bool = field(default=True, metadata={"help": "temporal: rejected responses come from M1."})
@@ -333,24 +330,19 @@ class VariantConfig:
     second_template: Optional[str] = field(
         default=None, metadata={"help": "consistency: its template; null = judge.template."}
     )
-    length_control: float = field(
-        default=0.0,
-        metadata={"help": "meta: chosen is the shortest response scoring within this share of the prompt's "
-                          "score range from its top (Meta-Rewarding's length control; 0 = the best)."},
-    )
+    length_control: float = bounded(0.0, "[0, 1]", "meta: chosen is the shortest response scoring within this share "
+                                    "of the prompt's score range from its top (Meta-Rewarding's length control; 0 = "
+                                    "the best).")
     # self_consistency: Self-Consistency Preference Optimization (ScPO, arXiv 2411.04109)
     answer_pattern: Optional[str] = field(
         default=None,
         metadata={"help": "self_consistency: regex whose first group is a response's final answer (e.g. "
                           "'#### (.+)'); null = the whole stripped response."},
     )
-    min_vote_share: float = field(
-        default=0.0, metadata={"help": "self_consistency: drop a prompt whose top answer has a smaller share."}
-    )
-    min_vote_margin: float = field(
-        default=0.0,
-        metadata={"help": "self_consistency: keep a pair only when (top votes - bottom votes) / N is at least this."},
-    )
+    min_vote_share: float = bounded(0.0, "[0, 1]",
+                                    "self_consistency: drop a prompt whose top answer has a smaller share.")
+    min_vote_margin: float = bounded(0.0, "[0, 1]", "self_consistency: keep a pair only when (top votes - bottom "
+                                     "votes) / N is at least this.")
     # length (and any variant that sets it): best and worst within a length window around the
     # shortest top-scored response
     rho: list[float] = field(
@@ -379,7 +371,7 @@ class EvalConfig:
     win_rates: bool = field(
         default=True, metadata={"help": "Compare M_{t+1} with M_t and M1 through the evaluator (eval.judge)."}
     )
-    max_new_tokens: int = 128
+    max_new_tokens: int = bounded(128, "[1, inf)")
 
 
 @dataclass
@@ -403,7 +395,7 @@ class TestbedConfig:
     alphabet: str = "abcdefgh"
     min_len: int = field(default=3, metadata={"help": "Shortest word (pair: list of digits, at least 3)."})
     max_len: int = field(default=6, metadata={"help": "Longest word (pair: list of digits)."})
-    max_number: int = field(default=49, metadata={"help": "add: operands are drawn from 0..max_number."})
+    max_number: int = bounded(49, "[0, 999]", "add: operands are drawn from 0..max_number.")
     n_ift: int = field(default=2000, metadata={
         "help": "IFT: task instances with their correct answer (constraints: seed prompts, the self-instruct shots)."})
     n_self_instruct: int = field(default=300, metadata={"help": "IFT: k-shot prompt-writing demonstrations."})
@@ -442,17 +434,14 @@ class LaunchConfig:
         metadata={"help": "Command that replaces `accelerate launch --config_file <file>` for training, e.g. "
                           "'srun --ntasks-per-node=1 bash launch/slurm_node.sh' (gets '-m module args...')."},
     )
-    generation_processes: int = field(
-        default=1, metadata={"help": "HF backend: data-parallel generation ranks (e.g. one per GPU)."}
-    )
+    generation_processes: int = bounded(1, "[1, inf)",
+                                        "HF backend: data-parallel generation ranks (e.g. one per GPU).")
     generation_device_map: Optional[str] = field(
         default=None, metadata={"help": "HF backend, one rank: 'auto' spreads a model too big for one GPU."}
     )
-    stall_timeout: float = field(
-        default=1800.0,
-        metadata={"help": "Stop a stage process after this many seconds without output or a file written in "
-                          "the run directory, with a message saying where it stalled (0 = never)."},
-    )
+    stall_timeout: float = bounded(1800.0, "[0, inf)", "Stop a stage process after this many seconds without output "
+                                   "or a file written in the run directory, with a message saying where it stalled "
+                                   "(0 = never).")
     in_process: bool = field(
         default=False,
         metadata={"help": "Run the generation and evaluation stages (and training, when it needs no launcher: "
@@ -466,7 +455,7 @@ class LaunchConfig:
 class Config:
     run_dir: str = MISSING
     seed: int = 0
-    rounds: int = 2
+    rounds: int = bounded(2, "[0, inf)", "Self-rewarding rounds after the init; 0 runs only the init stage.")
     backend: Backend = Backend.hf
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)

@@ -3,9 +3,9 @@ import shlex
 import pytest
 
 from selfreward.cli import main
-from selfreward.config import compose, group_options
+from selfreward.config import _bounded, _interval, compose, group_options
 from selfreward.errors import ConfigError
-from selfreward.schema import Backend, JudgeMethod, Reference, UpdateMethod
+from selfreward.schema import Backend, Config, JudgeMethod, Reference, UpdateMethod
 from tests.helpers import selfreward
 
 
@@ -87,6 +87,34 @@ def test_bad_override_names_key_and_choices(override, words):
         compose(shlex.split(override))
     for word in words:
         assert word in str(err.value)
+
+
+def _just_outside(interval: str, value) -> list:
+    """The values next to each end of an interval that it excludes."""
+    low_open, low, high, high_open = _interval(interval)
+    step = 1 if isinstance(value, int) else 0.01
+    below = low if low_open else low - step
+    outside = [int(below) if isinstance(value, int) else below]
+    if high != float("inf"):
+        outside.append(int(high) if high_open else int(high + step) if isinstance(value, int) else high + step)
+    return outside
+
+
+BOUNDED = [(key, interval, bad) for key, interval, value in _bounded(Config(run_dir="r"), "")
+           for bad in _just_outside(interval, value)]
+
+
+@pytest.mark.parametrize("key, interval, bad", BOUNDED, ids=[f"{k}={b}" for k, _, b in BOUNDED])
+def test_every_bounded_key_refuses_the_values_next_to_its_interval(key, interval, bad):
+    """The schema's intervals are the one list of bounds: each is checked, with a message naming the key."""
+    with pytest.raises(ConfigError, match=f"^'{key}' must be .*, got {bad}"):
+        compose([f"{key}={bad}"])
+
+
+def test_the_bounds_cover_what_a_run_would_fail_on_late():
+    keys = {key for key, _, _ in BOUNDED}
+    assert len(keys) >= 40 and {"rounds", "generation.top_p", "judge.max_score", "update.beta", "lora.r",
+                                "variant.min_vote_margin", "launch.generation_processes"} <= keys
 
 
 def test_cli_exit_code_2_and_one_message(capsys):

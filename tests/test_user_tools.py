@@ -42,7 +42,7 @@ def test_recipes_and_explain(capsys):
     assert "tiny " in listed and "testbed " in listed and "I-SHEEP" in listed
     assert main(["config", "--explain", "judge"]) == 0
     out = capsys.readouterr().out
-    assert "judge.samples (int, default 3)\n    Sampled judgments per candidate" in out
+    assert "judge.samples (int in [1, inf), default 3)\n    Sampled judgments per candidate" in out
     assert "judge.method (sampled | logprob | oracle, default 'sampled')" in out and "update." not in out
     assert main(["config", "--explain", "nope"]) == 2
 
