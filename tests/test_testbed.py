@@ -302,7 +302,7 @@ def test_the_schema_names_every_heldout_version_the_testbed_implements():
 
 
 def test_the_reports_pair_table_sorts_pairs_by_the_checkers_verdict(tmp_path):
-    from selfreward.report import pair_table
+    from selfreward.report_testbed import pair_table
     from selfreward.rundir import write_jsonl
 
     run = tmp_path / "run"
