@@ -12,6 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfreward.templates import ensure_chat_template
+
 ADAPTER_CONFIG = "adapter_config.json"
 
 
@@ -51,8 +53,6 @@ def load_tokenizer(path: str | Path, cfg, **kwargs):
     """The tokenizer saved with a model, with `model.chat_template` when it has none and a pad token
     (its EOS when it has none). Every stage that renders prompts loads tokenizers through here."""
     from transformers import AutoTokenizer
-
-    from selfreward.templates import ensure_chat_template
 
     tokenizer = AutoTokenizer.from_pretrained(str(path), trust_remote_code=cfg.model.trust_remote_code, **kwargs)
     ensure_chat_template(tokenizer, cfg.model.chat_template)

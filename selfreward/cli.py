@@ -20,9 +20,16 @@ import argparse
 import os
 import sys
 
+from selfreward import eft, models
 from selfreward.config import explain, load_frozen, parse_command, recipe_summaries, to_yaml
 from selfreward.errors import ConfigError
-from selfreward.process import VERBOSE
+from selfreward.export import export
+from selfreward.loop import run
+from selfreward.preflight import checked
+from selfreward.process import VERBOSE, StageFailed
+from selfreward.rundir import RunDir
+from selfreward.status import status_table
+from selfreward.sweep import sweep
 
 OVERRIDES = "key=value overrides on a recipe (default recipe=tiny), e.g. recipe=testbed update=sft rounds=3"
 
@@ -112,30 +119,22 @@ def main(argv: list[str] | None = None) -> int:
 
 def _dispatch(args) -> int:
     if args.command == "export":
-        from selfreward.export import export
-
         print(export(args.run_dir, args.round, args.questions, args.format, args.out, args.max_new_tokens))
         return 0
     if args.command == "sweep":
-        from selfreward.sweep import sweep
-
         return sweep(args.overrides)
     if args.command == "report":
-        from selfreward.report import report
+        from selfreward.report import report  # matplotlib: half a second no other command should wait
 
         print(report(args.paths, args.out, args.html, args.max_prompts))
         return 0
     if args.command == "status":
         return status(args.run_dir)
     if args.command == "eft":
-        from selfreward import eft, models
-
         eft.run(args.ranked, models.resolve(args.model), args.out, parse_command(args.overrides)[0])
         print(args.out)
         return 0
     if args.command == "models":
-        from selfreward import models
-
         return models.main([args.action, *([args.name] if args.name else [])])
     if args.command == "recipes":
         for name, header in recipe_summaries():
@@ -147,14 +146,9 @@ def _dispatch(args) -> int:
         return 0
     cfg, directives = parse_command(args.overrides)
     if args.command == "config":
-        from selfreward.preflight import checked
-
         checked(cfg)  # what `run` would refuse before any work, `config` refuses too
         print(to_yaml(cfg), end="")
         return 0
-    from selfreward.loop import run
-    from selfreward.process import StageFailed
-
     try:
         run(cfg, **directives)
     except StageFailed as e:
@@ -170,9 +164,6 @@ def run_dir_argument(value: str) -> str:
 
 def status(run_dir: str) -> int:
     from rich.console import Console
-
-    from selfreward.rundir import RunDir
-    from selfreward.status import status_table
 
     Console(width=160).print(status_table(load_frozen(run_dir), RunDir(run_dir)))
     return 0

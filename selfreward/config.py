@@ -21,6 +21,7 @@ from typing import Optional
 
 from omegaconf import MISSING, OmegaConf, open_dict
 
+from selfreward import testbed_constraints
 from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR, find_launch_config, find_prompt
 from selfreward.rundir import CONFIG_HEADER
@@ -340,9 +341,7 @@ def _validate_testbed(obj: Config) -> None:
     if both := sorted(set(tb.tasks) & set(tb.heldout_tasks)):
         raise ConfigError(f"'testbed.tasks' and 'testbed.heldout_tasks' share {both}: a held-out type is never trained.")
     if constraints:
-        from selfreward.testbed_constraints import validate
-
-        return validate(obj)
+        return testbed_constraints.validate(obj)
     if not tb.alphabet.isalpha() or not tb.alphabet.islower() or not 1 <= tb.min_len <= tb.max_len <= 12:
         raise ConfigError("'testbed.alphabet' must be lowercase letters and 1 <= 'testbed.min_len' <= "
                           f"'testbed.max_len' <= 12; got {tb.alphabet!r}, {tb.min_len}, {tb.max_len}.")

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from selfreward.data import read_records
 from selfreward.errors import ConfigError
+from selfreward.generation import load_generator
 from selfreward.judge import judge_candidates
 from selfreward.rundir import write_jsonl
 from selfreward.schema import Config, JudgeMethod
@@ -87,8 +88,6 @@ def build(gen, cfg: Config, items: list[dict], seed: int = 0) -> tuple[list[dict
 
 
 def run(ranked: str, model: str, out: str, cfg: Config) -> dict:
-    from selfreward.generation import load_generator
-
     items = ranked_items(ranked)
     kept, counts = build(load_generator(cfg, model), cfg, items, cfg.seed)
     if not kept:

@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from selfreward import stats
+from selfreward import stats, testbed
 from selfreward.config import load_frozen
 from selfreward.data import DATA_DIR, heldout_prompts, load_seed
 from selfreward.errors import ConfigError
@@ -79,8 +79,6 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     """The testbed's ground truth for the model in `gen` (M_{t+1}; M1 when t = 0): its greedy and
     sampled held-out answers and its judgments checked by the program, and how correct round t's
     training data and own candidates were."""
-    from selfreward import testbed
-
     eft = load_seed(cfg.eval.eft_path, "eft")
     scores = [j["score"] for j in judge_candidates(gen, own_judge(cfg), eft_items(eft), seed)]
     g = cfg.generation
@@ -106,8 +104,6 @@ def heldout_gap(gen, cfg: Config, prompts: list[dict], samples: list[list[str]],
                 seed: int) -> dict:
     """The generation-verification gap on the held-out prompts of trained types, M1 included: the
     model judges its own samples; how often its pick passes the checker, beside sampling's pass rate."""
-    from selfreward import testbed
-
     candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
                   for p, ss in zip(prompts, samples) if testbed.task_name(p["prompt"]) not in heldout_types
                   for j, s in enumerate(ss)]

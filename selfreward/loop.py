@@ -39,6 +39,7 @@ from selfreward.resume import freeze, verify_finished
 from selfreward.round import GENERATION_STAGES, round_stages
 from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.schema import Config, OnProblem, UpdateMethod
+from selfreward.tiny import build_tiny_model
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -64,8 +65,6 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
         testbed.write(cfg, rd)
         check_init_lengths(cfg, rd)
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
-        from selfreward.tiny import build_tiny_model
-
         console.print(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
     if not cfg.init.skip and not rd.is_done(None, "init"):

@@ -5,7 +5,10 @@ and TRL's own settings (`train.trainer_args`)."""
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import replace
 
+from selfreward import models, testbed
+from selfreward.checkpoint import load_tokenizer
 from selfreward.config import VLLM_MISSING
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
@@ -13,15 +16,12 @@ from selfreward.judge import judge_template
 from selfreward.rundir import RunDir
 from selfreward.schema import Backend, Config
 from selfreward.templates import Template, chat_prompt
+from selfreward.tiny import build_tokenizer
 
 
 def checked(cfg: Config) -> tuple[Config, RunDir]:
     """What `run` checks before any work, shared by `selfreward config`: the run directory is one (or
     new), the testbed's data paths attached, then `preflight`. Returns the config the stages will use."""
-    from dataclasses import replace
-
-    from selfreward import models, testbed
-
     if cfg.model.name_or_path:  # a known model by name: fetched once into the user cache
         cfg = replace(cfg, model=replace(cfg.model, name_or_path=models.resolve(cfg.model.name_or_path)))
     rd = RunDir(cfg.run_dir)
@@ -51,7 +51,7 @@ def preflight(cfg: Config, rd: RunDir) -> None:
     if not cfg.testbed.enabled:
         check_init_lengths(cfg, rd)
     if cfg.train.trainer_args:
-        from selfreward.train.common import check_trainer_args
+        from selfreward.train.common import check_trainer_args  # TRL and transformers: only when needed
 
         check_trainer_args(cfg, rd)
 
@@ -59,8 +59,7 @@ def preflight(cfg: Config, rd: RunDir) -> None:
 def check_init_lengths(cfg: Config, rd: RunDir) -> None:
     """Every init example must fit what training keeps, measured with the tokenizer M1 will have:
     the user's checkpoint's, or the tiny model's (built here in memory when it is not saved yet)."""
-    from selfreward.checkpoint import load_tokenizer
-    from selfreward.train.sft import check_init_lengths as check
+    from selfreward.train.sft import check_init_lengths as check  # TRL and transformers: only when needed
 
     if cfg.init.skip or rd.is_done(None, "init"):
         return
@@ -71,8 +70,6 @@ def check_init_lengths(cfg: Config, rd: RunDir) -> None:
         model_config = AutoConfig.from_pretrained(cfg.model.name_or_path, trust_remote_code=cfg.model.trust_remote_code)
         context = getattr(model_config, "max_position_embeddings", None)
     else:
-        from selfreward.tiny import build_tokenizer
-
         tokenizer = (load_tokenizer(rd.base_model, cfg) if rd.base_model.is_dir()
                      else build_tokenizer(seed_texts(cfg), cfg.model.tiny.vocab_size))
         context = cfg.model.tiny.max_position_embeddings
@@ -80,8 +77,6 @@ def check_init_lengths(cfg: Config, rd: RunDir) -> None:
 
 
 def check_tokenizer(cfg: Config, key: str, path: str) -> None:
-    from selfreward.checkpoint import load_tokenizer
-
     try:
         tokenizer = load_tokenizer(path, cfg)
     except (OSError, ValueError) as e:

@@ -29,6 +29,7 @@ matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
 from selfreward.errors import ConfigError  # noqa: E402
+from selfreward.report_html import write_html  # noqa: E402
 from selfreward.report_testbed import pair_table, type_table  # noqa: E402
 
 
@@ -370,8 +371,6 @@ def report(paths: list[str], out: str | None = None, html: bool = False, max_pro
     if html:
         if not single:
             raise ConfigError("--html takes one run directory (the page shows its rounds).")
-        from selfreward.report_html import write_html
-
         report_run(roots[0], target)
         return write_html(roots[0], target, max_prompts)
     return report_run(roots[0], target) if single else report_sweep(roots, target)

@@ -21,6 +21,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 
 from selfreward.config import load_frozen
+from selfreward import testbed
 from selfreward.rundir import RunDir, read_jsonl
 
 CSS = """
@@ -172,7 +173,7 @@ def write_html(run_dir: Path, out: Path, max_prompts: int = 50) -> Path:
     rd, cfg = RunDir(run_dir), load_frozen(run_dir)
     check = None
     if cfg.testbed.enabled:
-        from selfreward.testbed import check
+        check = testbed.check
     rounds = rd.rounds()
     settings = [("update", cfg.update.method.value), ("judge", cfg.judge.method.value),
                 ("variant", cfg.variant.name.value), ("rounds", len(rounds))]

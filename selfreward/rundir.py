@@ -248,6 +248,11 @@ class RunDir:
     def init_dir(self) -> Path:
         return self.root / "init"
 
+    @property
+    def testbed_files(self) -> dict[str, Path]:
+        """The testbed's data, written by `selfreward.testbed.write`."""
+        return {k: self.root / "testbed" / f"{k}.jsonl" for k in ("ift", "eft", "heldout_prompts", "heldout_eft")}
+
     def round_dir(self, t: int) -> Path:
         return self.root / f"round_{t}"
 

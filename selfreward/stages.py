@@ -25,7 +25,7 @@ from selfreward.candidates import sample_candidates
 from selfreward.config import load_frozen
 from selfreward.data import heldout_prompts, seed_instructions, seed_path
 from selfreward.errors import ConfigError
-from selfreward.generation import distributed, load_generator
+from selfreward.generation import distributed, load_generator, parallel
 from selfreward.generation.base import Generator
 from selfreward.judge import judge_candidates, random_scores
 from selfreward.metrics import score_histogram
@@ -169,8 +169,6 @@ def main(argv: list[str] | None = None) -> int:
         if not distributed():
             return run_generation_stages(args.run_dir, args.round, args.stages)
         # launch.generation_processes > 1: rank 0 runs the stages, the others serve it
-        from selfreward.generation import parallel
-
         if parallel.is_follower():
             return parallel.follow(load_frozen(args.run_dir))
         try:
@@ -184,7 +182,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     code = main()
     if distributed():
-        from selfreward.generation import parallel
-
         parallel.exit_now(code)
     sys.exit(code)

@@ -33,9 +33,14 @@ from typing import Callable
 
 from selfreward.errors import ConfigError
 from selfreward.judge import register, scored
-from selfreward.rundir import RunDir, atomic_write_text, write_jsonl
+from selfreward import constraints, testbed_constraints
+from selfreward.prompts import instruction_request
+from selfreward.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedConfig, TestbedFamily
 from selfreward.stats import pair_outcome
+from selfreward.templates import Template
+from selfreward.variants.cream import unflipped
+from selfreward.variants.votes import majority, tally
 
 WORD = r"([a-z]{1,12})"
 NUMBER = r"(\d{1,3})"
@@ -182,22 +187,16 @@ def task_name(instruction: str) -> str:
     """The string task or the constraint type of a testbed instruction."""
     parsed = parse(instruction)
     if parsed is None:
-        from selfreward import constraints
-
         return constraints.parse(instruction)[0].name
     return parsed[0]
 
 
 def task_filter(cfg: Config, rd: RunDir) -> Callable[[str], str | None]:
     """The prompts stage's filter for self-written tasks, against this run's held-out set."""
-    from selfreward.rundir import read_jsonl
-
     if cfg.testbed.family is TestbedFamily.constraints:
-        from selfreward.testbed_constraints import why_not_a_prompt
+        return testbed_constraints.why_not_a_prompt
 
-        return why_not_a_prompt
-
-    heldout = frozenset(key(p["prompt"]) for p in read_jsonl(files(rd)["heldout_prompts"]))
+    heldout = frozenset(key(p["prompt"]) for p in read_jsonl(rd.testbed_files["heldout_prompts"]))
     return lambda instruction: why_not_a_task(instruction, cfg.testbed, heldout)
 
 
@@ -212,8 +211,6 @@ def check(instruction: str, response: str) -> bool | None:
     instruction-following constraint (`selfreward.constraints`); None: neither."""
     parsed = parse(instruction)
     if parsed is None:
-        from selfreward import constraints
-
         return constraints.check(instruction, response)
     task = TASKS[parsed[0]]
     if task.accepts:
@@ -325,14 +322,9 @@ def _judged(rows: list[dict], rng: random.Random, label: str, max_score: int, bo
     return out
 
 
-def files(rd: RunDir) -> dict[str, Path]:
-    d = rd.root / "testbed"
-    return {k: d / f"{k}.jsonl" for k in ("ift", "eft", "heldout_prompts", "heldout_eft")}
-
-
 def attach(cfg: Config, rd: RunDir) -> Config:
     """The config with `data.*` and `eval.*` pointing at the run's testbed files (written by `write`)."""
-    paths = files(rd)
+    paths = rd.testbed_files
     taken = {k: v for k, v in (("data.ift_path", cfg.data.ift_path), ("data.eft_path", cfg.data.eft_path),
                                ("eval.prompts_path", cfg.eval.prompts_path), ("eval.eft_path", cfg.eval.eft_path))
              if v and Path(v) not in paths.values()}
@@ -345,15 +337,10 @@ def attach(cfg: Config, rd: RunDir) -> Config:
 
 def write(cfg: Config, rd: RunDir) -> None:
     """Write the testbed data unless it is there for these settings (it depends on nothing else)."""
-    from selfreward.prompts import instruction_request
-    from selfreward.templates import Template
-
     if cfg.testbed.family is TestbedFamily.constraints:
-        from selfreward import testbed_constraints
-
         return testbed_constraints.write(cfg, rd)
 
-    tb, paths = cfg.testbed, files(rd)
+    tb, paths = cfg.testbed, rd.testbed_files
     judged_as = (cfg.judge.score_names[0], cfg.judge.max_score)
     reasoning = cfg.judge.reasoning
     settings = json.dumps({"testbed": asdict(tb), "seed": cfg.seed, "judge": [*judged_as, reasoning],
@@ -421,8 +408,6 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         "per_task": per_task,
     }
     if training is not None:
-        from selfreward.variants.cream import unflipped
-
         # response pairs only (not judge pairs), as the judge ordered them (variant=cream flips some)
         rows = [unflipped(r) for r in training if r.get("kind", "response") == "response"]
         out["pair_precision"] = _share([bool(check(r["prompt"], r.get("chosen", r.get("response")))) for r in rows])
@@ -444,8 +429,6 @@ def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str 
     - generation_verification_gap: the better of the two picks minus candidate_accuracy. A model
       improves itself only where it checks better than it produces ("Mind the Gap", arXiv 2412.02674):
       this is how much better, on its own samples."""
-    from selfreward.variants.votes import majority, tally
-
     score = {(j["prompt_id"], j["candidate_id"]): j["score"] for j in judgments}
     groups: dict[str, dict[bool, list[float | None]]] = {}
     best: dict[str, tuple[float, int, bool]] = {}
@@ -478,8 +461,6 @@ def sampled_metrics(prompts: list[dict], samples: list[list[str]], pattern: str 
     """Held-out, over the trained types: sampled_accuracy (the mean over N samples of being correct:
     pass@1 at the sampling temperature), best_of_n_accuracy (some sample is correct: what a perfect
     judge would pick) and, with `votes`, majority_accuracy (the most-voted answer is correct)."""
-    from selfreward.variants.votes import majority, tally
-
     kept = [(p, ss) for p, ss in zip(prompts, samples) if task_name(p["prompt"]) not in heldout_types]
     prompts, samples = [p for p, _ in kept], [ss for _, ss in kept]
     right = [bool(check(p["prompt"], s)) for p, ss in zip(prompts, samples) for s in ss]

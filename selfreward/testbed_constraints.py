@@ -37,8 +37,12 @@ from pathlib import Path
 
 from selfreward import constraints
 from selfreward.errors import ConfigError
+from selfreward.generation import load_generator
+from selfreward.generation.base import Sampling
+from selfreward.models import resolve, user_cache
 from selfreward.rundir import RunDir, atomic_write_text, file_sha256, read_jsonl, write_jsonl
 from selfreward.schema import Config
+from selfreward.templates import chat_prompt
 
 FROZEN = Path(__file__).parent / "seed_data" / "testbed_constraints"
 # The published held-out files: a version never changes (a test holds these hashes).
@@ -118,16 +122,12 @@ def model_key(path: str) -> str:
 
 
 def cache_root() -> Path:
-    from selfreward.models import user_cache
-
     return user_cache() / "testbed"
 
 
 def base_samples(cfg: Config, model: str, prompts: list[str], n: int, seed: int, greedy: bool = False) -> list[list[str]]:
     """The base model's samples (greedy: its one greedy answer) on `prompts` at the recipe's candidate
     settings, from the user cache when these exact inputs were sampled before."""
-    from selfreward.generation.base import Sampling
-
     g = cfg.generation
     sampling = Sampling(0.0, 1.0, g.max_new_tokens) if greedy else Sampling(g.temperature, g.top_p, g.max_new_tokens,
                                                                             n=n, seed=seed)
@@ -136,9 +136,6 @@ def base_samples(cfg: Config, model: str, prompts: list[str], n: int, seed: int,
     path = cache_root() / hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:24] / "samples.jsonl"
     if path.is_file():
         return [r["samples"] for r in read_jsonl(path)]
-    from selfreward.generation import load_generator
-    from selfreward.templates import chat_prompt
-
     gen = load_generator(cfg, model)
     print(f"testbed: the base model samples {len(prompts)} x {sampling.n} answers "
           f"(kept in {path.parent})", file=sys.stderr)
@@ -183,15 +180,9 @@ def heldout_subset(version: int, types: list[str], n: int) -> tuple[list[dict], 
     return sorted(turns, key=lambda p: order[p["id"]]), [r for r in judged if r["instruction"] in kept]
 
 
-def files(rd: RunDir) -> dict[str, Path]:
-    from selfreward.testbed import files as testbed_files
-
-    return testbed_files(rd)
-
-
 def write(cfg: Config, rd: RunDir) -> None:
     """Write the run's testbed data unless it is there for these settings."""
-    tb, paths = cfg.testbed, files(rd)
+    tb, paths = cfg.testbed, rd.testbed_files
     reasoning = cfg.judge.reasoning
     base = rd.base(cfg)
     settings = json.dumps({"testbed": {k: (v.value if hasattr(v, "value") else v) for k, v in vars(tb).items()},
@@ -244,8 +235,7 @@ def freeze(cfg: Config, model: str, version: int, out: Path, per_type: int = 8) 
 
 def main(argv: list[str] | None = None) -> int:
     """python -m selfreward.testbed_constraints freeze VERSION [overrides]: write a new held-out version."""
-    from selfreward.config import compose
-    from selfreward.models import resolve
+    from selfreward.config import compose  # config imports this module (its `validate`)
 
     args = sys.argv[1:] if argv is None else argv
     if len(args) < 2 or args[0] != "freeze" or not args[1].isdigit():

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from selfreward.rundir import atomic_dir
 from selfreward.schema import TinyModelConfig
 
 # ChatML-style: the assistant turn ends with <|im_end|>, which is also EOS, so generation stops there.
@@ -50,8 +51,6 @@ def build_tiny_model(out_dir: Path, texts: list[str], cfg: TinyModelConfig, seed
     """Train the tokenizer on `texts`, initialize the model, save both to `out_dir`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
-
-    from selfreward.rundir import atomic_dir
 
     tokenizer = build_tokenizer(texts, cfg.vocab_size)
     torch.manual_seed(seed)

@@ -66,7 +66,7 @@ def test_the_command_names_a_bad_record_before_loading_a_model(tmp_path):
 def test_the_written_file_is_eft_the_init_reads(tmp_path, monkeypatch):
     from selfreward.data import load_seed
 
-    monkeypatch.setattr("selfreward.generation.load_generator", lambda cfg, model: CannedJudge(SCORES))
+    monkeypatch.setattr("selfreward.eft.load_generator", lambda cfg, model: CannedJudge(SCORES))
     ranked = tmp_path / "ranked.jsonl"
     ranked.write_text("".join(json.dumps(r) + "\n" for r in RANKED))
     counts = eft.run(str(ranked), "m", str(tmp_path / "eft.jsonl"), compose([]))

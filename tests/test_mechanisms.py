@@ -312,7 +312,7 @@ def test_the_reasoning_judge_writes_its_check_before_the_score_is_read(tmp_path)
     rd = RunDir(tmp_path / "reasoning")
     selfreward("run", *SHORT_TESTBED, "judge.reasoning=true", "judge.max_new_tokens=24", "rounds=1",
                f"run_dir={rd.root}")
-    eft = read_jsonl(testbed.files(rd)["eft"])
+    eft = read_jsonl(rd.testbed_files["eft"])
     assert all(r["judgment"].endswith(f"Score: {r['score']}") and ". Score:" in r["judgment"] for r in eft)
     for j in read_jsonl(rd.output(1, "judge")):
         (text,) = j["judgments"]  # the reasoning, cut before its own "Score:"; the score read after it

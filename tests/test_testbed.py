@@ -124,7 +124,7 @@ def test_write_keeps_truth_out_of_training(tmp_path):
     rd = RunDir(tmp_path)
     cfg = testbed.attach(cfg, rd)
     testbed.write(cfg, rd)
-    files = {k: read_jsonl(p) for k, p in testbed.files(rd).items()}
+    files = {k: read_jsonl(p) for k, p in rd.testbed_files.items()}
     heldout = {r["prompt"] for r in files["heldout_prompts"]}
     assert len(heldout) == 20 and all("answer" not in r for r in files["heldout_prompts"])
     train = {r["instruction"] for r in files["ift"] if r["kind"] == "task"} | {r["instruction"] for r in files["eft"]}
@@ -140,8 +140,8 @@ def test_write_keeps_truth_out_of_training(tmp_path):
                      "testbed.n_eft=40", "testbed.n_heldout=20", "testbed.n_self_instruct=5"])
     rd_b = RunDir(tmp_path / "b")
     testbed.write(testbed.attach(other, rd_b), rd_b)
-    assert read_jsonl(testbed.files(rd_b)["heldout_prompts"]) == files["heldout_prompts"]
-    assert read_jsonl(testbed.files(rd_b)["ift"]) != files["ift"]
+    assert read_jsonl(rd_b.testbed_files["heldout_prompts"]) == files["heldout_prompts"]
+    assert read_jsonl(rd_b.testbed_files["ift"]) != files["ift"]
 
 
 def test_testbed_config_errors(tmp_path):
@@ -191,7 +191,7 @@ def test_shortened_testbed_run_measures_against_the_checker(tmp_path):
     rd = RunDir(run_dir)
     init, round1 = json.loads((rd.init_dir / "eval.json").read_text()), json.loads(
         (rd.round_dir(1) / "eval.json").read_text())
-    prompts = read_jsonl(testbed.files(rd)["heldout_prompts"])
+    prompts = read_jsonl(rd.testbed_files["heldout_prompts"])
     for ev, folder in ((init, rd.init_dir), (round1, rd.round_dir(1))):
         answers = {r["id"]: r["response"] for r in read_jsonl(folder / "eval_responses.jsonl")}
         truth = [bool(testbed.check(p["prompt"], answers[p["id"]])) for p in prompts]
@@ -267,7 +267,7 @@ def _heldout_and_eft(tmp_path, extra) -> tuple[tuple[str, str], bytes]:
     cfg = compose(["recipe=testbed", f"run_dir={tmp_path}", "testbed.n_ift=40", "testbed.n_eft=40", *extra])
     rd = RunDir(tmp_path)
     testbed.write(cfg, rd)
-    f = testbed.files(rd)
+    f = rd.testbed_files
     digest = tuple(hashlib.sha256(f[k].read_bytes()).hexdigest()[:16] for k in ("heldout_prompts", "heldout_eft"))
     return digest, f["eft"].read_bytes()
 

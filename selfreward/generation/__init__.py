@@ -15,6 +15,7 @@ def distributed() -> bool:
 
 
 def load_generator(cfg: Config, model_path: str) -> Generator:
+    # Each backend imports its heavy libraries (torch, vllm: an optional extra) only where it generates.
     if cfg.backend is Backend.vllm:
         from selfreward.generation.vllm import VLLMGenerator
 

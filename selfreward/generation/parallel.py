@@ -43,7 +43,7 @@ def _broadcast(message):
 def _local(cfg: Config, path: str):
     import torch
 
-    from selfreward.generation.hf import HFGenerator
+    from selfreward.generation.hf import HFGenerator  # torch: only in the processes that generate
 
     rank, _ = _rank()
     device = f"cuda:{torch.cuda.current_device()}" if torch.cuda.is_available() else "cpu"

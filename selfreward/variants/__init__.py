@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from selfreward.checkpoint import load_tokenizer
 from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
 from selfreward.round import TABLE, stage_seed
 from selfreward.rundir import RunDir, read_jsonl
@@ -83,8 +84,6 @@ def _previous_rankings(rd: RunDir, t: int) -> tuple[list[dict], list[dict] | Non
 
 
 def _tokenizer(cfg: Config, rd: RunDir, t: int):
-    from selfreward.checkpoint import load_tokenizer
-
     return load_tokenizer(rd.policy(cfg, t), cfg)
 
 
