@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from selfreward.round import StageName
 from selfreward.templates import ensure_chat_template
 
 ADAPTER_CONFIG = "adapter_config.json"
@@ -63,10 +64,10 @@ def load_tokenizer(path: str | Path, cfg, **kwargs):
 
 def trains_adapter(lora, stage: str) -> bool:
     """Whether a training stage trains a LoRA adapter (not with `lora.init=false` at the init)."""
-    return lora.enabled and (stage != "init" or lora.init)
+    return lora.enabled and (stage != StageName.init or lora.init)
 
 
-def peft_config(lora, stage: str = "update"):
+def peft_config(lora, stage: StageName = StageName.update):
     """A peft LoraConfig from `cfg.lora` for a training stage, or None when it trains full weights."""
     if not trains_adapter(lora, stage):
         return None

@@ -33,7 +33,7 @@ from selfreward.generation import load_generator
 from selfreward.generation.base import Sampling
 from selfreward.judge import judge_candidates, option_token_ids
 from selfreward.process import stage_main
-from selfreward.round import stage_seed
+from selfreward.round import StageName, stage_seed
 from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
 from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedFamily
 from selfreward.templates import Template, chat_prompt
@@ -95,8 +95,8 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
         out.update(heldout_gap(gen, cfg, prompts, samples, held, seed + 1))
     if not t:
         return {**out, **sampled, **version}
-    judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: votes
-    own = testbed.candidate_stats(read_jsonl(rd.output(t, "candidates")), judgments, cfg.variant.answer_pattern, votes)
+    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []  # self_consistency: votes
+    own = testbed.candidate_stats(read_jsonl(rd.output(t, StageName.candidates)), judgments, cfg.variant.answer_pattern, votes)
     return {**out, **sampled, **own, **version}
 
 
@@ -144,9 +144,9 @@ def win_rates(gen, cfg: Config, prompts: list[dict], new: list[str], others: dic
 
 
 def drift(rd: RunDir, t: int, tokenizer) -> dict:
-    responses = [c["response"] for c in read_jsonl(rd.output(t, "candidates"))]
-    prompts = [p["prompt"] for p in read_jsonl(rd.output(t, "prompts"))]
-    earlier = {normalize(p["prompt"]) for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))}
+    responses = [c["response"] for c in read_jsonl(rd.output(t, StageName.candidates))]
+    prompts = [p["prompt"] for p in read_jsonl(rd.output(t, StageName.prompts))]
+    earlier = {normalize(p["prompt"]) for r in range(1, t) for p in read_jsonl(rd.output(r, StageName.prompts))}
     lengths = token_counts(tokenizer, responses)
     buckets = Counter(min(n // 16 * 16, 256) for n in lengths)
     return {
@@ -162,7 +162,7 @@ def drift(rd: RunDir, t: int, tokenizer) -> dict:
 
 def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = heldout_prompts(cfg)
-    seed = stage_seed(cfg, t, "evaluate")
+    seed = stage_seed(cfg, t, StageName.evaluate)
     # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
     policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
     gen = load_generator(cfg, judge_model)
@@ -201,7 +201,7 @@ def evaluate_initial(cfg: Config, rd: RunDir) -> dict:
     gen = load_generator(cfg, rd.initial(cfg))
     responses = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts, gen)
     return {"round": 0, "model": rd.initial(cfg),
-            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, stage_seed(cfg, 0, "evaluate"))}
+            "testbed": testbed_quality(gen, cfg, rd, 0, prompts, responses, stage_seed(cfg, 0, StageName.evaluate))}
 
 
 def summary(result: dict) -> str:
@@ -224,14 +224,14 @@ def main(argv: list[str] | None = None) -> int:
 def evaluate(run_dir: str, t: int) -> None:
     """Round t's evaluation stage (t = 0: M1's, on the testbed), unless it is done."""
     cfg, rd = load_frozen(run_dir), RunDir(run_dir)
-    if rd.is_done(t, "evaluate"):
+    if rd.is_done(t, StageName.evaluate):
         return
     start = time.perf_counter()
     result = evaluate_round(cfg, rd, t) if t else evaluate_initial(cfg, rd)
     write_json(rd.stage_dir(t) / "eval.json", result)
-    rd.mark_done(t, "evaluate", [rd.model(t)], records=len(heldout_prompts(cfg)),
+    rd.mark_done(t, StageName.evaluate, [rd.model(t)], records=len(heldout_prompts(cfg)),
                  seconds=round(time.perf_counter() - start, 3))
-    print(f"[{f'round {t}' if t else 'init'}] evaluate: {summary(result)}", file=sys.stderr)
+    print(f"[{f'round {t}' if t else StageName.init}] evaluate: {summary(result)}", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -36,7 +36,7 @@ from selfreward.preflight import check_init_lengths, checked
 from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.resume import freeze, verify_finished
-from selfreward.round import GENERATION_STAGES, round_stages
+from selfreward.round import GENERATION_STAGES, Runner, StageName, log_name, round_stages
 from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.schema import Config, OnProblem, UpdateMethod
 from selfreward.tiny import build_tiny_model
@@ -67,9 +67,9 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
     if cfg.model.name_or_path is None and not rd.base_model.is_dir():
         console.print(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
-    if not cfg.init.skip and not rd.is_done(None, "init"):
+    if not cfg.init.skip and not rd.is_done(None, StageName.init):
         train(cfg, rd, 0, "selfreward.train.sft")
-    if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, "evaluate"):
+    if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, StageName.evaluate):
         evaluate(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
 
     all_metrics = []
@@ -100,7 +100,7 @@ def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
                           "missing): nothing can be written there. Copy it somewhere writable to change it.")
     verify_finished(cfg, rd)
     todo = [f"round {t} {s.name}" for t in range(1, cfg.rounds + 1) for s in round_stages(cfg, t)
-            if not rd.is_done(t, s.name) and not (s.name == "evaluate" and not cfg.eval.enabled)]
+            if not rd.is_done(t, s.name) and not (s.name is StageName.evaluate and not cfg.eval.enabled)]
     if todo:
         raise ConfigError(f"{rd.root} is read-only and {len(todo)} stages are not done ({todo[0]} first): "
                           "make it writable to resume the run.")
@@ -115,14 +115,14 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     #      a variant's stages run here too: a second judge, meta-judgments, M1's candidates, and
     #      the temporal variant's look-ahead model with its own candidates.
     generate_and_judge(cfg, rd, t)
-    if written := rd.manifest(t).get("prompts"):
+    if written := rd.manifest(t).get(StageName.prompts):
         console.print(f"round {t}: prompts {prompts.describe(written)}")
     # 4. Preference pairs (DPO) or the score-filtered set (SFT), by the variant's rules.
     build_training_data(cfg, rd, t)
     # 5. Train M_{t+1} under accelerate launch (or keep M_t when the round gave too little data).
     update(cfg, rd, t)
     # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
-    if cfg.eval.enabled and not rd.is_done(t, "evaluate"):
+    if cfg.eval.enabled and not rd.is_done(t, StageName.evaluate):
         evaluate(cfg, rd, t, f"round {t}: evaluate")
     metrics = collect_metrics(cfg, rd, t)
     if trackers.enabled(cfg):
@@ -135,9 +135,9 @@ def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     worker process; a training stage between them (the look-ahead model) is launched on its own."""
     batch: list[str] = []
     for stage in round_stages(cfg, t):
-        if stage.name == "pairs":
+        if stage.name is StageName.pairs:
             break
-        if stage.runner == "train":
+        if stage.runner is Runner.train:
             generate(cfg, rd, t, batch)
             batch = []
             lookahead(cfg, rd, t)
@@ -158,20 +158,20 @@ def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
         args = ["-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
         n = cfg.launch.generation_processes
         launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
-        run_stage([sys.executable, *launch, *args], f"round {t}: {', '.join(todo)}", f"round_{t}.generation",
+        run_stage([sys.executable, *launch, *args], f"round {t}: {', '.join(todo)}", log_name(t, "generation"),
                   stage_launch(cfg, rd), launched_env() if n > 1 else None)
 
 
-def train(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> None:
+def train(cfg: Config, rd: RunDir, t: int, module: str, stage: StageName = StageName.update) -> None:
     data = cfg.init.data.upper().replace("+", " + ")
     what = f"init: SFT on {data} -> M1" if not t else f"round {t}: {stage} ({module.rsplit('.', 1)[1].upper()})"
     if launch_zero_stage(cfg.launch.accelerate_config) is not None and not cfg.launch.launcher:
         extensions.prepare(lambda line: console.print(line))
-    run_stage(train_command(cfg, rd, t, module, stage), what, "init" if not t else f"round_{t}.{stage}",
+    run_stage(train_command(cfg, rd, t, module, stage), what, log_name(t, stage if t else StageName.init),
               stage_launch(cfg, rd), launched_env() if cfg.launch.accelerate_config or cfg.launch.launcher else None)
 
 
-def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "update") -> list[str]:
+def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: StageName = StageName.update) -> list[str]:
     """`accelerate launch --config_file <launch.accelerate_config> -m <module> ...`, or `launch.launcher`
     in its place (a Slurm `srun` that starts accelerate on every node), or one plain process."""
     args = ["-m", module, "--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
@@ -185,24 +185,24 @@ def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: str = "up
 
 def evaluate(cfg: Config, rd: RunDir, t: int, what: str) -> None:
     run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what,
-              f"round_{t}.evaluate" if t else "init.evaluate", stage_launch(cfg, rd))
+              log_name(t, StageName.evaluate), stage_launch(cfg, rd))
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
     """Temporal variant: train a look-ahead model on the round's draft pairs (chosen from M_t's
     candidates); its samples then give the final pairs their chosen side."""
-    if not rd.is_done(t, "lookahead"):
+    if not rd.is_done(t, StageName.lookahead):
         draft, drops = variants.preference_pairs(cfg, rd, t, future=False)
         if not draft:
             raise ConfigError(f"Round {t}: no draft pairs to train the look-ahead model on ({drops}).")
         write_jsonl(rd.lookahead_dir(t) / "pairs.jsonl", draft)
-        train(cfg, rd, t, "selfreward.train.dpo", stage="lookahead")
+        train(cfg, rd, t, "selfreward.train.dpo", stage=StageName.lookahead)
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
-    # One manifest entry, "pairs", for either kind of training data; the file differs.
+    # One manifest entry, the pairs stage, for either kind of training data; the file differs.
     dpo = cfg.update.method is UpdateMethod.dpo
-    if rd.is_done(t, "pairs"):
+    if rd.is_done(t, StageName.pairs):
         return
     start = time.perf_counter()
     build = variants.preference_pairs if dpo else variants.sft_examples
@@ -222,14 +222,14 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
         console.print(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.training_data(cfg, t), records)
     inputs = [rd.output(t, s.name) for s in round_stages(cfg, t) if s.name in GENERATION_STAGES[1:]]
-    rd.mark_done(t, "pairs", inputs,
+    rd.mark_done(t, StageName.pairs, inputs,
                  seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
 
 
 def update(cfg: Config, rd: RunDir, t: int) -> None:
-    if rd.is_done(t, "update"):
+    if rd.is_done(t, StageName.update):
         return
-    if rd.manifest(t)["pairs"].get("skip_update"):
+    if rd.manifest(t)[StageName.pairs].get("skip_update"):
         skip_update(cfg, rd, t)
     else:
         dpo = cfg.update.method is UpdateMethod.dpo
@@ -246,7 +246,7 @@ def skip_update(cfg: Config, rd: RunDir, t: int) -> None:
                     os.link(f, tmp / f.name)
                 except OSError:
                     shutil.copy2(f, tmp / f.name)
-    rd.mark_done(t, "update", [src], skipped=True, records=0, seconds=0.0)
+    rd.mark_done(t, StageName.update, [src], skipped=True, records=0, seconds=0.0)
 
 
 def collect_metrics(cfg: Config, rd: RunDir, t: int) -> dict:

@@ -6,6 +6,7 @@ import json
 from collections import Counter
 from statistics import mean
 
+from selfreward.round import StageName
 from selfreward.rundir import RunDir, read_jsonl, write_json
 from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
@@ -26,8 +27,8 @@ def _mean(values: list[float]) -> float | None:
 
 def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
-    candidates = read_jsonl(rd.output(t, "candidates"))
-    judgments = read_jsonl(rd.output(t, "judge")) if rd.is_done(t, "judge") else []  # self_consistency: none
+    candidates = read_jsonl(rd.output(t, StageName.candidates))
+    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []  # self_consistency: none
 
     single = [s for j in judgments for s in j["scores"]]
     histogram = score_histogram(judgments)
@@ -36,17 +37,17 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     metrics = {
         "round": t,
         "counts": {
-            "prompts": manifest["prompts"]["records"],
-            "prompt_requests": manifest["prompts"].get("requested"),
+            "prompts": manifest[StageName.prompts]["records"],
+            "prompt_requests": manifest[StageName.prompts].get("requested"),
             "candidates": len(candidates),
             "judgments": len(single),
             "judgment_parse_failures": len(single) - parsed,
             "candidates_unscored": len(judgments) - len(scores),
         },
-        "prompt_filter": {k: v for k, v in manifest["prompts"].items() if k.startswith("dropped_")},
-        "pair_filter": {k: v for k, v in manifest["pairs"].items() if k.startswith("dropped_")},
+        "prompt_filter": {k: v for k, v in manifest[StageName.prompts].items() if k.startswith("dropped_")},
+        "pair_filter": {k: v for k, v in manifest[StageName.pairs].items() if k.startswith("dropped_")},
         # how the variant's rule shaped the pairs: its length window, CREAM's consistency and smoothing
-        "pair_rule": {k: v for k, v in manifest["pairs"].items() if k in PAIR_RULE},
+        "pair_rule": {k: v for k, v in manifest[StageName.pairs].items() if k in PAIR_RULE},
         "judge": {
             "judgment_parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
             "score_histogram": histogram,
@@ -57,7 +58,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     }
     metrics["variant"] = cfg.variant.name.value
     if cfg.update.method is UpdateMethod.dpo:
-        pairs = read_jsonl(rd.output(t, "pairs"))
+        pairs = read_jsonl(rd.output(t, StageName.pairs))
         metrics["counts"]["pairs"] = len(pairs)
         metrics["counts"]["judge_pairs"] = sum(p.get("kind") == "judge" for p in pairs)
         # lengths of responses only, chosen as the judge chose (variant=cream trains some pairs flipped)
@@ -70,7 +71,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         metrics["counts"]["judge_examples"] = sum(r.get("kind") == "judge" for r in sft)
         sft = [r for r in sft if r.get("kind", "response") == "response"]
         metrics["lengths_tokens"]["selected"] = _mean(token_counts(tokenizer, [r["response"] for r in sft]))
-    update = manifest.get("update", {})
+    update = manifest.get(StageName.update, {})
     metrics["training"] = {
         "skipped": bool(update.get("skipped")),
         "train_loss": update.get("train_loss"),

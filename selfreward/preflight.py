@@ -13,6 +13,7 @@ from selfreward.config import VLLM_MISSING
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
+from selfreward.round import StageName
 from selfreward.rundir import RunDir
 from selfreward.schema import Backend, Config
 from selfreward.templates import Template, chat_prompt
@@ -61,7 +62,7 @@ def check_init_lengths(cfg: Config, rd: RunDir) -> None:
     the user's checkpoint's, or the tiny model's (built here in memory when it is not saved yet)."""
     from selfreward.train.sft import check_init_lengths as check  # TRL and transformers: only when needed
 
-    if cfg.init.skip or rd.is_done(None, "init"):
+    if cfg.init.skip or rd.is_done(None, StageName.init):
         return
     if cfg.model.name_or_path:
         from transformers import AutoConfig

@@ -22,6 +22,7 @@ import matplotlib.pyplot as plt
 
 from selfreward.config import load_frozen
 from selfreward import testbed
+from selfreward.round import StageName
 from selfreward.rundir import RunDir, read_jsonl
 
 CSS = """
@@ -99,11 +100,11 @@ def _scatter(candidates: list[dict], scores: dict) -> str:
 def _round(rd: RunDir, cfg, t: int, max_prompts: int, check) -> str:
     folder = rd.round_dir(t)
     manifest = rd.manifest(t)
-    candidates = read_jsonl(rd.output(t, "candidates")) if rd.output(t, "candidates").is_file() else []
-    judged = read_jsonl(rd.output(t, "judge")) if rd.output(t, "judge").is_file() else []
+    candidates = read_jsonl(rd.output(t, StageName.candidates)) if rd.output(t, StageName.candidates).is_file() else []
+    judged = read_jsonl(rd.output(t, StageName.judge)) if rd.output(t, StageName.judge).is_file() else []
     by_candidate = {(j["prompt_id"], j["candidate_id"]): j for j in judged}
     scores = {k: j["score"] for k, j in by_candidate.items()}
-    prompts = read_jsonl(rd.output(t, "prompts")) if rd.output(t, "prompts").is_file() else []
+    prompts = read_jsonl(rd.output(t, StageName.prompts)) if rd.output(t, StageName.prompts).is_file() else []
     data = rd.training_data(cfg, t)
     training = read_jsonl(data) if data.is_file() else []
     parts = [f'<h2 id="round-{t}">Round {t}</h2>']
@@ -114,9 +115,9 @@ def _round(rd: RunDir, cfg, t: int, max_prompts: int, check) -> str:
                 for k, v in ev.get("policy", {}).items() if isinstance(v, dict)]
     numbers += [(f"testbed: {k}", v) for k, v in ev.get("testbed", {}).items() if isinstance(v, (int, float))]
     parts.append("<h3>Evaluation</h3>" + (_table(numbers) if numbers else '<p class="note">Not evaluated.</p>'))
-    counts = [(f"prompts: {k}", v) for k, v in manifest.get("prompts", {}).items()
+    counts = [(f"prompts: {k}", v) for k, v in manifest.get(StageName.prompts, {}).items()
               if k.startswith(("dropped_", "kept", "requested"))]
-    counts += [(f"training data: {k}", v) for k, v in manifest.get("pairs", {}).items()
+    counts += [(f"training data: {k}", v) for k, v in manifest.get(StageName.pairs, {}).items()
                if k.startswith("dropped_") or k == "records"]
     parts.append("<h3>Filters</h3>" + _table(counts))
     parts.append("<h3>Scores</h3>" + _scatter(candidates, scores))

@@ -10,7 +10,7 @@ from pathlib import Path
 from statistics import mean
 
 from selfreward.config import load_frozen
-from selfreward.rundir import read_jsonl
+from selfreward.rundir import RunDir, read_jsonl
 from selfreward.testbed import check
 from selfreward.variants.cream import unflipped
 
@@ -25,7 +25,7 @@ def type_table(dirs: dict[str, list[Path]]) -> list[str]:
     tb = load_frozen(first).testbed
     names = [*tb.tasks, *tb.heldout_tasks]
     heads = [*tb.tasks, *(f"{t} (held-out type)" for t in tb.heldout_tasks)]
-    rows = {"M1": [per_type(d / "init" / "eval.json") for runs in dirs.values() for d in runs]}
+    rows = {"M1": [per_type(RunDir(d).init_dir / "eval.json") for runs in dirs.values() for d in runs]}
     for label, runs in dirs.items():
         rows[label] = [per_type(max(d.glob("round_*/eval.json"), key=lambda p: int(p.parent.name[6:]))) for d in runs]
     sizes = Counter(r["task"] for r in read_jsonl(first / "testbed" / "heldout_prompts.jsonl"))

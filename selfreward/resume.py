@@ -13,7 +13,7 @@ from rich.console import Console
 
 from selfreward.config import to_yaml
 from selfreward.errors import ConfigError
-from selfreward.round import ROUND_STAGES, setting_stages
+from selfreward.round import ROUND_STAGES, StageName, setting_stages
 from selfreward.rundir import RunDir, atomic_write_text
 from selfreward.schema import Config
 
@@ -22,7 +22,7 @@ console = Console(stderr=True)
 # Settings not named by the stage table (rounds, run_dir, launch.*, backend, vllm.*) change how or
 # how long the run goes on, not what a finished stage wrote.
 FIRST_AFFECTED = setting_stages()
-STAGES = ("init", *ROUND_STAGES)
+STAGES = (StageName.init, *ROUND_STAGES)
 
 
 def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
@@ -62,19 +62,19 @@ def first_affected(key: str) -> str | None:
 
 def done_from(rd: RunDir, stage: str) -> bool:
     """Whether `stage` or any later stage has finished (in round 1, or init)."""
-    if stage == "init":
-        return rd.is_done(0, "init") or bool(rd.manifest(1))
+    if stage == StageName.init:
+        return rd.is_done(0, StageName.init) or bool(rd.manifest(1))
     return any(rd.is_done(1, s) for s in STAGES[STAGES.index(stage) :])
 
 
-def parse_restart(value: str) -> tuple[int, str]:
+def parse_restart(value: str) -> tuple[int, StageName]:
     """'judge' -> (1, 'judge'); 'round_2.judge' -> (2, 'judge'); 'init' -> (0, 'init')."""
     where, _, stage = value.rpartition(".")
     number = where.removeprefix("round_")
-    if stage == "init" and not where:
-        return 0, "init"
+    if stage == StageName.init and not where:
+        return 0, StageName.init
     if stage in ROUND_STAGES and (not where or (where.startswith("round_") and number.isdigit() and int(number) >= 1)):
-        return (int(number) if where else 1), stage
+        return (int(number) if where else 1), StageName(stage)
     raise ConfigError(
         f"Bad value for 'restart_from': {value!r}. Valid: init, or a stage ({', '.join(ROUND_STAGES)}) "
         "optionally prefixed by its round, e.g. restart_from=round_2.judge."
@@ -91,7 +91,7 @@ def flatten(d: dict, prefix: str = "") -> dict:
 
 def verify_finished(cfg: Config, rd: RunDir) -> None:
     """Before any finished stage is skipped or read, check that its outputs are what it wrote."""
-    rd.verify(None, "init")
+    rd.verify(None, StageName.init)
     for t in rd.rounds():
         for stage in ROUND_STAGES:
             rd.verify(t, stage)

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
 from selfreward.errors import ConfigError
-from selfreward.round import ROUND_STAGES, STAGE
+from selfreward.round import ROUND_STAGES, STAGE, Role, StageName, restart_value
 
 LOCK_NAME = ".selfreward.lock"  # see selfreward.lock
 # The first line of every config.yaml selfreward writes: what marks a directory as a run directory.
@@ -246,7 +246,7 @@ class RunDir:
 
     @property
     def init_dir(self) -> Path:
-        return self.root / "init"
+        return self.root / StageName.init
 
     @property
     def testbed_files(self) -> dict[str, Path]:
@@ -266,19 +266,19 @@ class RunDir:
 
     def training_data(self, cfg, t: int) -> Path:
         """The update's input: `pairs.jsonl` (DPO) or `sft.jsonl` (SFT), both written by the pairs stage."""
-        return self.round_dir(t) / STAGE["pairs"].files[cfg.update.method.value == "sft"]
+        return self.round_dir(t) / STAGE[StageName.pairs].files[cfg.update.method.value == "sft"]
 
     def model(self, t: int | None) -> Path:
         return self.stage_dir(t) / "model"
 
     def lookahead_dir(self, t: int) -> Path:
         """Temporal variant: draft pairs, training checkpoints and the look-ahead model of round t."""
-        return self.output(t, "lookahead")
+        return self.output(t, StageName.lookahead)
 
     def trained_model(self, t: int | None, stage: str) -> Path:
         """Where a training stage saves its model (its TRL checkpoints go to the sibling `train/`):
         the round's `model/`, or `lookahead/model/` for the temporal variant's look-ahead stage."""
-        return self.lookahead_dir(t) / "model" if stage == "lookahead" else self.model(t)
+        return self.lookahead_dir(t) / "model" if stage == StageName.lookahead else self.model(t)
 
     # -- which model plays which part ---------------------------------------------------------
     def base(self, cfg) -> str:
@@ -300,13 +300,13 @@ class RunDir:
     def stage_model(self, cfg, t: int, stage: str) -> str | None:
         """The model that runs a stage of round t, by the role the stage table gives it."""
         role = STAGE[stage].model
-        if role == "judge":  # random scores and the checker need no model
+        if role is Role.judge:  # random scores and the checker need no model
             if cfg.variant.name.value == "random" or cfg.judge.method.value == "oracle":
                 return None
             return cfg.judge.model or self.policy(cfg, t)
-        roles = {"policy": self.policy, "initial": lambda c, _: self.initial(c), "prompt_writer": self.prompt_writer,
-                 "previous": lambda c, r: self.policy(c, r - 1),
-                 "lookahead": lambda c, r: str(self.lookahead_dir(r) / "model")}
+        roles = {Role.policy: self.policy, Role.initial: lambda c, _: self.initial(c),
+                 Role.prompt_writer: self.prompt_writer, Role.previous: lambda c, r: self.policy(c, r - 1),
+                 Role.lookahead: lambda c, r: str(self.lookahead_dir(r) / "model")}
         return roles[role](cfg, t) if role else None
 
     # -- manifests ---------------------------------------------------------------------------
@@ -319,7 +319,7 @@ class RunDir:
 
     def outputs(self, t: int | None, stage: str) -> list[Path]:
         """The existing outputs of a stage (stage table; the init's model) for its manifest entry."""
-        names = ("model",) if stage == "init" else STAGE[stage].files
+        names = ("model",) if stage == StageName.init else STAGE[stage].files
         folder = self.stage_dir(t)
         return [folder / n for n in names if not n.startswith(".") and n != "train" and (folder / n).exists()]
 
@@ -339,7 +339,7 @@ class RunDir:
         """Raise a ConfigError naming the damaged output and the restart_from that redoes its stage."""
         why = self.problem(t, stage)
         if why:
-            hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
+            hint = restart_value(t, stage)
             raise ConfigError(f"{self.root / why.split(':')[0]}: {why.split(': ', 1)[1]}. The {stage} stage "
                               f"of {'the init' if not t else f'round {t}'} is not what it wrote; rerun with "
                               f"restart_from={hint} to redo it and everything after it.")
@@ -350,7 +350,7 @@ class RunDir:
         if not self.root.is_dir() or all(p.name == LOCK_NAME for p in self.root.iterdir()):
             return
         ours = self.config.is_file() and self.config.read_text(errors="replace").startswith(CONFIG_HEADER)
-        shared = "init" in self.manifest(None)  # prepared by a sweep that shares an init
+        shared = StageName.init in self.manifest(None)  # prepared by a sweep that shares an init
         if not (ours or shared):
             raise ConfigError(f"{self.root} exists, holds files and is not a selfreward run directory (no "
                               "config.yaml written by selfreward): nothing was written. Choose a new or empty "
@@ -364,7 +364,7 @@ class RunDir:
         """Move `stage` of round t (t=0: init), every later stage and every later round to
         `<run_dir>/superseded/<time>/`, so they run again; nothing is deleted. Returns what moved."""
         dest = self.root / "superseded" / time.strftime("%Y%m%d-%H%M%S")
-        order = ROUND_STAGES if t else ("init",)
+        order = ROUND_STAGES if t else (StageName.init,)
         moved = []
 
         def move(path: Path) -> None:

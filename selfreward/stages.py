@@ -31,25 +31,25 @@ from selfreward.judge import judge_candidates, random_scores
 from selfreward.metrics import score_histogram
 from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
-from selfreward.round import GENERATION_STAGES, STAGE, stage_seed
+from selfreward.round import GENERATION_STAGES, STAGE, Runner, StageName, stage_seed
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
 from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily, VariantName
 from selfreward.variants.meta import run_meta_judge
 
 
-def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
+def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.prompts) -> dict:
     instructions = seed_instructions(cfg)
     # seed-anchored prompts: this share of the set comes from the seed data, the rest is generated
     n_seed = min(round(cfg.prompts.num_prompts * cfg.prompts.seed_share), len(instructions))
-    log = ChunkLog(rd.output(t, "prompts"))
+    log = ChunkLog(rd.output(t, stage))
     _, kept, stats = log.resume()
     seeds_committed = any(r.get("source") == "seed" for r in kept)  # a kill came after the last chunk
     kept = [r for r in kept if r.get("source") != "seed"]
     records, stats = generate_prompts(
         gen, replace(cfg.prompts, num_prompts=cfg.prompts.num_prompts - n_seed), instructions,
-        stage_seed(cfg, t, "prompts"), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
+        stage_seed(cfg, t, StageName.prompts), resumed=([r["prompt"] for r in kept], stats), on_pass=log.append,
         reject=testbed.task_filter(cfg, rd) if cfg.testbed.enabled else None,
-        earlier=[p["prompt"] for r in range(1, t) for p in read_jsonl(rd.output(r, "prompts"))],
+        earlier=[p["prompt"] for r in range(1, t) for p in read_jsonl(rd.output(r, StageName.prompts))],
         heldout=[p["prompt"] for p in heldout_prompts(cfg)],
     )
     if not records and not n_seed:  # with seed prompts the round still has something to answer
@@ -57,17 +57,17 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
         raise ConfigError(f"Round {t}: the model wrote no usable prompt ({stats}); loosen prompts.* filters.")
     seeds = []
     if n_seed:
-        drawn = random.Random(stage_seed(cfg, t, "prompts")).sample(instructions, n_seed)
+        drawn = random.Random(stage_seed(cfg, t, StageName.prompts)).sample(instructions, n_seed)
         seeds = [{"id": f"s{i:05d}", "prompt": p, "source": "seed"} for i, p in enumerate(drawn)]
         if not seeds_committed:
             log.append(seeds, stats)
     constrained = cfg.testbed.enabled and cfg.testbed.family is TestbedFamily.constraints
     if cfg.prompts.evolve:  # rewrites only the generated prompts, after all are committed
-        records, evolve_stats = evolve_prompts(gen, cfg.prompts, records, stage_seed(cfg, t, "prompts") + 1)
+        records, evolve_stats = evolve_prompts(gen, cfg.prompts, records, stage_seed(cfg, t, StageName.prompts) + 1)
         stats = {**stats, **evolve_stats}
     if constrained:  # after all are committed, so a resumed stage draws the same constraints
-        records = testbed_constraints.constrain_prompts(records, cfg.testbed.tasks, stage_seed(cfg, t, "prompts"))
-        seeds = testbed_constraints.constrain_prompts(seeds, cfg.testbed.tasks, stage_seed(cfg, t, "prompts"))
+        records = testbed_constraints.constrain_prompts(records, cfg.testbed.tasks, stage_seed(cfg, t, StageName.prompts))
+        seeds = testbed_constraints.constrain_prompts(seeds, cfg.testbed.tasks, stage_seed(cfg, t, StageName.prompts))
     if cfg.prompts.evolve or constrained:
         log.finish(records + seeds)
     else:
@@ -75,7 +75,7 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
     return {"records": len(records) + len(seeds), "seed_prompts": n_seed, **stats}
 
 
-def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = "candidates") -> dict:
+def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.candidates) -> dict:
     """N samples per prompt of round t from the loaded model, into the file of `stage`."""
     prompts = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
     fn = partial(sample_candidates, gen, cfg.generation)
@@ -85,7 +85,7 @@ def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str =
     return {"records": len(records)}
 
 
-def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: str = "judge",
+def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.judge,
               judge: JudgeConfig | None = None) -> dict:
     """Judge the candidates the stage reads with `judge` (the round's judge by default); variant=random
     draws their scores instead (no model is loaded then, nor for judge.method=oracle)."""
@@ -129,15 +129,15 @@ def check_judge_health(cfg: JudgeConfig, records: list[dict], t: int) -> None:
         tqdm.write(f"WARNING: {message}")
 
 
-# The generation worker's runners, named by the stage table's `runner` column; each is called as
+def run_second_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName) -> dict:
+    """The consistency variant's second judgment of the round's candidates."""
+    return run_judge(gen, cfg, rd, t, stage, variants.second_judge(cfg))
+
+
+# The generation worker's runners, by the stage table's `runner` column; each is called as
 # runner(generator, cfg, rd, t, stage) with the model of the stage's `model` column loaded.
-RUNNERS = {
-    "prompts": lambda gen, cfg, rd, t, stage: run_prompts(gen, cfg, rd, t),
-    "sample": run_candidates,
-    "judge": run_judge,
-    "second_judge": lambda gen, cfg, rd, t, stage: run_judge(gen, cfg, rd, t, stage, variants.second_judge(cfg)),
-    "meta_judge": lambda gen, cfg, rd, t, stage: run_meta_judge(gen, cfg, rd, t),
-}
+RUNNERS = {Runner.prompts: run_prompts, Runner.sample: run_candidates, Runner.judge: run_judge,
+           Runner.second_judge: run_second_judge, Runner.meta_judge: run_meta_judge}
 
 
 def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
@@ -149,7 +149,7 @@ def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
 
 def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
     cfg, rd = load_frozen(run_dir), RunDir(run_dir)
-    todo = [s for s in stages if not rd.is_done(t, s)]
+    todo = [StageName(s) for s in stages if not rd.is_done(t, s)]
     rd.round_dir(t).mkdir(parents=True, exist_ok=True)
     gen, loaded = None, None
     for stage in todo:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rich.table import Table
 
-from selfreward.round import STAGE, TABLE, TRAINING_STAGES, round_stages
+from selfreward.round import STAGE, TABLE, TRAINING_STAGES, Runner, StageName, round_stages
 from selfreward.rundir import ChunkLog, RunDir, last_checkpoint
 from selfreward.schema import Config, UpdateMethod
 
@@ -22,11 +22,11 @@ def _training(rd: RunDir, t: int, stage: str) -> str:
 def expected_records(cfg: Config, done: dict, stage: str) -> int | None:
     """How many records a finished generation stage will hold, by its runner: None when unknown."""
     row = STAGE[stage]
-    if row.runner == "prompts":
+    if row.runner is Runner.prompts:
         return cfg.prompts.num_prompts
-    if row.runner == "sample":
+    if row.runner is Runner.sample:
         return (done.get(row.inputs[0]) or 0) * cfg.generation.num_candidates or None
-    if row.runner in ("judge", "second_judge"):
+    if row.runner in (Runner.judge, Runner.second_judge):
         return done.get(row.inputs[0])
     return None
 
@@ -46,7 +46,7 @@ def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str,
             states[stage] = f"skipped: {STAGE[stage].skipped}" if STAGE[stage].skipped else "-"
         elif stage in TRAINING_STAGES:
             states[stage] = _training(rd, t, stage)
-        elif stage == "evaluate" and not cfg.eval.enabled:
+        elif stage == StageName.evaluate and not cfg.eval.enabled:
             states[stage] = "disabled"
         elif problem := rd.problem(t, stage):
             states[stage] = f"damaged: {problem}"
@@ -61,7 +61,7 @@ def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str,
 
 def status_table(cfg: Config, rd: RunDir) -> Table:
     update = "DPO" if cfg.update.method is UpdateMethod.dpo else "SFT"
-    init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, "init")
+    init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, StageName.init)
     variant = "" if cfg.variant.name.value == "base" else f", variant={cfg.variant.name.value}"
     table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
     rounds = max([cfg.rounds, *rd.rounds()])

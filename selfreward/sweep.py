@@ -33,6 +33,7 @@ from selfreward.config import compose, load_frozen, to_yaml
 from selfreward.errors import ConfigError
 from selfreward.models import MODELS, cached
 from selfreward.resume import first_affected, flatten
+from selfreward.round import StageName
 from selfreward.rundir import RunDir, atomic_dir, write_json
 from selfreward.schema import Config, TestbedFamily
 
@@ -74,7 +75,7 @@ def init_key(cfg: Config) -> str:
     derived = ("data.ift_path", "data.eft_path") if cfg.testbed.enabled else ()
     if cfg.init.seed is not None and not (cfg.testbed.enabled and cfg.testbed.family is TestbedFamily.strings):
         derived += ("seed",)  # the init has its own seed, and its data do not depend on the run's
-    return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == "init" and k not in derived})
+    return json.dumps({k: v for k, v in sorted(flat.items()) if first_affected(k) == StageName.init and k not in derived})
 
 
 def finished_inits(root: Path) -> dict[str, RunDir]:
@@ -82,7 +83,7 @@ def finished_inits(root: Path) -> dict[str, RunDir]:
     found = {}
     for config in sorted(root.glob("*/config.yaml")):
         rd = RunDir(config.parent)
-        if rd.is_done(None, "init") and not rd.problem(None, "init"):
+        if rd.is_done(None, StageName.init) and not rd.problem(None, StageName.init):
             found.setdefault(init_key(load_frozen(rd.root)), rd)
     return found
 
@@ -90,15 +91,15 @@ def finished_inits(root: Path) -> dict[str, RunDir]:
 def share_init(source: RunDir, target: RunDir) -> bool:
     """Give `target` the finished init of `source` (hard links, or copies across filesystems) unless it
     has one; the init manifest entry is copied with `shared_from`. True when something was shared."""
-    if not source.is_done(None, "init") or target.is_done(None, "init") or target.init_dir.exists():
+    if not source.is_done(None, StageName.init) or target.is_done(None, StageName.init) or target.init_dir.exists():
         return False
     for part in ("base_model", "testbed"):
         if (source.root / part).is_dir() and not (target.root / part).exists():
             _link_tree(source.root / part, target.root / part)
     with atomic_dir(target.model(None)) as tmp:
         _link_tree(source.model(None), tmp, exist_ok=True)
-    entry = {**source.manifest(None)["init"], "shared_from": str(source.root)}
-    write_json(target.init_dir / "manifest.json", {"init": entry})
+    entry = {**source.manifest(None)[StageName.init], "shared_from": str(source.root)}
+    write_json(target.init_dir / "manifest.json", {StageName.init: entry})
     return True
 
 
@@ -143,7 +144,7 @@ def sweep(overrides: list[str]) -> int:
         else:
             code = subprocess.run([sys.executable, "-m", "selfreward", "run", *args]).returncode
             status = "done" if code == 0 and is_complete(cfg) else f"failed (exit {code})"
-        if rd.is_done(None, "init"):
+        if rd.is_done(None, StageName.init):
             inits.setdefault(key, rd)
         results.append({"name": run_name(combo), "overrides": {**settings, **combo}, "swept": list(combo),
                         "run_dir": cfg.run_dir, "status": status})

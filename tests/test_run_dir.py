@@ -300,3 +300,45 @@ def _finished_pid() -> int:
     proc = subprocess.Popen(["true"])
     proc.wait()
     return proc.pid
+
+
+# -- one spelling of a stage's name ---------------------------------------------------------------------
+
+STAGE_CALLS = {"output", "is_done", "mark_done", "problem", "verify", "outputs", "stage_model", "trained_model",
+               "stage_seed", "log_name", "restart_value", "train", "run_judge", "run_candidates", "_read", "_training"}
+
+
+def literal_stage_names(source: str) -> list[tuple[int, str]]:
+    """(line, name) of every stage name written as a string where a stage is named: an argument of a
+    call that takes a stage, a manifest lookup, or a comparison with a stage."""
+    import ast
+
+    from selfreward.round import StageName
+
+    names = {s.value for s in StageName}
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call):
+            func = node.func.attr if isinstance(node.func, ast.Attribute) else getattr(node.func, "id", "")
+            values = [*node.args, *(k.value for k in node.keywords)] if func in STAGE_CALLS else []
+        elif isinstance(node, ast.Subscript) and "manifest" in ast.unparse(node.value):
+            values = [node.slice]
+        elif isinstance(node, ast.Compare) and any("stage" in ast.unparse(x) for x in [node.left, *node.comparators]):
+            values = [node.left, *node.comparators]
+        else:
+            continue
+        found += [(node.lineno, v.value) for v in values if isinstance(v, ast.Constant) and v.value in names]
+    return found
+
+
+def test_no_stage_name_is_written_as_a_string_outside_the_stage_table():
+    from pathlib import Path
+
+    import selfreward
+
+    package = Path(selfreward.__file__).parent
+    found = {f"{p.relative_to(package)}:{line}": name for p in sorted(package.rglob("*.py")) if p.name != "round.py"
+             for line, name in literal_stage_names(p.read_text())}
+    assert not found, found
+    assert literal_stage_names('rd.is_done(t, "judge")\nmanifest(t)["pairs"]\nif stage == "init": pass') == [
+        (1, "judge"), (2, "pairs"), (3, "init")]  # the check finds each kind it looks for

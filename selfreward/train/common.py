@@ -18,6 +18,7 @@ from selfreward.config import load_frozen
 from selfreward.errors import ConfigError
 from selfreward.process import stage_main
 from selfreward.profiling import timed
+from selfreward.round import StageName, log_name, restart_value
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, Precision
 from selfreward.train.callbacks import HASHES, RunCallback, trusted_checkpoint
@@ -27,11 +28,12 @@ def training_main(argv: list[str] | None, description: str, train: Callable[[Con
     """A training stage's entry point: `train(cfg, rd, t, stage)`. Round 0 is the init stage;
     `--stage lookahead` is the temporal variant's look-ahead model (DPO only)."""
     def run(args) -> None:
-        stage = "init" if args.round == 0 else args.stage
+        stage = StageName.init if args.round == 0 else StageName(args.stage)
         train(load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage)
 
     return stage_main(argv, description, run,
-                      lambda p: p.add_argument("--stage", choices=("update", "lookahead"), default="update"))
+                      lambda p: p.add_argument("--stage", choices=(StageName.update, StageName.lookahead),
+                                                     default=StageName.update))
 
 
 # TRL config fields selfreward sets itself -> the setting to use instead (train.trainer_args refuses them).
@@ -83,7 +85,7 @@ def check_trainer_args(cfg: Config, rd: RunDir) -> None:
     with TemporaryDirectory() as scratch:
         for config_class in (SFTConfig, DPOConfig if cfg.update.method.value == "dpo" else SFTConfig):
             try:
-                trl_config(config_class, cfg, RunDir(scratch), 1, "update", 1.0, 1e-5)
+                trl_config(config_class, cfg, RunDir(scratch), 1, StageName.update, 1.0, 1e-5)
             except (ValueError, TypeError) as e:
                 raise ConfigError(f"'train.trainer_args' {dict(cfg.train.trainer_args)}: {config_class.__name__} "
                                   f"refuses it ({e})") from None
@@ -101,7 +103,7 @@ def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, l
     names = {f.name for f in dataclasses.fields(TrainingArguments)}
     checkpointing = "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"
     # This stage's TensorBoard folder: an argument before transformers 5, an environment variable since.
-    tensorboard = trackers.logging_dir(rd, "init" if stage == "init" else f"round_{t}.{stage}")
+    tensorboard = trackers.logging_dir(rd, log_name(t, stage))
     if "logging_dir" not in names:
         os.environ["TENSORBOARD_LOGGING_DIR"] = tensorboard
     return dict(
@@ -154,7 +156,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
     start = time.perf_counter()
     out_dir = Path(trainer.args.output_dir)
     trainer.add_callback(RunCallback(out_dir, cfg.train.verify_checkpoints, cfg.train.keep_checkpoints))
-    hint = "init" if not t else (stage if t == 1 else f"round_{t}.{stage}")
+    hint = restart_value(t, stage)
     resume = trusted_checkpoint(out_dir, cfg.train.verify_checkpoints, hint)
     if resume is None and keeps_fp32_master(trainer, cfg, stage) and (read := fp32_reader(start_from)):
         trainer.add_callback(FP32MasterFromCheckpoint(read))

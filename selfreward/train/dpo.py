@@ -14,6 +14,7 @@ from __future__ import annotations
 import sys
 
 from selfreward.checkpoint import load_tokenizer, peft_config
+from selfreward.round import StageName
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config, Reference
 from selfreward.train.common import (
@@ -29,7 +30,7 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    pairs_path = rd.lookahead_dir(t) / "pairs.jsonl" if stage == "lookahead" else rd.output(t, "pairs")
+    pairs_path = rd.lookahead_dir(t) / "pairs.jsonl" if stage == StageName.lookahead else rd.output(t, StageName.pairs)
     pairs = read_jsonl(pairs_path)
     # Conversational format: TRL renders prompt and responses with the tokenizer's chat template.
     examples = [

@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from selfreward.checkpoint import load_tokenizer
 from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
-from selfreward.round import TABLE, stage_seed
+from selfreward.round import StageName, stage_seed
 from selfreward.rundir import RunDir, read_jsonl
 from selfreward.schema import Config, JudgeConfig, VariantName
 from selfreward.variants import cream, length, meta, votes
@@ -35,10 +35,11 @@ def second_judge(cfg: Config) -> JudgeConfig:
 
 
 # Each stage of sampled candidates -> the stage that judges them.
-JUDGED_BY = {s.inputs[0]: s.name for s in TABLE if s.runner == "judge" and s.model == "judge"}
+JUDGED_BY = {StageName.candidates: StageName.judge, StageName.anchor_candidates: StageName.anchor_judge,
+             StageName.future_candidates: StageName.future_judge}
 
 
-def _read(rd: RunDir, t: int, *stages: str) -> list[list[dict]]:
+def _read(rd: RunDir, t: int, *stages: StageName) -> list[list[dict]]:
     return [read_jsonl(rd.output(t, s)) for s in stages]
 
 
@@ -47,13 +48,13 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     the look-ahead model before the future candidates exist."""
     v, extra = cfg.variant, {}
     if v.name is VariantName.self_consistency:
-        return votes.vote_pairs(read_jsonl(rd.output(t, "candidates")), v)
-    chosen_from = rejected_from = "candidates"
+        return votes.vote_pairs(read_jsonl(rd.output(t, StageName.candidates)), v)
+    chosen_from = rejected_from = StageName.candidates
     if v.name is VariantName.temporal:
         if v.anchored_rejection:
-            rejected_from = "anchor_candidates"
+            rejected_from = StageName.anchor_candidates
         if v.future_chosen and future:
-            chosen_from = "future_candidates"
+            chosen_from = StageName.future_candidates
     if rejected_from != chosen_from:  # rejected: the worst of another model's candidates (M1's, or M_t's)
         extra["rejected_from"] = tuple(_read(rd, t, rejected_from, JUDGED_BY[rejected_from]))
     candidates, judgments = _read(rd, t, chosen_from, JUDGED_BY[chosen_from])
@@ -66,21 +67,21 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
     for p in pairs:
         p["chosen_from"], p["rejected_from"] = chosen_from, rejected_from
     if v.name is VariantName.consistency:
-        pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, "second_judge")))
+        pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, StageName.second_judge)))
     if v.name is VariantName.meta:
         pairs += [meta.as_pair(r) for r in _judge_pairs(cfg, rd, t, len(pairs), drops)]
     if v.rho:
         drops["length_rho"] = length.rho(cfg, t)
     if v.name is VariantName.cream:
         drops.update(cream.smoothing(*_previous_rankings(rd, t)))
-        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], stage_seed(cfg, t, "pairs"))
+        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], stage_seed(cfg, t, StageName.pairs))
     return pairs, drops
 
 
 def _previous_rankings(rd: RunDir, t: int) -> tuple[list[dict], list[dict] | None]:
     """CREAM: this round's judgments, and M_{t-1}'s of the same candidates (None in round 1)."""
-    previous = rd.output(t, "previous_judge")
-    return read_jsonl(rd.output(t, "judge")), read_jsonl(previous) if t >= 2 else None
+    previous = rd.output(t, StageName.previous_judge)
+    return read_jsonl(rd.output(t, StageName.judge)), read_jsonl(previous) if t >= 2 else None
 
 
 def _tokenizer(cfg: Config, rd: RunDir, t: int):
@@ -89,7 +90,7 @@ def _tokenizer(cfg: Config, rd: RunDir, t: int):
 
 def _judge_pairs(cfg: Config, rd: RunDir, t: int, n_response: int, drops: dict) -> list[dict]:
     """The meta variant's judge pairs that fit training (counted in `drops`), capped at its share."""
-    records, drops["dropped_too_long"] = meta.fitting(read_jsonl(rd.output(t, "meta_judge")),
+    records, drops["dropped_too_long"] = meta.fitting(read_jsonl(rd.output(t, StageName.meta_judge)),
                                                       _tokenizer(cfg, rd, t), cfg.train.max_length)
     kept = meta.capped(records, n_response, cfg.variant.meta_share)
     drops["judge_pairs"] = len(kept)
@@ -111,14 +112,14 @@ def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
     """The round's score-filtered SFT set, under the same variant rules where they apply."""
     v, threshold = cfg.variant, cfg.pairs.sft_threshold
     if v.name is VariantName.self_consistency:
-        return votes.majority_examples(read_jsonl(rd.output(t, "candidates")), v)
+        return votes.majority_examples(read_jsonl(rd.output(t, StageName.candidates)), v)
     names = cfg.judge.score_names
     thresholds = dict(zip(names, cfg.pairs.sft_thresholds or [threshold] * len(names)))
-    candidates, judgments = _read(rd, t, "candidates", "judge")
+    candidates, judgments = _read(rd, t, StageName.candidates, StageName.judge)
     rows = [{**r, "kind": "response"} for r in build_sft(candidates, judgments, thresholds)]
     drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
     if v.name is VariantName.consistency:
-        second = score_index(read_jsonl(rd.output(t, "second_judge")))
+        second = score_index(read_jsonl(rd.output(t, StageName.second_judge)))
         both = [(r, second.get((r["prompt_id"], r["candidate_id"]))) for r in rows]
         kept = [r for r, s in both if s is not None and s >= threshold]
         rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)

@@ -17,6 +17,7 @@ from functools import partial
 
 from selfreward.generation.base import Generator
 from selfreward.judge import judge_template, reason_then_read
+from selfreward.round import StageName
 from selfreward.rundir import ChunkLog, RunDir, read_jsonl
 from selfreward.schema import Config
 from selfreward.templates import Template, chat_prompt
@@ -72,10 +73,10 @@ def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) 
     return records
 
 
-def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int) -> dict:
+def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.meta_judge) -> dict:
     """The generation worker's `meta_judge` stage: round_<t>/meta_judgments.jsonl."""
-    items = judged_twice(read_jsonl(rd.output(t, "candidates")), read_jsonl(rd.output(t, "judge")))
-    log = ChunkLog(rd.output(t, "meta_judge"))
+    items = judged_twice(read_jsonl(rd.output(t, StageName.candidates)), read_jsonl(rd.output(t, StageName.judge)))
+    log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(items, cfg.generation.batch_size, 0, partial(meta_judge, gen, cfg), "meta-judge")
     log.finish()
     return {"records": len(records), "candidates_judged_twice": len(items)}
