@@ -24,7 +24,6 @@ from selfreward import eft, models
 from selfreward.config import explain, load_frozen, parse_command, recipe_summaries, to_yaml
 from selfreward.errors import ConfigError
 from selfreward.export import export
-from selfreward.loop import run
 from selfreward.preflight import checked
 from selfreward.process import VERBOSE, StageFailed
 from selfreward.rundir import RunDir
@@ -149,6 +148,8 @@ def _dispatch(args) -> int:
         checked(cfg)  # what `run` would refuse before any work, `config` refuses too
         print(to_yaml(cfg), end="")
         return 0
+    from selfreward.loop import run  # torch, transformers and TRL: only a run waits for them
+
     try:
         run(cfg, **directives)
     except StageFailed as e:

@@ -23,23 +23,25 @@ import shutil
 import sys
 import time
 from pathlib import Path
+from types import ModuleType
 
 from rich.console import Console
 
-from selfreward import extensions, profiling, prompts, testbed, trackers, variants
+from selfreward import evaluate, extensions, profiling, prompts, stages, testbed, trackers, variants
 from selfreward.config import launch_zero_stage, to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
 from selfreward.lock import RunLock
 from selfreward.metrics import round_metrics, summary_markdown, summary_table
 from selfreward.preflight import check_init_lengths, checked
-from selfreward.process import Launch, launched_env, quiet_environment, run_stage, verbose
+from selfreward.process import IN_PROCESS, Launch, Launcher, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.resume import freeze, verify_finished
-from selfreward.round import GENERATION_STAGES, Runner, StageName, log_name, round_stages
+from selfreward.round import GENERATION_STAGES, STAGE, Runner, Stage, StageName, log_name, round_stages
 from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.schema import Config, OnProblem, UpdateMethod
 from selfreward.tiny import build_tiny_model
+from selfreward.train import dpo, sft
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 
@@ -68,9 +70,9 @@ def _run(cfg: Config, rd: RunDir, restart_from: str | None) -> list[dict]:
         console.print(f"building the tiny model and tokenizer in {rd.base_model}")
         build_tiny_model(rd.base_model, seed_texts(cfg), cfg.model.tiny, seed=cfg.seed)
     if not cfg.init.skip and not rd.is_done(None, StageName.init):
-        train(cfg, rd, 0, "selfreward.train.sft")
+        train(cfg, rd, 0, sft)
     if cfg.testbed.enabled and cfg.eval.enabled and not rd.is_done(None, StageName.evaluate):
-        evaluate(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
+        evaluate_model(cfg, rd, 0, "M1 evaluation (testbed ground truth)")
 
     all_metrics = []
     for t in range(1, cfg.rounds + 1):
@@ -123,7 +125,7 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     update(cfg, rd, t)
     # 6. Evaluate: judge quality, win rates, drift (eval.json); counts and health (metrics.json).
     if cfg.eval.enabled and not rd.is_done(t, StageName.evaluate):
-        evaluate(cfg, rd, t, f"round {t}: evaluate")
+        evaluate_model(cfg, rd, t, f"round {t}: evaluate")
     metrics = collect_metrics(cfg, rd, t)
     if trackers.enabled(cfg):
         trackers.log_round(cfg, rd, t, metrics, read_jsonl(rd.training_data(cfg, t)))
@@ -133,7 +135,7 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
 def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     """The round's stages before the pairs, in table order: consecutive generation stages share one
     worker process; a training stage between them (the look-ahead model) is launched on its own."""
-    batch: list[str] = []
+    batch: list[StageName] = []
     for stage in round_stages(cfg, t):
         if stage.name is StageName.pairs:
             break
@@ -146,46 +148,54 @@ def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     generate(cfg, rd, t, batch)
 
 
-def stage_launch(cfg: Config, rd: RunDir) -> Launch:
-    """How this run starts its stages: each stage's output in <run_dir>/logs/ (unless verbose)."""
-    return Launch(in_process=cfg.launch.in_process, log_dir=None if verbose() else rd.root / "logs",
-                  stall_timeout=cfg.launch.stall_timeout or None, watch=rd.root)
+def watching(cfg: Config, rd: RunDir) -> Launch:
+    """How this run watches its stages: each stage's output in <run_dir>/logs/ (unless verbose)."""
+    return Launch(log_dir=None if verbose() else rd.root / "logs", stall_timeout=cfg.launch.stall_timeout or None,
+                  watch=rd.root)
 
 
-def generate(cfg: Config, rd: RunDir, t: int, stages: list[str]) -> None:
-    todo = [s for s in stages if not rd.is_done(t, s)]
+def launcher(cfg: Config, stage: Stage) -> Launcher:
+    """How a stage starts, from its row and `launch.*`: a training stage under `launch.launcher` or
+    accelerate launch when set, generation under torchrun with launch.generation_processes > 1, and
+    otherwise in this process (launch.in_process=true) or in a worker process of its own."""
+    lc = cfg.launch
+    if stage.runner is Runner.train and lc.launcher:
+        return Launcher(tuple(shlex.split(lc.launcher)), launched_env())
+    if stage.runner is Runner.train and lc.accelerate_config is not None:
+        config_file = str(find_launch_config(lc.accelerate_config))
+        return Launcher((sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file),
+                        launched_env())
+    if stage.name in GENERATION_STAGES and lc.generation_processes > 1:
+        torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    f"--nproc_per_node={lc.generation_processes}")
+        return Launcher(torchrun, launched_env())
+    return IN_PROCESS if lc.in_process else Launcher()
+
+
+def generate(cfg: Config, rd: RunDir, t: int, todo: list[StageName]) -> None:
+    todo = [s for s in todo if not rd.is_done(t, s)]
     if todo:
-        args = ["-m", "selfreward.stages", "--run-dir", str(rd.root), "--round", str(t), *todo]
-        n = cfg.launch.generation_processes
-        launch = ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"] if n > 1 else []
-        run_stage([sys.executable, *launch, *args], f"round {t}: {', '.join(todo)}", log_name(t, "generation"),
-                  stage_launch(cfg, rd), launched_env() if n > 1 else None)
+        args = ["--run-dir", str(rd.root), "--round", str(t), *todo]
+        run_stage(stages, args, f"round {t}: {', '.join(todo)}", log_name(t, "generation"), watching(cfg, rd),
+                  launcher(cfg, STAGE[todo[0]]))
 
 
-def train(cfg: Config, rd: RunDir, t: int, module: str, stage: StageName = StageName.update) -> None:
+def train(cfg: Config, rd: RunDir, t: int, trainer: ModuleType, stage: StageName = StageName.update) -> None:
+    """The init (t = 0: SFT -> M1), a round's update, or the temporal variant's look-ahead model."""
     data = cfg.init.data.upper().replace("+", " + ")
-    what = f"init: SFT on {data} -> M1" if not t else f"round {t}: {stage} ({module.rsplit('.', 1)[1].upper()})"
+    kind = trainer.__name__.rsplit(".", 1)[1].upper()
+    what = f"init: SFT on {data} -> M1" if not t else f"round {t}: {stage} ({kind})"
     if launch_zero_stage(cfg.launch.accelerate_config) is not None and not cfg.launch.launcher:
         extensions.prepare(lambda line: console.print(line))
-    run_stage(train_command(cfg, rd, t, module, stage), what, log_name(t, stage if t else StageName.init),
-              stage_launch(cfg, rd), launched_env() if cfg.launch.accelerate_config or cfg.launch.launcher else None)
+    args = ["--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
+    run_stage(trainer, args, what, log_name(t, stage if t else StageName.init), watching(cfg, rd),
+              launcher(cfg, STAGE[stage]))
 
 
-def train_command(cfg: Config, rd: RunDir, t: int, module: str, stage: StageName = StageName.update) -> list[str]:
-    """`accelerate launch --config_file <launch.accelerate_config> -m <module> ...`, or `launch.launcher`
-    in its place (a Slurm `srun` that starts accelerate on every node), or one plain process."""
-    args = ["-m", module, "--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
-    if cfg.launch.launcher:
-        return [*shlex.split(cfg.launch.launcher), *args]
-    if cfg.launch.accelerate_config is None:
-        return [sys.executable, *args]
-    config_file = find_launch_config(cfg.launch.accelerate_config)
-    return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config_file), *args]
-
-
-def evaluate(cfg: Config, rd: RunDir, t: int, what: str) -> None:
-    run_stage([sys.executable, "-m", "selfreward.evaluate", "--run-dir", str(rd.root), "--round", str(t)], what,
-              log_name(t, StageName.evaluate), stage_launch(cfg, rd))
+def evaluate_model(cfg: Config, rd: RunDir, t: int, what: str) -> None:
+    """M_{t+1}'s evaluation (t = 0: M1's, on the testbed)."""
+    run_stage(evaluate, ["--run-dir", str(rd.root), "--round", str(t)], what, log_name(t, StageName.evaluate),
+              watching(cfg, rd), launcher(cfg, STAGE[StageName.evaluate]))
 
 
 def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
@@ -196,21 +206,21 @@ def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
         if not draft:
             raise ConfigError(f"Round {t}: no draft pairs to train the look-ahead model on ({drops}).")
         write_jsonl(rd.lookahead_dir(t) / "pairs.jsonl", draft)
-        train(cfg, rd, t, "selfreward.train.dpo", stage=StageName.lookahead)
+        train(cfg, rd, t, dpo, stage=StageName.lookahead)
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     # One manifest entry, the pairs stage, for either kind of training data; the file differs.
-    dpo = cfg.update.method is UpdateMethod.dpo
+    is_dpo = cfg.update.method is UpdateMethod.dpo
     if rd.is_done(t, StageName.pairs):
         return
     start = time.perf_counter()
-    build = variants.preference_pairs if dpo else variants.sft_examples
+    build = variants.preference_pairs if is_dpo else variants.sft_examples
     records, drops = build(cfg, rd, t)
     too_few = len(records) < cfg.pairs.min_pairs
     if too_few:
         message = (
-            f"Round {t}: {len(records)} {'pairs' if dpo else 'SFT examples'}, fewer than "
+            f"Round {t}: {len(records)} {'pairs' if is_dpo else 'SFT examples'}, fewer than "
             f"pairs.min_pairs={cfg.pairs.min_pairs} ({drops})."
         )
         if cfg.pairs.on_too_few is OnProblem.stop:
@@ -232,8 +242,7 @@ def update(cfg: Config, rd: RunDir, t: int) -> None:
     if rd.manifest(t)[StageName.pairs].get("skip_update"):
         skip_update(cfg, rd, t)
     else:
-        dpo = cfg.update.method is UpdateMethod.dpo
-        train(cfg, rd, t, "selfreward.train.dpo" if dpo else "selfreward.train.sft")
+        train(cfg, rd, t, dpo if cfg.update.method is UpdateMethod.dpo else sft)
 
 
 def skip_update(cfg: Config, rd: RunDir, t: int) -> None:

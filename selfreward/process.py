@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import gc
-import importlib
 import os
 import signal
 import subprocess
@@ -16,6 +15,7 @@ import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Callable, Iterator
 
 from selfreward.errors import ConfigError
@@ -45,10 +45,10 @@ def quiet_environment(cuda: bool) -> None:
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": the run's own lines say it
 
 
-def launched_env() -> dict[str, str]:
+def launched_env() -> tuple[tuple[str, str], ...]:
     """For a stage started by torchrun or accelerate launch: one OMP thread per rank, which torchrun
     sets anyway when it is unset, with a banner saying so."""
-    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    return (("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1")),)
 
 
 def quiet_warnings() -> None:
@@ -61,8 +61,6 @@ def quiet_warnings() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning, module="torch.distributed.c10d_logger")
     # peft asks transformers for is_gradient_checkpointing
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
-_in_process = False  # a stage running inside the orchestrator (launch.in_process=true)
-
 
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies.
@@ -71,8 +69,6 @@ def die_with_parent() -> None:
     a scheduler pre-empting the job) would otherwise leave ranks training on as orphans, racing the
     rerun that resumes the same stage.
     """
-    if _in_process:
-        return
     parent = os.getppid()
     _killed_with_parent()
     if os.getppid() != parent:  # the parent died before the request took effect
@@ -95,7 +91,8 @@ def stage_main(argv: list[str] | None, description: str, run: Callable[[argparse
     parser.add_argument("--round", type=int, required=True, help="t >= 1: round t; 0: the init stage (M1)")
     add_arguments(parser)
     args = parser.parse_args(argv)
-    die_with_parent()
+    if argv is None:  # its own process (`python -m`); a stage called in the orchestrator is given its argv
+        die_with_parent()
     quiet_warnings()
     try:
         return run(args) or 0
@@ -112,43 +109,56 @@ class StageFailed(RuntimeError):
         self.returncode = returncode
 
 
+@dataclass(frozen=True)
+class Launcher:
+    """How a stage's entry point (a module with `main(argv)`) starts.
+
+    `prefix=None`: `module.main(args)` in this process (launch.in_process=true), so torch, transformers
+    and TRL load once per run. Otherwise `*prefix -m module *args` in a child process the orchestrator
+    watches: `python` (a worker process), accelerate launch with a config file (training under
+    DeepSpeed), torchrun (data-parallel generation), or `launch.launcher` (e.g. Slurm's srun)."""
+
+    prefix: tuple[str, ...] | None = (sys.executable,)
+    env: tuple[tuple[str, str], ...] = ()  # set for the child (launchers: one OMP thread per rank)
+
+    def command(self, module: str, args: list[str]) -> list[str]:
+        return [*(self.prefix or (sys.executable,)), "-m", module, *args]
+
+
+IN_PROCESS = Launcher(prefix=None)
+
+
 @dataclass
 class Launch:
-    """How the orchestrator runs its stages (the same for every stage of a run)."""
+    """How the orchestrator watches its stages (the same for every stage of a run)."""
 
-    in_process: bool = False  # call the stage's main() here instead of a fresh process
     log_dir: Path | None = None  # each stage's output goes to <log_dir>/<name>.log; None: this console (-v)
     stall_timeout: float | None = None  # stop a stage process that makes no progress for this long
     watch: Path | None = None  # a folder whose changing files count as progress, besides the log
     heartbeat: float = 60.0  # seconds between "still running" lines when stderr is not a terminal
 
 
-def run_stage(cmd: list[str], what: str, name: str = "stage", launch: Launch | None = None,
-              env: dict[str, str] | None = None) -> None:
-    """Run one stage and wait for it; raise StageFailed when it fails or stalls.
-
-    With `launch.in_process`, a `python -m selfreward.<stage> args...` command runs as
-    `<module>.main(args)` here, so torch, transformers and TRL are imported once per run instead of
-    once per stage; a launcher's command (accelerate launch, torchrun, srun: ranks that need their own
-    processes) still starts its processes. A child process is watched: no new output and no file
-    written under `launch.watch` for `launch.stall_timeout` seconds stops it with a message that says
-    where it stalled."""
+def run_stage(module: ModuleType, args: list[str], what: str, name: str = "stage", launch: Launch | None = None,
+              launcher: Launcher = Launcher()) -> None:
+    """Run one stage, `module.main(args)`, as `launcher` says, and wait for it; raise StageFailed when
+    it fails or stalls. A child process is watched: no new output and no file written under
+    `launch.watch` for `launch.stall_timeout` seconds stops it with a message that says where it
+    stalled."""
     launch = launch or Launch()
     log = launch.log_dir / f"{name}.log" if launch.log_dir else None
+    cmd = launcher.command(module.__name__, args)
     if log:
         log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "a", encoding="utf-8") as f:
             f.write(f"\n=== {time.strftime('%Y-%m-%d %H:%M:%S')} {what}: {' '.join(cmd)}\n")
     start = time.monotonic()
-    # torchrun and accelerate launch are `python -m` too, but only a selfreward module runs here
-    here = launch.in_process and cmd[:2] == [sys.executable, "-m"] and cmd[2].startswith("selfreward.")
     with _progress_line(what, launch, start):
-        if here:
+        if launcher.prefix is None:
             with _output_to(log):
-                returncode = _run_main(cmd[2], cmd[3:])
+                returncode = _run_main(module, args)
             why = ""
         else:
-            returncode, why = _watched(cmd, log, launch, env or {})
+            returncode, why = _watched(cmd, log, launch, dict(launcher.env))
     if returncode:
         raise StageFailed(what, returncode, log, why)
     _say(f"{what}: done in {_clock(time.monotonic() - start)}" if log else "")
@@ -273,18 +283,15 @@ def _tail(log: Path, lines: int = 15) -> str:
     return "\n".join("  " + line.rsplit("\r", 1)[-1][:300] for line in text[-lines:])
 
 
-def _run_main(module: str, args: list[str]) -> int:
-    global _in_process
-    _in_process = True
+def _run_main(module: ModuleType, args: list[str]) -> int:
     try:
-        return importlib.import_module(module).main(args) or 0
+        return module.main(args) or 0
     except SystemExit as e:  # argparse and sys.exit inside the stage
         return e.code if isinstance(e.code, int) else 1
     except Exception:  # what a stage process would print before exiting 1
         traceback.print_exc()
         return 1
     finally:
-        _in_process = False
         # The stage's models are unreachable now; give their memory back before the next stage loads.
         # Freezing what survives (modules, caches) keeps later collections from rescanning it.
         gc.collect()

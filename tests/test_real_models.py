@@ -75,13 +75,14 @@ def test_launch_yaml_names_only_keys_accelerate_knows(path):
 def test_slurm_scripts_are_valid_bash_and_their_launcher_override_parses(tmp_path):
     for script in ("slurm.sbatch", "slurm_node.sh"):
         subprocess.run(["bash", "-n", str(LAUNCH_DIR / script)], check=True)
-    from selfreward.loop import train_command
+    from selfreward.loop import launcher
+    from selfreward.round import STAGE, StageName
 
-    launcher = "srun --nodes=2 --ntasks-per-node=1 --overlap bash launch/slurm_node.sh launch/multinode_zero3.yaml"
-    cfg = compose(["recipe=srlm_llama2_70b", f"launch.launcher='{launcher}'", f"run_dir={tmp_path}"])
-    cmd = train_command(cfg, RunDir(tmp_path), 2, "selfreward.train.dpo")
-    assert cmd == [*launcher.split(), "-m", "selfreward.train.dpo", "--run-dir", str(tmp_path), "--round", "2",
-                   "--stage", "update"]
+    srun = "srun --nodes=2 --ntasks-per-node=1 --overlap bash launch/slurm_node.sh launch/multinode_zero3.yaml"
+    cfg = compose(["recipe=srlm_llama2_70b", f"launch.launcher='{srun}'", f"run_dir={tmp_path}"])
+    args = ["--run-dir", str(tmp_path), "--round", "2", "--stage", "update"]
+    cmd = launcher(cfg, STAGE[StageName.update]).command("selfreward.train.dpo", args)
+    assert cmd == [*srun.split(), "-m", "selfreward.train.dpo", *args]
 
 
 def test_vllm_backend_without_vllm_exits_2_before_any_work(tmp_path):

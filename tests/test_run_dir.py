@@ -6,12 +6,13 @@ import os
 import subprocess
 import sys
 import time
+import types
 
 import pytest
 
 from selfreward.errors import ConfigError
 from selfreward.lock import NAME, RunLock
-from selfreward.process import Launch, StageFailed, run_stage
+from selfreward.process import Launch, Launcher, StageFailed, run_stage
 from tests.helpers import SMALL, selfreward
 
 FAST = ["recipe=tiny", *SMALL, "launch.accelerate_config=null", "launch.in_process=true", "eval.enabled=false"]
@@ -210,10 +211,11 @@ def test_every_refusal_names_a_restart_that_redoes_the_changed_stage(tmp_path, u
 
 def test_a_stage_that_stops_making_progress_is_stopped_with_a_message(tmp_path):
     launch = Launch(log_dir=tmp_path / "logs", stall_timeout=3, watch=tmp_path)
+    (tmp_path / "stalls.py").write_text("print('loading', flush=True)\nimport time\ntime.sleep(60)\n")
     start = time.monotonic()
     with pytest.raises(StageFailed) as failed:
-        run_stage([sys.executable, "-c", "print('loading', flush=True); import time; time.sleep(60)"],
-                  "round 1: judge", "round_1.generation", launch)
+        run_stage(types.ModuleType("stalls"), [], "round 1: judge", "round_1.generation", launch,
+                  Launcher(env=(("PYTHONPATH", str(tmp_path)),)))
     assert time.monotonic() - start < 30
     message = str(failed.value)
     assert "made no progress for 3 s" in message and "launch.stall_timeout" in message
