@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 
 from selfreward.generation.base import Generator
+from selfreward.generation.parallel import DataParallelGenerator
 from selfreward.schema import Backend, Config
 
 
@@ -21,9 +22,7 @@ def load_generator(cfg: Config, model_path: str) -> Generator:
 
         return VLLMGenerator(model_path, cfg)
     if distributed():
-        from selfreward.generation.parallel import DataParallelGenerator
-
         return DataParallelGenerator(cfg, model_path)
-    from selfreward.generation.hf import HFGenerator
+    from selfreward.generation.hf import HFGenerator  # torch
 
     return HFGenerator(model_path, cfg)
