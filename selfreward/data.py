@@ -10,10 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from selfreward.config import rendered_templates
 from selfreward.errors import ConfigError
 from selfreward.resources import DATA_DIR, find_prompt
 from selfreward.schema import Config
+from selfreward.validation import rendered_templates
 
 IFT_FIELDS = ("instruction", "response")
 EFT_FIELDS = ("instruction", "response", "judgment")

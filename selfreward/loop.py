@@ -28,7 +28,7 @@ from types import ModuleType
 from rich.console import Console
 
 from selfreward import evaluate, extensions, profiling, prompts, stages, testbed, trackers, variants
-from selfreward.config import launch_zero_stage, to_yaml
+from selfreward.config import to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
 from selfreward.lock import RunLock
@@ -42,6 +42,7 @@ from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl,
 from selfreward.schema import Config, OnProblem, UpdateMethod
 from selfreward.tiny import build_tiny_model
 from selfreward.train import dpo, sft
+from selfreward.validation import launch_zero_stage
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)
 

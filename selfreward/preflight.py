@@ -9,7 +9,7 @@ from dataclasses import replace
 
 from selfreward import models, testbed
 from selfreward.checkpoint import load_tokenizer
-from selfreward.config import VLLM_MISSING
+from selfreward.validation import VLLM_MISSING
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 
-from selfreward.config import load_frozen
 from selfreward import testbed
+from selfreward.config import load_frozen
 from selfreward.round import StageName
 from selfreward.rundir import RunDir, read_jsonl
 

@@ -3,9 +3,10 @@ import shlex
 import pytest
 
 from selfreward.cli import main
-from selfreward.config import _bounded, _interval, compose, group_options
+from selfreward.config import compose, group_options
 from selfreward.errors import ConfigError
 from selfreward.schema import Backend, Config, JudgeMethod, Reference, UpdateMethod
+from selfreward.validation import _bounded, _interval
 from tests.helpers import selfreward
 
 
