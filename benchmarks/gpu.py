@@ -111,7 +111,8 @@ def dpo(path: Path, work: Path, dry_run: bool, params: int) -> dict:
 
     from selfreward.config import compose, to_yaml
     from selfreward.data import load_seed
-    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.files import write_jsonl
+    from selfreward.rundir import RunDir
 
     run_dir = work / "run"
     launch = yaml.safe_load((ROOT / "launch" / ("cpu_zero2.yaml" if dry_run else "gpu_zero2.yaml")).read_text())

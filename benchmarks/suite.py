@@ -22,12 +22,13 @@ from benchmarks.rows import Row, at_scale, exponent, judge_speed, median, outsid
 from selfreward import profiling, testbed
 from selfreward.candidates import sample_candidates
 from selfreward.config import compose, to_yaml
+from selfreward.files import read_jsonl, write_jsonl
 from selfreward.generation.base import Sampling
 from selfreward.generation.hf import HFGenerator
 from selfreward.judge import judge_candidates, judge_template, score_token_ids
 from selfreward.metrics import score_histogram
 from selfreward.pairs import build_pairs, build_sft
-from selfreward.rundir import RunDir, read_jsonl, write_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, JudgeConfig, JudgeMethod, Precision
 from selfreward.sweep import share_init
 from selfreward.templates import chat_prompt

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from selfreward.data import read_records
 from selfreward.errors import ConfigError
+from selfreward.files import write_jsonl
 from selfreward.generation import load_generator
 from selfreward.judge import judge_candidates
-from selfreward.rundir import write_jsonl
 from selfreward.schema import Config, JudgeMethod
 
 

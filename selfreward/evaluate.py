@@ -29,12 +29,13 @@ from selfreward import stats, testbed
 from selfreward.config import load_frozen
 from selfreward.data import DATA_DIR, heldout_prompts, load_seed
 from selfreward.errors import ConfigError
+from selfreward.files import read_jsonl, write_json, write_jsonl
 from selfreward.generation import load_generator
 from selfreward.generation.base import Sampling
 from selfreward.judge import judge_candidates, option_token_ids
 from selfreward.process import stage_main
 from selfreward.round import StageName, stage_seed
-from selfreward.rundir import RunDir, read_jsonl, write_json, write_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedFamily
 from selfreward.templates import Template, chat_prompt
 from selfreward.text import normalize, token_counts

@@ -19,9 +19,10 @@ from pathlib import Path
 
 from selfreward.config import load_frozen
 from selfreward.errors import ConfigError
+from selfreward.files import atomic_write_text
 from selfreward.generation import load_generator
 from selfreward.generation.base import Sampling
-from selfreward.rundir import RunDir, atomic_write_text
+from selfreward.rundir import RunDir
 from selfreward.templates import chat_prompt, render_chat
 
 

@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from selfreward.errors import ConfigError
-from selfreward.rundir import LOCK_NAME, pid_alive
+from selfreward.files import pid_alive
+from selfreward.rundir import LOCK_NAME
 
 NAME = LOCK_NAME
 HEARTBEAT = 30.0

@@ -31,6 +31,7 @@ from selfreward import evaluate, extensions, profiling, prompts, stages, testbed
 from selfreward.config import to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
+from selfreward.files import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
 from selfreward.lock import RunLock
 from selfreward.metrics import round_metrics, summary_markdown, summary_table
 from selfreward.preflight import check_init_lengths, checked
@@ -38,7 +39,7 @@ from selfreward.process import IN_PROCESS, Launch, Launcher, launched_env, quiet
 from selfreward.resources import find_launch_config
 from selfreward.resume import freeze, verify_finished
 from selfreward.round import GENERATION_STAGES, STAGE, Runner, Stage, StageName, log_name, round_stages
-from selfreward.rundir import RunDir, atomic_dir, atomic_write_text, read_jsonl, write_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, OnProblem, UpdateMethod
 from selfreward.tiny import build_tiny_model
 from selfreward.train import dpo, sft

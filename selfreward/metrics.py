@@ -6,8 +6,9 @@ import json
 from collections import Counter
 from statistics import mean
 
+from selfreward.files import read_jsonl, write_json
 from selfreward.round import StageName
-from selfreward.rundir import RunDir, read_jsonl, write_json
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
 from selfreward.variants.cream import unflipped

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from selfreward.errors import ConfigError
-from selfreward.rundir import atomic_dir, file_sha256
+from selfreward.files import atomic_dir, file_sha256
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,6 @@ from dataclasses import replace
 
 from selfreward import models, testbed
 from selfreward.checkpoint import load_tokenizer
-from selfreward.validation import VLLM_MISSING
 from selfreward.data import load_seed, seed_texts
 from selfreward.errors import ConfigError
 from selfreward.judge import judge_template
@@ -18,6 +17,7 @@ from selfreward.rundir import RunDir
 from selfreward.schema import Backend, Config
 from selfreward.templates import Template, chat_prompt
 from selfreward.tiny import build_tokenizer
+from selfreward.validation import VLLM_MISSING
 
 
 def checked(cfg: Config) -> tuple[Config, RunDir]:

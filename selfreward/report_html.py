@@ -22,8 +22,9 @@ import matplotlib.pyplot as plt
 
 from selfreward import testbed
 from selfreward.config import load_frozen
+from selfreward.files import read_jsonl
 from selfreward.round import StageName
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.rundir import RunDir
 
 CSS = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; }

@@ -10,7 +10,8 @@ from pathlib import Path
 from statistics import mean
 
 from selfreward.config import load_frozen
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.files import read_jsonl
+from selfreward.rundir import RunDir
 from selfreward.testbed import check
 from selfreward.variants.cream import unflipped
 

@@ -13,8 +13,9 @@ from rich.console import Console
 
 from selfreward.config import to_yaml
 from selfreward.errors import ConfigError
+from selfreward.files import atomic_write_text
 from selfreward.round import ROUND_STAGES, StageName, setting_stages
-from selfreward.rundir import RunDir, atomic_write_text
+from selfreward.rundir import RunDir
 from selfreward.schema import Config
 
 console = Console(stderr=True)

@@ -25,6 +25,7 @@ from selfreward.candidates import sample_candidates
 from selfreward.config import load_frozen
 from selfreward.data import heldout_prompts, seed_instructions, seed_path
 from selfreward.errors import ConfigError
+from selfreward.files import read_jsonl
 from selfreward.generation import distributed, load_generator, parallel
 from selfreward.generation.base import Generator
 from selfreward.judge import judge_candidates, random_scores
@@ -32,7 +33,7 @@ from selfreward.metrics import score_histogram
 from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
 from selfreward.round import GENERATION_STAGES, STAGE, Runner, StageName, stage_seed
-from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.rundir import ChunkLog, RunDir
 from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily, VariantName
 from selfreward.variants.meta import run_meta_judge
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from rich.table import Table
 
+from selfreward.files import last_checkpoint
 from selfreward.round import STAGE, TABLE, TRAINING_STAGES, Runner, StageName, round_stages
-from selfreward.rundir import ChunkLog, RunDir, last_checkpoint
+from selfreward.rundir import ChunkLog, RunDir
 from selfreward.schema import Config, UpdateMethod
 
 

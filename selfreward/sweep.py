@@ -31,10 +31,11 @@ from rich.table import Table
 
 from selfreward.config import compose, load_frozen, to_yaml
 from selfreward.errors import ConfigError
+from selfreward.files import atomic_dir, write_json
 from selfreward.models import MODELS, cached
 from selfreward.resume import first_affected, flatten
 from selfreward.round import StageName
-from selfreward.rundir import RunDir, atomic_dir, write_json
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, TestbedFamily
 
 console = Console(stderr=True, width=None if sys.stderr.isatty() else 140)

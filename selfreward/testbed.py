@@ -31,11 +31,12 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from selfreward.errors import ConfigError
-from selfreward.judge import register, scored
 from selfreward import constraints, testbed_constraints
+from selfreward.errors import ConfigError
+from selfreward.files import atomic_write_text, read_jsonl, write_jsonl
+from selfreward.judge import register, scored
 from selfreward.prompts import instruction_request
-from selfreward.rundir import RunDir, atomic_write_text, read_jsonl, write_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedConfig, TestbedFamily
 from selfreward.stats import pair_outcome
 from selfreward.templates import Template

@@ -37,10 +37,11 @@ from pathlib import Path
 
 from selfreward import constraints
 from selfreward.errors import ConfigError
+from selfreward.files import atomic_write_text, file_sha256, read_jsonl, write_jsonl
 from selfreward.generation import load_generator
 from selfreward.generation.base import Sampling
 from selfreward.models import resolve, user_cache
-from selfreward.rundir import RunDir, atomic_write_text, file_sha256, read_jsonl, write_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config
 from selfreward.templates import chat_prompt
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from selfreward.rundir import atomic_dir
+from selfreward.files import atomic_dir
 from selfreward.schema import TinyModelConfig
 
 # ChatML-style: the assistant turn ends with <|im_end|>, which is also EOS, so generation stops there.

@@ -18,7 +18,8 @@ import hashlib
 import json
 import os
 
-from selfreward.rundir import RunDir, write_json
+from selfreward.files import write_json
+from selfreward.rundir import RunDir
 from selfreward.schema import Config
 
 # name -> where it is read from a round's metrics.json

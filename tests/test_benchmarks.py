@@ -104,9 +104,9 @@ class CheckingGenerator:
 
     @staticmethod
     def _right(prompt: str) -> bool:
-        from selfreward import testbed
-
         import re
+
+        from selfreward import testbed
 
         instruction, response = re.match(r"Check: (.*) = ([a-z0-9 ]*?)(?:Score|$)", prompt).groups()
         return bool(testbed.check(instruction, response))
@@ -119,7 +119,7 @@ class CheckingGenerator:
 
 
 def test_the_real_judge_row_gives_its_sampled_baseline_room_to_score(tmp_path):
-    from selfreward.rundir import write_jsonl
+    from selfreward.files import write_jsonl
 
     eft = [{"instruction": f"sort {w}", "response": r, "judgment": "", "score": int(r == "".join(sorted(w)))}
            for w in ("cab", "dca", "feb", "hag") for r in ("".join(sorted(w)), w)]

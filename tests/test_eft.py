@@ -4,8 +4,8 @@ import json
 
 from selfreward import eft
 from selfreward.config import compose
+from selfreward.files import read_jsonl
 from selfreward.generation.base import Sampling
-from selfreward.rundir import read_jsonl
 from tests.helpers import selfreward
 
 

@@ -218,7 +218,7 @@ def test_the_string_testbeds_stage_files_are_the_pinned_bytes(mechanisms_sweep, 
 def test_self_consistency_pairs_a_most_voted_with_a_least_voted_answer(mechanisms_sweep):
     from collections import Counter
 
-    from selfreward.rundir import read_jsonl
+    from selfreward.files import read_jsonl
     from tests.helpers import selfreward
 
     rd = _run(mechanisms_sweep, "self_consistency")
@@ -239,7 +239,7 @@ def test_self_consistency_pairs_a_most_voted_with_a_least_voted_answer(mechanism
 
 @pytest.mark.slow
 def test_cream_smooths_the_labels_by_one_minus_c_in_what_the_trainer_reads(mechanisms_sweep):
-    from selfreward.rundir import read_jsonl
+    from selfreward.files import read_jsonl
     from selfreward.variants import cream
 
     rd = _run(mechanisms_sweep, "cream")
@@ -264,8 +264,8 @@ def test_cream_smooths_the_labels_by_one_minus_c_in_what_the_trainer_reads(mecha
 @pytest.mark.slow
 def test_random_scores_are_the_rounds_seed(mechanisms_sweep):
     from selfreward.config import load_frozen
+    from selfreward.files import read_jsonl
     from selfreward.round import stage_seed
-    from selfreward.rundir import read_jsonl
 
     rd = _run(mechanisms_sweep, "random")
     cfg = load_frozen(rd.root)
@@ -282,7 +282,8 @@ def test_random_scores_are_the_rounds_seed(mechanisms_sweep):
 @pytest.mark.slow
 def test_the_oracle_arm_agrees_with_the_checker(mechanisms_sweep, tmp_path):
     from selfreward.config import compose
-    from selfreward.rundir import RunDir, read_jsonl
+    from selfreward.files import read_jsonl
+    from selfreward.rundir import RunDir
     from selfreward.sweep import share_init
     from tests.helpers import selfreward
 
@@ -306,7 +307,8 @@ def test_the_oracle_arm_agrees_with_the_checker(mechanisms_sweep, tmp_path):
 
 @pytest.mark.slow
 def test_the_reasoning_judge_writes_its_check_before_the_score_is_read(tmp_path):
-    from selfreward.rundir import RunDir, read_jsonl
+    from selfreward.files import read_jsonl
+    from selfreward.rundir import RunDir
     from tests.helpers import selfreward
 
     rd = RunDir(tmp_path / "reasoning")

@@ -1,9 +1,9 @@
-from selfreward.generation.base import Sampling
 import json
 
 import pytest
 
 from selfreward.data import seed_path
+from selfreward.generation.base import Sampling
 from selfreward.prompts import NearDuplicateIndex, extract_instruction, generate_prompts, meta_text
 from selfreward.schema import PromptsConfig
 

@@ -15,9 +15,10 @@ import yaml
 
 from selfreward.checkpoint import adapter_base, is_adapter, load_causal_lm, merge_adapter, set_adapter_base
 from selfreward.config import compose, recipes, to_yaml
+from selfreward.files import read_jsonl, write_jsonl
 from selfreward.prompts import evolve_prompts
 from selfreward.resources import LAUNCH_DIR, RECIPES_DIR
-from selfreward.rundir import RunDir, read_jsonl, write_jsonl
+from selfreward.rundir import RunDir
 from tests.helpers import SMALL, selfreward
 from tests.test_loop import check_round
 

@@ -175,9 +175,10 @@ def test_every_refusal_names_a_restart_that_redoes_the_changed_stage(tmp_path, u
     """The refusal's restart_from names the changed stage (or an earlier one); following it moves that
     stage's outputs, every later stage's and every later round's aside, and keeps the earlier ones."""
     from selfreward.config import compose
+    from selfreward.files import write_json
     from selfreward.resume import STAGES, freeze, parse_restart
     from selfreward.round import TABLE, setting_stages
-    from selfreward.rundir import RunDir, write_json
+    from selfreward.rundir import RunDir
 
     assert {s.name for s in TABLE if s.settings} | {"init"} <= set(CHANGES)
     for stage, change in CHANGES.items():
@@ -290,7 +291,7 @@ def test_a_resumed_chunk_log_removes_the_temp_files_a_kill_left(tmp_path):
 
 
 def test_an_atomic_write_removes_what_a_killed_writer_of_the_same_file_left(tmp_path):
-    from selfreward.rundir import atomic_write_text
+    from selfreward.files import atomic_write_text
 
     stale = tmp_path / f".manifest.json.tmp{_finished_pid()}"
     stale.write_text("half")

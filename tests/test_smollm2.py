@@ -22,7 +22,7 @@ import pytest
 
 from selfreward import constraints, testbed
 from selfreward.config import load_frozen
-from selfreward.rundir import read_jsonl
+from selfreward.files import read_jsonl
 from tests.helpers import selfreward
 
 pytestmark = pytest.mark.slow
@@ -114,12 +114,12 @@ def test_training_sees_the_token_ids_generation_was_given(cfg, tmp_path):
     and every completion ends with <|im_end|>, trained on (the model learns to stop)."""
     from dataclasses import replace
 
+    from selfreward.files import write_jsonl
     from selfreward.generation.hf import HFGenerator
-    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.rundir import RunDir
+    from selfreward.schema import UpdateMethod
     from selfreward.templates import chat_prompt
     from selfreward.train import dpo, sft
-
-    from selfreward.schema import UpdateMethod
 
     cfg = replace(cfg, run_dir=str(tmp_path / "run"))
     rd = RunDir(cfg.run_dir)

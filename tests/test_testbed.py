@@ -10,7 +10,8 @@ import pytest
 from selfreward import testbed
 from selfreward.config import compose
 from selfreward.errors import ConfigError
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.files import read_jsonl
+from selfreward.rundir import RunDir
 from tests.helpers import selfreward
 
 
@@ -302,8 +303,8 @@ def test_the_schema_names_every_heldout_version_the_testbed_implements():
 
 
 def test_the_reports_pair_table_sorts_pairs_by_the_checkers_verdict(tmp_path):
+    from selfreward.files import write_jsonl
     from selfreward.report_testbed import pair_table
-    from selfreward.rundir import write_jsonl
 
     run = tmp_path / "run"
     sides = [("abc", "acb"), ("acb", "abc"), ("abc", "abc"), ("bca", "cab a b")]  # right, wrong, both pass, both fail

@@ -11,7 +11,7 @@ from selfreward import constraints, testbed
 from selfreward import testbed_constraints as tc
 from selfreward.config import compose
 from selfreward.errors import ConfigError
-from selfreward.rundir import file_sha256
+from selfreward.files import file_sha256
 from selfreward.sweep import init_key
 
 RECIPE = "recipe=testbed_smollm2"

@@ -102,7 +102,8 @@ def test_anchored_rejection_takes_the_other_models_worst():
 
 
 def test_future_chosen_without_anchor_rejects_m_t_own_worst(tmp_path):
-    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.files import write_jsonl
+    from selfreward.rundir import RunDir
     from selfreward.variants import preference_pairs
 
     cfg = compose(["variant=temporal", "variant.anchored_rejection=false", f"run_dir={tmp_path}"])
@@ -125,7 +126,8 @@ def test_consistency_keeps_only_agreeing_pairs():
 
 
 def test_consistency_sft_keeps_a_zero_score_at_threshold_zero(tmp_path):
-    from selfreward.rundir import RunDir, write_jsonl
+    from selfreward.files import write_jsonl
+    from selfreward.rundir import RunDir
     from selfreward.variants import sft_examples
 
     cfg = compose(["variant=consistency", "update=sft", "pairs.sft_threshold=0", f"run_dir={tmp_path}"])

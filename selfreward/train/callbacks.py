@@ -15,7 +15,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from selfreward.errors import ConfigError
-from selfreward.rundir import file_sha256, write_json
+from selfreward.files import file_sha256, write_json
 
 HASHES = "checkpoint_hashes.json"
 

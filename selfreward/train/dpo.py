@@ -14,8 +14,9 @@ from __future__ import annotations
 import sys
 
 from selfreward.checkpoint import load_tokenizer, peft_config
+from selfreward.files import read_jsonl
 from selfreward.round import StageName
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, Reference
 from selfreward.train.common import (
     load_model,

@@ -11,8 +11,9 @@ import sys
 from selfreward.checkpoint import load_tokenizer, peft_config
 from selfreward.data import seed_lines, seed_path
 from selfreward.errors import ConfigError
+from selfreward.files import read_jsonl
 from selfreward.judge import judge_template
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config
 from selfreward.text import token_counts
 from selfreward.train.common import load_model, train_and_save, training_main, trl_config

@@ -21,9 +21,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 from selfreward.checkpoint import load_tokenizer
+from selfreward.files import read_jsonl
 from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
 from selfreward.round import StageName, stage_seed
-from selfreward.rundir import RunDir, read_jsonl
+from selfreward.rundir import RunDir
 from selfreward.schema import Config, JudgeConfig, VariantName
 from selfreward.variants import cream, length, meta, votes
 

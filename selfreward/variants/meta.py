@@ -15,10 +15,11 @@ import itertools
 import math
 from functools import partial
 
+from selfreward.files import read_jsonl
 from selfreward.generation.base import Generator
 from selfreward.judge import judge_template, reason_then_read
 from selfreward.round import StageName
-from selfreward.rundir import ChunkLog, RunDir, read_jsonl
+from selfreward.rundir import ChunkLog, RunDir
 from selfreward.schema import Config
 from selfreward.templates import Template, chat_prompt
 
