@@ -62,6 +62,7 @@ def quiet_warnings() -> None:
     # peft asks transformers for is_gradient_checkpointing
     warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*", category=FutureWarning)
 
+
 def die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies.
 

@@ -77,7 +77,7 @@ class Role(str, Enum):
 
 class Runner(str, Enum):
     """Who runs a stage: a generation runner of the worker (`selfreward.stages.RUNNERS`), a training
-    launch, or the orchestrator itself."""
+    launch (`selfreward.train.*`), the evaluation (`selfreward.evaluate`), or the orchestrator itself."""
 
     prompts = "prompts"
     sample = "sample"
@@ -85,6 +85,7 @@ class Runner(str, Enum):
     second_judge = "second_judge"
     meta_judge = "meta_judge"
     train = "train"
+    evaluate = "evaluate"
     orchestrator = "orchestrator"
 
 
@@ -140,13 +141,14 @@ TABLE = (
           settings=("pairs", "update.method", "variant.meta_share", "variant.rho", "variant.length_control",
                     "variant.answer_pattern", "variant.min_vote_share", "variant.min_vote_margin")),
     Stage(N.update, ("model", "train"), Runner.train, inputs=(N.pairs,), settings=("update",)),
-    Stage(N.evaluate, ("eval.json", "eval_responses.jsonl"), Runner.orchestrator, seed=9, inputs=(N.update,),
+    Stage(N.evaluate, ("eval.json", "eval_responses.jsonl"), Runner.evaluate, seed=9, inputs=(N.update,),
           settings=("eval",)),
 )
 del N
 STAGE = {s.name: s for s in TABLE}
 ROUND_STAGES = tuple(STAGE)
-GENERATION_STAGES = tuple(s.name for s in TABLE if s.runner not in (Runner.orchestrator, Runner.train))
+GENERATION_STAGES = tuple(s.name for s in TABLE if s.runner in (Runner.prompts, Runner.sample, Runner.judge,
+                                                                Runner.second_judge, Runner.meta_judge))
 TRAINING_STAGES = (StageName.init, *(s.name for s in TABLE if s.runner is Runner.train))
 
 

@@ -180,7 +180,8 @@ def _validate_testbed(obj: Config) -> None:
     if tb.heldout_tasks and not constraints:
         raise ConfigError("'testbed.heldout_tasks' applies to testbed.family=constraints only.")
     if both := sorted(set(tb.tasks) & set(tb.heldout_tasks)):
-        raise ConfigError(f"'testbed.tasks' and 'testbed.heldout_tasks' share {both}: a held-out type is never trained.")
+        raise ConfigError(f"'testbed.tasks' and 'testbed.heldout_tasks' share {both}: a held-out type is never "
+                          "trained.")
     if constraints:
         return testbed_constraints.validate(obj)
     if not tb.alphabet.isalpha() or not tb.alphabet.islower() or not 1 <= tb.min_len <= tb.max_len <= 12:
