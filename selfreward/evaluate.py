@@ -96,8 +96,10 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
         out.update(heldout_gap(gen, cfg, prompts, samples, held, seed + 1))
     if not t:
         return {**out, **sampled, **version}
-    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []  # self_consistency: votes
-    own = testbed.candidate_stats(read_jsonl(rd.output(t, StageName.candidates)), judgments, cfg.variant.answer_pattern, votes)
+    # self_consistency: votes, no judgments
+    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []
+    candidates = read_jsonl(rd.output(t, StageName.candidates))
+    own = testbed.candidate_stats(candidates, judgments, cfg.variant.answer_pattern, votes)
     return {**out, **sampled, **own, **version}
 
 

@@ -29,7 +29,8 @@ def _mean(values: list[float]) -> float | None:
 def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
     candidates = read_jsonl(rd.output(t, StageName.candidates))
-    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []  # self_consistency: none
+    # self_consistency: none
+    judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []
 
     single = [s for j in judgments for s in j["scores"]]
     histogram = score_histogram(judgments)

@@ -50,9 +50,11 @@ def pair_table(dirs: dict[str, list[Path]]) -> list[str]:
         pairs = [unflipped(r) for f in files for r in read_jsonl(f) if r.get("kind", "response") == "response"]
         if not pairs:
             continue  # an SFT arm, or no round yet
-        verdicts = Counter((bool(check(p["prompt"], p["chosen"])), bool(check(p["prompt"], p["rejected"]))) for p in pairs)
+        verdicts = Counter((bool(check(p["prompt"], p["chosen"])), bool(check(p["prompt"], p["rejected"])))
+                           for p in pairs)
         right, wrong = verdicts[True, False], verdicts[False, True]
-        shares = [format(verdicts[k] / len(pairs), ".2f") for k in ((True, False), (False, True), (True, True), (False, False))]
+        kinds = ((True, False), (False, True), (True, True), (False, False))
+        shares = [format(verdicts[k] / len(pairs), ".2f") for k in kinds]
         margin = mean(len(p["chosen"].split()) - len(p["rejected"].split()) for p in pairs)
         out.append(f"| {label} | {len(pairs) / len(files):.1f} | " + " | ".join(shares)
                    + f" | {format(right / (right + wrong), '.2f') if right + wrong else '–'} | {margin:+.1f} |")

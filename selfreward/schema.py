@@ -303,7 +303,8 @@ class UpdateConfig:
     learning_rate: float = bounded(1e-6, "(0, inf)")
     beta: float = bounded(0.1, "(0, inf)", "DPO temperature.")
     sft_weight: float = bounded(0.0, "[0, inf)", "DPO: add this weight times the chosen response's NLL to the loss "
-                                "(RPO, arXiv 2404.19733; TRL's loss_type [sigmoid, sft]): keeps the chosen answers likely.")
+                                "(RPO, arXiv 2404.19733; TRL's loss_type [sigmoid, sft]): keeps the chosen answers "
+                                "likely.")
     precompute_ref: bool = field(
         default=False,
         metadata={"help": "DPO: compute the reference log-probs once before training, then free the reference."},

@@ -67,8 +67,9 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageNam
         records, evolve_stats = evolve_prompts(gen, cfg.prompts, records, stage_seed(cfg, t, StageName.prompts) + 1)
         stats = {**stats, **evolve_stats}
     if constrained:  # after all are committed, so a resumed stage draws the same constraints
-        records = testbed_constraints.constrain_prompts(records, cfg.testbed.tasks, stage_seed(cfg, t, StageName.prompts))
-        seeds = testbed_constraints.constrain_prompts(seeds, cfg.testbed.tasks, stage_seed(cfg, t, StageName.prompts))
+        seed = stage_seed(cfg, t, StageName.prompts)
+        records = testbed_constraints.constrain_prompts(records, cfg.testbed.tasks, seed)
+        seeds = testbed_constraints.constrain_prompts(seeds, cfg.testbed.tasks, seed)
     if cfg.prompts.evolve or constrained:
         log.finish(records + seeds)
     else:

@@ -75,7 +75,8 @@ def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tu
         drops["length_rho"] = length.rho(cfg, t)
     if v.name is VariantName.cream:
         drops.update(cream.smoothing(*_previous_rankings(rd, t)))
-        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], stage_seed(cfg, t, StageName.pairs))
+        seed = stage_seed(cfg, t, StageName.pairs)
+        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], seed)
     return pairs, drops
 
 
