@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from benchmarks.rows import Row, at_scale, exponent, judge_speed, median, outside_share, overhead, speedup
-from selfreward import profiling, testbed
+from selfreward import profiling, testbed, testbed_metrics
 from selfreward.candidates import sample_candidates
 from selfreward.config import compose, to_yaml
 from selfreward.files import read_jsonl, write_jsonl
@@ -152,7 +152,7 @@ def _heldout_judged(cfg: Config) -> tuple[list[dict], list[dict]]:
 
 
 def _pairwise(eft: list[dict], judged: list[dict], max_score: float) -> float | None:
-    return testbed.metrics([], [], eft, [j["score"] for j in judged], max_score)["judge_pairwise_accuracy"]
+    return testbed_metrics.metrics([], [], eft, [j["score"] for j in judged], max_score)["judge_pairwise_accuracy"]
 
 
 def judge_speed_row(gen, cfg: Config, size: Size, reasoning: bool) -> Row:

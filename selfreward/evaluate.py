@@ -25,7 +25,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from selfreward import stats, testbed
+from selfreward import stats, testbed, testbed_metrics
 from selfreward.config import load_frozen
 from selfreward.data import DATA_DIR, heldout_prompts, load_seed
 from selfreward.errors import ConfigError
@@ -88,10 +88,10 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
                                               seed=seed), desc="eval samples")
     # free text (the constraint family) has no answer to take a majority vote on
     votes, held = cfg.testbed.family is TestbedFamily.strings, frozenset(cfg.testbed.heldout_tasks)
-    sampled = testbed.sampled_metrics(prompts, samples, cfg.variant.answer_pattern, votes, held)
+    sampled = testbed_metrics.sampled_metrics(prompts, samples, cfg.variant.answer_pattern, votes, held)
     version = {"heldout_version": cfg.testbed.heldout_version}  # which frozen held-out set these are on
     training = read_jsonl(rd.training_data(cfg, t)) if t else None  # M1 (t = 0): no round data yet
-    out = testbed.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training, held)
+    out = testbed_metrics.metrics(prompts, responses, eft, scores, cfg.judge.max_score, training, held)
     if not votes:
         out.update(heldout_gap(gen, cfg, prompts, samples, held, seed + 1))
     if not t:
@@ -99,7 +99,7 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     # self_consistency: votes, no judgments
     judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []
     candidates = read_jsonl(rd.output(t, StageName.candidates))
-    own = testbed.candidate_stats(candidates, judgments, cfg.variant.answer_pattern, votes)
+    own = testbed_metrics.candidate_stats(candidates, judgments, cfg.variant.answer_pattern, votes)
     return {**out, **sampled, **own, **version}
 
 
@@ -110,7 +110,7 @@ def heldout_gap(gen, cfg: Config, prompts: list[dict], samples: list[list[str]],
     candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
                   for p, ss in zip(prompts, samples) if testbed.task_name(p["prompt"]) not in heldout_types
                   for j, s in enumerate(ss)]
-    stats = testbed.candidate_stats(candidates, judge_candidates(gen, own_judge(cfg), candidates, seed), votes=False)
+    stats = testbed_metrics.candidate_stats(candidates, judge_candidates(gen, own_judge(cfg), candidates, seed), votes=False)
     return {"heldout_judge_own_pairwise_accuracy": stats["judge_own_pairwise_accuracy"],
             "heldout_judge_pick_accuracy": stats["judge_pick_accuracy"],
             "heldout_generation_verification_gap": stats["generation_verification_gap"]}

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from selfreward import testbed
+from selfreward import testbed, testbed_metrics
 from selfreward.config import load_frozen
 from selfreward.generation.base import derive_seed
 from selfreward.judge import judge_candidates, random_scores
@@ -157,7 +157,7 @@ def test_candidate_stats_measure_the_generation_verification_gap():
     cands += [{**cand("q", i, r), "prompt": "sort ba"} for i, r in enumerate(["ab", "ba", "ba", "ba"])]
     judged = [judg("p", 0, 0.9), judg("p", 1, 0.2), judg("p", 2, 0.2), judg("p", 3, 0.8),
               judg("q", 0, 0.7), judg("q", 1, 0.1), judg("q", 2, 0.3), judg("q", 3, 0.2)]
-    s = testbed.candidate_stats(cands, judged)
+    s = testbed_metrics.candidate_stats(cands, judged)
     assert s["candidate_accuracy"] == 0.375 and s["judge_pick_accuracy"] == 1.0
     assert s["vote_accuracy"] == 0.5  # p ties 2-2 and the answer sampled first (abc) wins; q's majority is wrong
     assert s["generation_verification_gap"] == 0.625
@@ -165,7 +165,7 @@ def test_candidate_stats_measure_the_generation_verification_gap():
 
 def test_sampled_and_majority_accuracy():
     prompts = [{"id": "x", "prompt": "sort cab"}, {"id": "y", "prompt": "sort ba"}]
-    m = testbed.sampled_metrics(prompts, [["abc", "abc", "acb"], ["ba", "ab", "ba"]])
+    m = testbed_metrics.sampled_metrics(prompts, [["abc", "abc", "acb"], ["ba", "ab", "ba"]])
     assert m == {"sampled_accuracy": round(3 / 6, 4), "best_of_n_accuracy": 1.0, "majority_accuracy": 0.5}
 
 

@@ -7,7 +7,7 @@ from functools import partial
 
 import pytest
 
-from selfreward import testbed
+from selfreward import testbed, testbed_metrics
 from selfreward.config import compose
 from selfreward.errors import ConfigError
 from selfreward.files import read_jsonl
@@ -77,14 +77,14 @@ def test_metrics_on_a_hand_made_case():
         {"prompt": "add 2 3", "chosen": "6", "rejected": "5", "kind": "response"},  # wrong / right
         {"prompt": "Judge this", "chosen": "Score: 1", "rejected": "Score: 0", "kind": "judge"},  # not counted
     ]
-    m = testbed.metrics(prompts, answers, eft, scores, max_score=1, training=training)
+    m = testbed_metrics.metrics(prompts, answers, eft, scores, max_score=1, training=training)
     assert m["accuracy"] == 0.5
     assert m["judge_accuracy"] == 0.4  # items 1 and 4 right
     assert m["judge_pairwise_accuracy"] == 0.75  # reverse: 1, add: tie 0.5
     assert m["per_task"]["reverse"] == {"accuracy": 0.5, "judge_accuracy": 0.5}
     assert m["per_task"]["add"] == {"accuracy": 0.0, "judge_accuracy": 0.5}
     assert m["pair_precision"] == 0.5 and m["rejected_wrong"] == 0.5
-    sft = testbed.metrics(prompts, answers, eft, scores, 1, training=[{"prompt": "add 2 3", "response": "5"}])
+    sft = testbed_metrics.metrics(prompts, answers, eft, scores, 1, training=[{"prompt": "add 2 3", "response": "5"}])
     assert sft["pair_precision"] == 1.0 and sft["rejected_wrong"] is None
 
 
@@ -98,7 +98,7 @@ def test_candidate_stats_on_a_hand_made_round():
     ]
     judgments = [{"prompt_id": c["prompt_id"], "candidate_id": c["candidate_id"], "score": s}
                  for c, s in zip(candidates, [0.9, 0.4, 0.9, None, 0.1])]
-    stats = testbed.candidate_stats(candidates, judgments)
+    stats = testbed_metrics.candidate_stats(candidates, judgments)
     # judge picks: p0's tie at 0.9 goes to the lower id (right), p1's only score is the right one;
     # votes: every answer once, so the first sampled wins (p0 right, p1 "3" wrong); own pairs: p0 1 and
     # a tie (0.5), p1's pair has an unparsed side and counts as wrong (0)
@@ -106,7 +106,7 @@ def test_candidate_stats_on_a_hand_made_round():
                      "n_own_pairs": 3, "judge_pick_accuracy": 1.0, "vote_accuracy": 0.5,
                      "generation_verification_gap": 0.6}
     # an arm with no judge (self_consistency's votes) has no judge metrics, not a 0.5 made of ties
-    unjudged = testbed.candidate_stats(candidates, [])
+    unjudged = testbed_metrics.candidate_stats(candidates, [])
     assert unjudged["judge_own_pairwise_accuracy"] is None and unjudged["n_own_pairs"] is None
     assert unjudged["judge_pick_accuracy"] is None and unjudged["vote_accuracy"] == 0.5
 
@@ -115,7 +115,7 @@ def test_unparsed_judgments_count_as_wrong_everywhere():
     eft = [{"instruction": "add 2 3", "response": "5"}, {"instruction": "add 2 3", "response": "6"},
            {"instruction": "sort cba", "response": "abc"}, {"instruction": "sort cba", "response": "abb"}]
     # an unparsed score on a wrong answer is not a correct "wrong" verdict, nor a win for the right one
-    m = testbed.metrics([], [], eft, [0.9, 0.1, 0.8, None], max_score=1)
+    m = testbed_metrics.metrics([], [], eft, [0.9, 0.1, 0.8, None], max_score=1)
     assert m["judge_accuracy"] == 0.75 and m["judge_pairwise_accuracy"] == 0.5 and m["judge_parsed"] == 0.75
 
 

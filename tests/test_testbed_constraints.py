@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from selfreward import constraints, testbed
+from selfreward import constraints, testbed, testbed_metrics
 from selfreward import testbed_constraints as tc
 from selfreward.config import compose
 from selfreward.errors import ConfigError
@@ -112,17 +112,17 @@ def test_metrics_report_trained_and_heldout_types_apart():
     good_comma, bad_comma = "Tides rise and fall twice a day with the moon.", "Tides rise, and fall, with the moon."
     good_bullets = "* Glaciers are rivers of ice\n* Glaciers carve valleys slowly"
     prompts = [{"id": "a", "prompt": comma}, {"id": "b", "prompt": comma}, {"id": "c", "prompt": bullets}]
-    out = testbed.metrics(prompts, [good_comma, bad_comma, good_bullets], [], [], 1, heldout_types=frozenset({"bullets"}))
+    out = testbed_metrics.metrics(prompts, [good_comma, bad_comma, good_bullets], [], [], 1, heldout_types=frozenset({"bullets"}))
     assert out["accuracy"] == 0.5 and out["heldout_types_accuracy"] == 1.0
     assert out["per_task"]["bullets"]["accuracy"] == 1.0
     assert out["mean_words"] == pytest.approx((10 + 8 + 10) / 3, abs=0.01)
-    sampled = testbed.sampled_metrics(prompts, [[bad_comma, good_comma], [bad_comma, bad_comma], [good_bullets] * 2],
+    sampled = testbed_metrics.sampled_metrics(prompts, [[bad_comma, good_comma], [bad_comma, bad_comma], [good_bullets] * 2],
                                       votes=False, heldout_types=frozenset({"bullets"}))
     assert sampled == {"sampled_accuracy": 0.25, "best_of_n_accuracy": 0.5}  # no majority vote on free text
     candidates = [{"prompt_id": "a", "prompt": comma, "candidate_id": i, "response": r}
                   for i, r in enumerate([bad_comma, good_comma])]
     judged = [{"prompt_id": "a", "candidate_id": i, "score": s} for i, s in enumerate([0.2, 0.9])]
-    own = testbed.candidate_stats(candidates, judged, votes=False)
+    own = testbed_metrics.candidate_stats(candidates, judged, votes=False)
     assert "vote_accuracy" not in own
     assert own["judge_pick_accuracy"] == 1.0 and own["generation_verification_gap"] == 0.5
     assert own["candidate_best_of_n_accuracy"] == 1.0
