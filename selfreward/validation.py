@@ -13,15 +13,12 @@ from typing import Optional
 from omegaconf import OmegaConf
 
 from selfreward import testbed_constraints
-from selfreward.errors import ConfigError
-from selfreward.resources import find_launch_config, find_prompt
-from selfreward.schema import (
+from selfreward.choices import (
     CONSTRAINT_TYPES,
     HELDOUT_VERSIONS,
     INIT_DATA,
     TESTBED_TASKS,
     Backend,
-    Config,
     JudgeMethod,
     OnProblem,
     Precision,
@@ -29,6 +26,9 @@ from selfreward.schema import (
     UpdateMethod,
     VariantName,
 )
+from selfreward.errors import ConfigError
+from selfreward.resources import find_launch_config, find_prompt
+from selfreward.schema import Config
 
 DATA_FIELDS = ("instruction", "response", "judgment", "score", "prompt", "id")
 

@@ -297,7 +297,7 @@ def test_an_unknown_heldout_version_is_refused():
 
 
 def test_the_schema_names_every_heldout_version_the_testbed_implements():
-    from selfreward.schema import HELDOUT_VERSIONS
+    from selfreward.choices import HELDOUT_VERSIONS
 
     assert tuple(testbed.HELDOUT_WRONG) == HELDOUT_VERSIONS
 
