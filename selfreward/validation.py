@@ -120,7 +120,7 @@ def _interval(interval: str) -> tuple[bool, float, float, bool]:
 
 def describe_interval(interval: str, kind: type = float) -> str:
     """"[1, inf)" -> "at least 1" for a count, ">= 1" otherwise; "(0, inf)" -> "> 0"; else "in (0, 1]"."""
-    low_open, low, high, _ = _interval(interval)
+    low_open, _, high, _ = _interval(interval)
     if high != float("inf"):
         return f"in {interval}"
     bound = interval[1:-1].split(",")[0]
