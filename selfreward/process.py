@@ -13,7 +13,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Callable, Iterator
@@ -45,10 +45,10 @@ def quiet_environment(cuda: bool) -> None:
     hf_logging.disable_progress_bar()  # "Loading weights", "Writing model shards": the run's own lines say it
 
 
-def launched_env() -> tuple[tuple[str, str], ...]:
+def launched_env() -> dict[str, str]:
     """For a stage started by torchrun or accelerate launch: one OMP thread per rank, which torchrun
     sets anyway when it is unset, with a banner saying so."""
-    return (("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", "1")),)
+    return {"OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
 
 
 def quiet_warnings() -> None:
@@ -120,7 +120,7 @@ class Launcher:
     DeepSpeed), torchrun (data-parallel generation), or `launch.launcher` (e.g. Slurm's srun)."""
 
     prefix: tuple[str, ...] | None = (sys.executable,)
-    env: tuple[tuple[str, str], ...] = ()  # set for the child (launchers: one OMP thread per rank)
+    env: dict[str, str] = field(default_factory=dict)  # set for the child (launchers: one OMP thread per rank)
 
     def command(self, module: str, args: list[str]) -> list[str]:
         return [*(self.prefix or (sys.executable,)), "-m", module, *args]
@@ -159,7 +159,7 @@ def run_stage(module: ModuleType, args: list[str], what: str, name: str = "stage
                 returncode = _run_main(module, args)
             why = ""
         else:
-            returncode, why = _watched(cmd, log, launch, dict(launcher.env))
+            returncode, why = _watched(cmd, log, launch, launcher.env)
     if returncode:
         raise StageFailed(what, returncode, log, why)
     _say(f"{what}: done in {_clock(time.monotonic() - start)}" if log else "")

@@ -72,7 +72,7 @@ def test_the_stage_row_and_launch_settings_choose_the_launcher(overrides, stage,
 def test_a_stage_process_runs_the_module_with_its_arguments(tmp_path):
     (tmp_path / "exits_with_its_argument.py").write_text("import sys\nsys.exit(int(sys.argv[1]))\n")
     stage = types.ModuleType("exits_with_its_argument")
-    child = Launcher(env=(("PYTHONPATH", str(tmp_path)),))
+    child = Launcher(env={"PYTHONPATH": str(tmp_path)})
     run_stage(stage, ["0"], "a stage process", launcher=child)
     with pytest.raises(StageFailed) as err:
         run_stage(stage, ["3"], "a stage process", launcher=child)

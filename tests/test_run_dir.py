@@ -216,7 +216,7 @@ def test_a_stage_that_stops_making_progress_is_stopped_with_a_message(tmp_path):
     start = time.monotonic()
     with pytest.raises(StageFailed) as failed:
         run_stage(types.ModuleType("stalls"), [], "round 1: judge", "round_1.generation", launch,
-                  Launcher(env=(("PYTHONPATH", str(tmp_path)),)))
+                  Launcher(env={"PYTHONPATH": str(tmp_path)}))
     assert time.monotonic() - start < 30
     message = str(failed.value)
     assert "made no progress for 3 s" in message and "launch.stall_timeout" in message
