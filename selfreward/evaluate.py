@@ -22,7 +22,6 @@ import gc
 import sys
 import time
 from collections import Counter
-from dataclasses import replace
 from pathlib import Path
 
 from selfreward import stats, testbed, testbed_metrics
@@ -32,11 +31,11 @@ from selfreward.errors import ConfigError
 from selfreward.files import read_jsonl, write_json, write_jsonl
 from selfreward.generation import load_generator
 from selfreward.generation.base import Sampling
-from selfreward.judge import judge_candidates, option_token_ids
+from selfreward.judge import judge_candidates, option_token_ids, own_judge
 from selfreward.process import stage_main
 from selfreward.round import StageName, stage_seed
 from selfreward.rundir import RunDir
-from selfreward.schema import Config, JudgeConfig, JudgeMethod, TestbedFamily
+from selfreward.schema import Config, TestbedFamily
 from selfreward.templates import Template, chat_prompt
 from selfreward.text import normalize, token_counts
 
@@ -47,17 +46,11 @@ def eft_items(rows: list[dict]) -> list[dict]:
             for i, r in enumerate(rows)]
 
 
-def own_judge(cfg: Config) -> JudgeConfig:
-    """The judge settings a model's judging is measured with: the round's, or in the oracle arm (whose
-    rounds the checker scored) the model's own logprob judge."""
-    return replace(cfg.judge, method=JudgeMethod.logprob) if cfg.judge.method is JudgeMethod.oracle else cfg.judge
-
-
 def judge_quality(gen, cfg: Config, seed: int) -> dict:
     rows = load_seed(cfg.eval.eft_path or DATA_DIR / "heldout_eft.jsonl", "eft")
     if any("score" not in r for r in rows):
         raise ConfigError("eval.eft_path: every held-out EFT record needs a reference 'score'")
-    judged = judge_candidates(gen, own_judge(cfg), eft_items(rows), seed)
+    judged = judge_candidates(gen, own_judge(cfg.judge), eft_items(rows), seed)
     # pairwise accuracy over every held-out pair, an unparsed judgment counting as wrong; the
     # correlations need numbers and are over the parsed items only
     accuracy, n_pairs = stats.pairwise_accuracy([r["instruction"] for r in rows], [j["score"] for j in judged],
@@ -81,7 +74,7 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
     sampled held-out answers and its judgments checked by the program, and how correct round t's
     training data and own candidates were."""
     eft = load_seed(cfg.eval.eft_path, "eft")
-    scores = [j["score"] for j in judge_candidates(gen, own_judge(cfg), eft_items(eft), seed)]
+    scores = [j["score"] for j in judge_candidates(gen, own_judge(cfg.judge), eft_items(eft), seed)]
     g = cfg.generation
     rendered = [chat_prompt(gen.tokenizer, p["prompt"]) for p in prompts]
     samples = gen.generate(rendered, Sampling(g.temperature, g.top_p, cfg.eval.max_new_tokens, n=g.num_candidates,
@@ -110,7 +103,7 @@ def heldout_gap(gen, cfg: Config, prompts: list[dict], samples: list[list[str]],
     candidates = [{"prompt_id": p["id"], "prompt": p["prompt"], "candidate_id": j, "response": s}
                   for p, ss in zip(prompts, samples) if testbed.task_name(p["prompt"]) not in heldout_types
                   for j, s in enumerate(ss)]
-    stats = testbed_metrics.candidate_stats(candidates, judge_candidates(gen, own_judge(cfg), candidates, seed), votes=False)
+    stats = testbed_metrics.candidate_stats(candidates, judge_candidates(gen, own_judge(cfg.judge), candidates, seed), votes=False)
     return {"heldout_judge_own_pairwise_accuracy": stats["judge_own_pairwise_accuracy"],
             "heldout_judge_pick_accuracy": stats["judge_pick_accuracy"],
             "heldout_generation_verification_gap": stats["generation_verification_gap"]}

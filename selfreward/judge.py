@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import random
 import re
+from dataclasses import replace
 from functools import lru_cache
 from typing import Callable
 
@@ -140,6 +141,21 @@ def judge_candidates(generator: Generator | None, cfg: JudgeConfig, candidates: 
         raise ConfigError(f"judge.method={cfg.method.value} has no judge registered (registered: "
                           f"{', '.join(m.value for m in JUDGES)}); the oracle is registered by selfreward.testbed.")
     return with_ids(candidates, JUDGES[cfg.method](generator, cfg, candidates, seed))
+
+
+def own_judge(cfg: JudgeConfig) -> JudgeConfig:
+    """The judge settings a model's judging is measured with: the round's, or in the oracle arm (whose
+    rounds the checker scored) the model's own logprob judge."""
+    return replace(cfg, method=JudgeMethod.logprob) if cfg.method is JudgeMethod.oracle else cfg
+
+
+def describe(cfg: JudgeConfig) -> str:
+    """How a model's judging is measured, in words for a report: "logprob", "sampled (3 judgments)",
+    "logprob after its own check"."""
+    own = own_judge(cfg)
+    if own.method is JudgeMethod.sampled:
+        return f"sampled ({own.samples} judgment{'s' * (own.samples != 1)})"
+    return own.method.value + (" after its own check" if own.reasoning else "")
 
 
 def with_ids(candidates: list[dict], rows: list[dict]) -> list[dict]:

@@ -28,9 +28,11 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display
 import matplotlib.pyplot as plt  # noqa: E402
 
+from selfreward.config import load_frozen  # noqa: E402
 from selfreward.errors import ConfigError  # noqa: E402
+from selfreward.judge import describe as describe_judge  # noqa: E402
 from selfreward.report_html import write_html  # noqa: E402
-from selfreward.report_testbed import pair_table, type_table  # noqa: E402
+from selfreward.report_testbed import arm_name, m1_of, pair_table, type_table  # noqa: E402
 
 
 def _eval(key: str) -> Callable[[dict], float | None]:
@@ -289,8 +291,9 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
         lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
                   f"after round {g[0]} ({n} runs)" for label, n, g in gains]
     if constraint:
-        lines += ["", "M1 before any round, the same columns (one M1 when the sweep shares it; its sampled metrics "
-                      "follow the run seed):", "", *m1_table(groups, cols)]
+        lines += ["", "M1 before any round, the same columns, for each M1 and the judge it is measured with (a sweep "
+                      "trains one M1 for the arms whose init settings agree; its sampled metrics follow the run "
+                      "seed):", "", *m1_table(groups, dirs, cols)]
         lines += ["", *type_table(dirs)]
     if testbed:
         pick = "the judge's pick" if constraint else "the better of the judge's pick and the vote among N"
@@ -331,15 +334,25 @@ def arm_table(rows: list[tuple[str, int, dict]], cols: list[str]) -> list[str]:
     return out
 
 
-def m1_table(groups: dict[str, list[list[dict]]], cols: list[str]) -> list[str]:
-    """M1's value of each column that has one (read from round 1's metrics), mean ± sd over all runs."""
-    runs = [rounds[0] for arm in groups.values() for rounds in arm]
-    values = {c: [v for m in runs if (v := CURVE[c].m1(m)) is not None] for c in cols
-              if CURVE[c].m1 and (CURVE[c].kind != "delta" or c == "gap, held-out (testbed)")}
-    values = {c: v for c, v in values.items() if v}
-    cells = [_cell((0, mean(v), sample_sd(v)), ".1f" if CURVE[c].kind == "length" else ".3f") for c, v in values.items()]
-    return ["| runs | " + " | ".join(values) + " |", "|" + " --- |" * (len(values) + 1),
-            f"| {len(runs)} | " + " | ".join(cells) + " |"]
+def m1_table(groups: dict[str, list[list[dict]]], dirs: dict[str, list[Path]], cols: list[str]) -> list[str]:
+    """M1's value of each column that has one (read from round 1's metrics), mean ± sd over the runs
+    that start from the same M1 and measure its judging the same way: one row for a sweep whose arms
+    share M1 and judge alike, one more for an arm with its own M1 or its own judge."""
+    rows: dict[tuple[str, str], tuple[list[str], list[dict]]] = {}
+    for label, arm in groups.items():
+        for rounds, d in zip(arm, dirs[label]):
+            labels, firsts = rows.setdefault((m1_of(d), describe_judge(load_frozen(d).judge)), ([], []))
+            labels += [arm_name(label)] * (arm_name(label) not in labels)
+            firsts.append(rounds[0])
+    values = {c: [[v for m in firsts if (v := CURVE[c].m1(m)) is not None] for _, firsts in rows.values()]
+              for c in cols if CURVE[c].m1 and (CURVE[c].kind != "delta" or c == "gap, held-out (testbed)")}
+    values = {c: per_row for c, per_row in values.items() if any(per_row)}
+    out = ["| M1 of | its judge | runs | " + " | ".join(values) + " |", "|" + " --- |" * (len(values) + 3)]
+    for i, ((_, described), (labels, firsts)) in enumerate(rows.items()):
+        cells = [_cell((0, mean(v[i]), sample_sd(v[i])), ".1f" if CURVE[c].kind == "length" else ".3f")
+                 if v[i] else "" for c, v in values.items()]
+        out.append(f"| {', '.join(labels)} | {described} | {len(firsts)} | " + " | ".join(cells) + " |")
+    return out
 
 
 def seed_table(seeds: dict[str, list[tuple[str, list[dict]]]]) -> list[str]:

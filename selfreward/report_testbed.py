@@ -11,9 +11,31 @@ from statistics import mean
 
 from selfreward.config import load_frozen
 from selfreward.files import read_jsonl
+from selfreward.round import StageName
 from selfreward.rundir import RunDir
 from selfreward.testbed import check
 from selfreward.variants.cream import unflipped
+
+
+def m1_of(run_dir: Path) -> str:
+    """The run (its folder's name) whose init trained this run's M1: a sweep shares one M1 among the
+    runs with the same init settings, and the reasoning judge trains its own."""
+    entry = RunDir(run_dir).manifest(None).get(StageName.init, {})
+    return Path(entry.get("shared_from") or run_dir).name
+
+
+def m1_groups(dirs: dict[str, list[Path]]) -> dict[tuple[str, tuple[str, ...]], list[Path]]:
+    """(M1, the arms that start from it) -> their run directories."""
+    runs: dict[str, list[tuple[str, Path]]] = {}
+    for label, arm in dirs.items():
+        for d in arm:
+            runs.setdefault(m1_of(d), []).append((arm_name(label), d))
+    return {(m1, tuple(dict.fromkeys(label for label, _ in pairs))): [d for _, d in pairs] for m1, pairs in runs.items()}
+
+
+def arm_name(label: str) -> str:
+    """An arm's settings without what the report says about them ("variant=random (floor: ...)")."""
+    return label.split(" (", 1)[0]
 
 
 def type_table(dirs: dict[str, list[Path]]) -> list[str]:
@@ -26,7 +48,11 @@ def type_table(dirs: dict[str, list[Path]]) -> list[str]:
     tb = load_frozen(first).testbed
     names = [*tb.tasks, *tb.heldout_tasks]
     heads = [*tb.tasks, *(f"{t} (held-out type)" for t in tb.heldout_tasks)]
-    rows = {"M1": [per_type(RunDir(d).init_dir / "eval.json") for runs in dirs.values() for d in runs]}
+    rows = {}
+    m1s = m1_groups(dirs)
+    for (source, labels), runs in m1s.items():
+        rows["M1" if len(m1s) == 1 else f"M1 of {', '.join(labels)}"] = [
+            per_type(RunDir(d).init_dir / "eval.json") for d in runs]
     for label, runs in dirs.items():
         rows[label] = [per_type(max(d.glob("round_*/eval.json"), key=lambda p: int(p.parent.name[6:]))) for d in runs]
     sizes = Counter(r["task"] for r in read_jsonl(first / "testbed" / "heldout_prompts.jsonl"))

@@ -3,6 +3,7 @@ constraints on self-written prompts, the class-balanced EFT set, the config's ch
 trained / held-out split, and one M1 for a sweep's seeds and arms. (A shortened run on SmolLM2 itself, with its
 real files, is in tests/test_smollm2.py.)"""
 
+import json
 import random
 
 import pytest
@@ -148,3 +149,44 @@ def test_a_model_named_by_its_selfreward_name_shares_its_init(tmp_path, monkeypa
     cached("smollm2-135m-instruct").mkdir(parents=True)
     assert init_key(compose([RECIPE, f"model.name_or_path={cached('smollm2-135m-instruct')}", "seed=3"])) == \
         init_key(compose([RECIPE]))
+
+
+def test_the_report_gives_each_m1_and_each_judge_its_own_row(tmp_path):
+    """The M1 table pools runs only where they start from the same M1 and measure its judging the same
+    way: arms sharing M1 and the logprob judge are one row, the sampled judge (same M1) another, the
+    reasoning judge (its own M1) a third; the per-type table gives each M1 its own row."""
+    from selfreward.config import to_yaml
+    from selfreward.files import write_json
+    from selfreward.report import m1_table
+    from selfreward.report_testbed import type_table
+
+    arms = {"variant=base": [], "judge=sampled": ["judge=sampled"], "judge.reasoning=true": ["judge.reasoning=true"],
+            "judge.method=oracle (ceiling: the checker's rewards, not self-rewarding)": ["judge.method=oracle"]}
+    groups, dirs, first = {}, {}, tmp_path / "variant=base,seed=0"
+    for i, (label, overrides) in enumerate(arms.items()):
+        d = tmp_path / f"{label.split(' ')[0]},seed=0"
+        (d / "init").mkdir(parents=True)
+        (d / "config.yaml").write_text(to_yaml(compose([RECIPE, *overrides, f"run_dir='{d}'"])))
+        shared = {} if d == first or "reasoning" in label else {"shared_from": str(first)}
+        write_json(d / "init" / "manifest.json", {"init": {"records": 1, **shared}})
+        accuracy = 0.5 if "reasoning" in label else 0.25
+        write_json(d / "init" / "eval.json", {"testbed": {"per_task": {t: {"accuracy": accuracy} for t in
+                   ["max_words", "min_words", "include_keyword", "keyword_frequency", "no_commas", "lowercase",
+                    "bullets", "title", "exclude_keyword", "paragraphs", "end_phrase", "postscript"]}}})
+        (d / "round_1").mkdir()
+        write_json(d / "round_1" / "eval.json", json.loads((d / "init" / "eval.json").read_text()))
+        groups[label] = [[{"eval": {"testbed_m1_accuracy": accuracy, "testbed_m1_heldout_judge_pick_accuracy": i / 10}}]]
+        dirs[label] = [d]
+    (tmp_path / "variant=base,seed=0" / "testbed").mkdir()
+    (tmp_path / "variant=base,seed=0" / "testbed" / "heldout_prompts.jsonl").write_text('{"task": "title"}\n')
+
+    table = m1_table(groups, dirs, ["held-out accuracy, greedy (testbed)", "judge's pick, held-out (testbed)"])
+    assert table[0] == "| M1 of | its judge | runs | held-out accuracy, greedy (testbed) | judge's pick, held-out (testbed) |"
+    assert table[2:] == [
+        "| variant=base, judge.method=oracle | logprob | 2 | 0.250 ± 0.000 | 0.150 ± 0.212 |",
+        "| judge=sampled | sampled (3 judgments) | 1 | 0.250 ± – | 0.100 ± – |",
+        "| judge.reasoning=true | logprob after its own check | 1 | 0.500 ± – | 0.200 ± – |",
+    ]
+    m1_rows = [line.split(" | ")[:3] for line in type_table(dirs) if line.startswith("| M1")]
+    assert m1_rows == [["| M1 of variant=base, judge=sampled, judge.method=oracle", "3", "0.250"],
+                       ["| M1 of judge.reasoning=true", "1", "0.500"]]
