@@ -289,7 +289,7 @@ def report_sweep(paths: list[Path], out: Path) -> Path:
     if gains and all(g for _, _, g in gains):
         lines += ["", "Held-out greedy accuracy gain over M1 (checked by the program), mean ± sample sd (n - 1):"]
         lines += [f"- {label}: {100 * g[1]:+.1f} ± {_fmt(None if g[2] is None else 100 * g[2], '.1f')} points "
-                  f"after round {g[0]} ({n} runs)" for label, n, g in gains]
+                  f"after round {g[0]} ({n} run{'s' * (n != 1)})" for label, n, g in gains]
     if constraint:
         lines += ["", "M1 before any round, the same columns, for each M1 and the judge it is measured with (a sweep "
                       "trains one M1 for the arms whose init settings agree; its sampled metrics follow the run "

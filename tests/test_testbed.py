@@ -244,6 +244,10 @@ def test_report_states_the_gain_over_m1_per_update(tmp_path):
     # dpo: gains 0.1 and 0.2 -> +15.0 points ± the sample sd (n - 1): sqrt(2 * 5.0**2 / 1) = 7.1; sft: 0.0 and 0.0
     assert "- update=dpo: +15.0 ± 7.1 points after round 2 (2 runs)" in text
     assert "- update=sft: +0.0 ± 0.0 points after round 2 (2 runs)" in text
+    (tmp_path / "fewer").mkdir()  # an arm with one run: no sd, and one run is not "runs"
+    (tmp_path / "fewer" / "sweep.json").write_text(json.dumps({"runs": runs[:3]}))
+    fewer = report([str(tmp_path / "fewer")]).read_text()
+    assert "- update=sft: +0.0 ± – points after round 2 (1 run)" in fewer
     assert "accuracy gain vs M1 (testbed)" in text.splitlines()[6]  # the table's first column after runs
     one = report([str(tmp_path / "update=dpo,seed=0")]).read_text()
     assert "| 0 | 0.50 | – | 0.85 |" in one and "| 2 | 0.60 | – | 0.90 |" in one  # round 0 is M1
