@@ -19,9 +19,15 @@ from selfreward.variants.cream import unflipped
 
 def m1_of(run_dir: Path) -> str:
     """The run (its folder's name) whose init trained this run's M1: a sweep shares one M1 among the
-    runs with the same init settings, and the reasoning judge trains its own."""
-    entry = RunDir(run_dir).manifest(None).get(StageName.init, {})
-    return Path(entry.get("shared_from") or run_dir).name
+    runs with the same init settings (from a run that may have it shared in turn), and the reasoning
+    judge trains its own."""
+    seen = {run_dir.name}
+    while source := RunDir(run_dir).manifest(None).get(StageName.init, {}).get("shared_from"):
+        run_dir = run_dir.parent / Path(source).name  # a sweep's runs are siblings; the path was the sweep's
+        if run_dir.name in seen or not run_dir.is_dir():
+            break
+        seen.add(run_dir.name)
+    return run_dir.name
 
 
 def m1_groups(dirs: dict[str, list[Path]]) -> dict[tuple[str, tuple[str, ...]], list[Path]]:

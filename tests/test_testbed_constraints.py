@@ -167,7 +167,9 @@ def test_the_report_gives_each_m1_and_each_judge_its_own_row(tmp_path):
         d = tmp_path / f"{label.split(' ')[0]},seed=0"
         (d / "init").mkdir(parents=True)
         (d / "config.yaml").write_text(to_yaml(compose([RECIPE, *overrides, f"run_dir='{d}'"])))
-        shared = {} if d == first or "reasoning" in label else {"shared_from": str(first)}
+        # the oracle's M1 came from the sampled arm's, which had it from base's: still base's M1
+        source = {"judge=sampled": first, "judge.method=oracle": tmp_path / "judge=sampled,seed=0"}.get(label.split(" ")[0])
+        shared = {"shared_from": str(source)} if source else {}
         write_json(d / "init" / "manifest.json", {"init": {"records": 1, **shared}})
         accuracy = 0.5 if "reasoning" in label else 0.25
         write_json(d / "init" / "eval.json", {"testbed": {"per_task": {t: {"accuracy": accuracy} for t in
