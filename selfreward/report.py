@@ -32,7 +32,7 @@ from selfreward.config import load_frozen  # noqa: E402
 from selfreward.errors import ConfigError  # noqa: E402
 from selfreward.judge import describe as describe_judge  # noqa: E402
 from selfreward.report_html import write_html  # noqa: E402
-from selfreward.report_testbed import arm_name, m1_of, pair_table, type_table  # noqa: E402
+from selfreward.report_testbed import m1_groups, m1_of, pair_table, type_table  # noqa: E402
 
 
 def _eval(key: str) -> Callable[[dict], float | None]:
@@ -338,17 +338,14 @@ def m1_table(groups: dict[str, list[list[dict]]], dirs: dict[str, list[Path]], c
     """M1's value of each column that has one (read from round 1's metrics), mean ± sd over the runs
     that start from the same M1 and measure its judging the same way: one row for a sweep whose arms
     share M1 and judge alike, one more for an arm with its own M1 or its own judge."""
-    rows: dict[tuple[str, str], tuple[list[str], list[dict]]] = {}
-    for label, arm in groups.items():
-        for rounds, d in zip(arm, dirs[label]):
-            labels, firsts = rows.setdefault((m1_of(d), describe_judge(load_frozen(d).judge)), ([], []))
-            labels += [arm_name(label)] * (arm_name(label) not in labels)
-            firsts.append(rounds[0])
-    values = {c: [[v for m in firsts if (v := CURVE[c].m1(m)) is not None] for _, firsts in rows.values()]
+    first_round = {d: rounds[0] for label, arm in groups.items() for rounds, d in zip(arm, dirs[label])}
+    pooled = m1_groups(dirs, key=lambda d: (m1_of(d), describe_judge(load_frozen(d).judge)))
+    rows = {(described, labels): [first_round[d] for d in runs] for ((_, described), labels), runs in pooled.items()}
+    values = {c: [[v for m in firsts if (v := CURVE[c].m1(m)) is not None] for firsts in rows.values()]
               for c in cols if CURVE[c].m1 and (CURVE[c].kind != "delta" or c == "gap, held-out (testbed)")}
     values = {c: per_row for c, per_row in values.items() if any(per_row)}
     out = ["| M1 of | its judge | runs | " + " | ".join(values) + " |", "|" + " --- |" * (len(values) + 3)]
-    for i, ((_, described), (labels, firsts)) in enumerate(rows.items()):
+    for i, ((described, labels), firsts) in enumerate(rows.items()):
         cells = [_cell((0, mean(v[i]), sample_sd(v[i])), ".1f" if CURVE[c].kind == "length" else ".3f")
                  if v[i] else "" for c, v in values.items()]
         out.append(f"| {', '.join(labels)} | {described} | {len(firsts)} | " + " | ".join(cells) + " |")

@@ -8,6 +8,7 @@ import json
 from collections import Counter
 from pathlib import Path
 from statistics import mean
+from typing import Callable, Hashable
 
 from selfreward.config import load_frozen
 from selfreward.files import read_jsonl
@@ -30,13 +31,14 @@ def m1_of(run_dir: Path) -> str:
     return run_dir.name
 
 
-def m1_groups(dirs: dict[str, list[Path]]) -> dict[tuple[str, tuple[str, ...]], list[Path]]:
-    """(M1, the arms that start from it) -> their run directories."""
-    runs: dict[str, list[tuple[str, Path]]] = {}
+def m1_groups(dirs: dict[str, list[Path]], key: Callable[[Path], Hashable] = m1_of) -> dict[tuple, list[Path]]:
+    """(key of the runs' M1, the arms that start from it) -> their run directories, in order; the key is
+    the M1 by default, or whatever else must agree for runs to be pooled."""
+    runs: dict[Hashable, list[tuple[str, Path]]] = {}
     for label, arm in dirs.items():
         for d in arm:
-            runs.setdefault(m1_of(d), []).append((arm_name(label), d))
-    return {(m1, tuple(dict.fromkeys(label for label, _ in pairs))): [d for _, d in pairs] for m1, pairs in runs.items()}
+            runs.setdefault(key(d), []).append((arm_name(label), d))
+    return {(k, tuple(dict.fromkeys(label for label, _ in pairs))): [d for _, d in pairs] for k, pairs in runs.items()}
 
 
 def arm_name(label: str) -> str:
@@ -56,7 +58,7 @@ def type_table(dirs: dict[str, list[Path]]) -> list[str]:
     heads = [*tb.tasks, *(f"{t} (held-out type)" for t in tb.heldout_tasks)]
     rows = {}
     m1s = m1_groups(dirs)
-    for (source, labels), runs in m1s.items():
+    for (_, labels), runs in m1s.items():
         rows["M1" if len(m1s) == 1 else f"M1 of {', '.join(labels)}"] = [
             per_type(RunDir(d).init_dir / "eval.json") for d in runs]
     for label, runs in dirs.items():
