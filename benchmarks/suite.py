@@ -33,7 +33,7 @@ from selfreward.schema import Config, JudgeConfig, JudgeMethod, Precision
 from selfreward.sweep import share_init
 from selfreward.templates import chat_prompt
 from selfreward.text import token_counts
-from selfreward.variants.votes import vote_pairs
+from selfreward.variants.self_consistency import SelfConsistency, vote_pairs
 
 
 def _checkpointing_field() -> str:
@@ -231,11 +231,10 @@ def synthetic_round(n_prompts: int, n: int = 4, seed: int = 0) -> tuple[list[dic
 
 def pairs_work(candidates: list[dict], judgments: list[dict]) -> None:
     """The round's pure-Python data work: DPO pairs, SFT set, votes, the score histogram."""
-    from selfreward.schema import VariantConfig
 
     build_pairs(candidates, judgments)
     build_sft(candidates, judgments, {"Score": 4.0})
-    vote_pairs(candidates, VariantConfig())
+    vote_pairs(candidates, SelfConsistency())
     score_histogram(judgments)
 
 

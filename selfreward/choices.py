@@ -59,15 +59,3 @@ HELDOUT_VERSIONS = (1,)
 class TestbedFamily(str, Enum):
     strings = "strings"  # recipe=testbed: string tasks, a from-scratch 1.1M model
     constraints = "constraints"  # recipe=testbed_smollm2: instruction-following constraints, a real model
-
-
-class VariantName(str, Enum):
-    base = "base"
-    meta = "meta"
-    temporal = "temporal"
-    consistency = "consistency"
-    length = "length"
-    seed_anchored = "seed_anchored"
-    self_consistency = "self_consistency"
-    cream = "cream"
-    random = "random"

@@ -21,8 +21,10 @@ from omegaconf import MISSING, OmegaConf, open_dict
 from selfreward.errors import ConfigError
 from selfreward.resources import RECIPES_DIR
 from selfreward.rundir import CONFIG_HEADER
-from selfreward.schema import Config
+from selfreward.schema import Config, VariantConfig
 from selfreward.validation import readable, validate
+from selfreward.variants import REGISTRY
+from selfreward.variants import lookup as lookup_variant
 
 # Config groups: a directory in recipes/ whose files set one sub-tree (`update=sft`).
 GROUPS = ("update", "judge", "variant")
@@ -32,7 +34,12 @@ SCHEMA_NAME = "selfreward_schema"
 def _register_schema() -> None:
     from hydra.core.config_store import ConfigStore
 
-    ConfigStore.instance().store(name=SCHEMA_NAME, node=Config)
+    # `variant` is an open section while recipes compose: its keys depend on the variant it names
+    # (`selfreward.variants.settings` checks them once composed)
+    node = OmegaConf.structured(Config)
+    with open_dict(node):
+        node.variant = OmegaConf.create({"name": "base"})
+    ConfigStore.instance().store(name=SCHEMA_NAME, node=node)
 
 
 def recipes() -> list[str]:
@@ -57,9 +64,18 @@ def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
     """(key, type, default, help) of every schema key under `prefix`, from the dataclasses' metadata."""
     rows = []
 
-    def walk(cls, path: str) -> None:
+    def walk(cls, path: str, only=None, note: str = "") -> None:
         for f in dataclasses.fields(cls):
             key = f"{path}{f.name}"
+            if only is not None and f.name not in only:
+                continue
+            if key == "variant":  # the settings every variant has, then each variant's own
+                walk(VariantConfig, "variant.")
+                common = _defaults(VariantConfig)
+                for name, variant in sorted(REGISTRY.items()):
+                    own = {k for k, v in _defaults(variant).items() if k not in common or (k != "name" and common[k] != v)}
+                    walk(variant, "variant.", own, f"variant={name}: ")
+                continue
             hint = typing.get_type_hints(cls)[f.name]
             if dataclasses.is_dataclass(hint):
                 walk(hint, key + ".")
@@ -68,13 +84,19 @@ def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
             default = default.value if isinstance(default, Enum) else default
             kind = _type_name(hint) + (f" in {f.metadata['interval']}" if "interval" in f.metadata else "")
             if key.startswith(prefix):
-                rows.append((key, kind, "???" if default is MISSING else repr(default), f.metadata.get("help", "")))
+                rows.append((key, kind, "???" if default is MISSING else repr(default),
+                             note + f.metadata.get("help", "")))
 
     walk(Config, "")
     if not rows:
         raise ConfigError(f"No config key starts with {prefix!r}. Top-level keys: "
                           f"{', '.join(f.name for f in dataclasses.fields(Config))}.")
     return rows
+
+
+def _defaults(cls) -> dict:
+    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            for f in dataclasses.fields(cls)}
 
 
 def _type_name(hint) -> str:
@@ -110,8 +132,10 @@ def _check_override_key(key: str) -> None:
 DIRECTIVES = ("restart_from",)
 
 
-# Settings whose keys are free (any TRL field): set after composition, where new keys are allowed.
+# Settings whose keys are free (any TRL field), and the variant's (they depend on which variant it
+# is): set after composition, where new keys are allowed.
 FREE_DICTS = ("train.trainer_args", "data.columns")
+VARIANT = "variant"
 
 
 def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], dict]:
@@ -127,7 +151,9 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], 
     recipe, rest, directives, free = "tiny", [], {}, {}
     for text, o in zip(overrides, parsed):
         key = o.key_or_group
-        if any(key == d or key.startswith(d + ".") for d in FREE_DICTS):
+        if any(key == d or key.startswith(d + ".") for d in FREE_DICTS) or key.startswith(VARIANT + "."):
+            if o.is_sweep_override():
+                raise ConfigError(f"'{text}' is a sweep; `selfreward run` takes one value per key.")
             free[key] = o.value()
             continue
         if o.is_sweep_override():
@@ -139,6 +165,10 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], 
             continue
         if key in DIRECTIVES:
             directives[key] = str(o.value())
+            continue
+        if key == VARIANT and o.value() not in group_options(key):
+            lookup_variant(str(o.value()))  # a registered variant with no recipe file: its defaults
+            free[f"{VARIANT}.name"] = o.value()
             continue
         if key in GROUPS:
             if o.value() not in group_options(key):
@@ -191,4 +221,4 @@ def load_frozen(run_dir: str | Path) -> Config:
 
 @functools.lru_cache(maxsize=4)
 def _parse_frozen(text: str) -> Config:
-    return validate(OmegaConf.create(text))
+    return validate(OmegaConf.create(text), frozen=True)

@@ -7,8 +7,7 @@ from the next-token probabilities of the score tokens 0..max_score (one forward 
 With `judge.reasoning=true` the judge first writes its judgment (greedy) and the score is read after
 its own "Score:" (generative verification, GenRM: arXiv 2408.15240); the text is kept.
 `judge.method=oracle` (recipe=testbed only; `selfreward.testbed` registers it in `JUDGES`) scores with
-the checker; `random_scores` is the random-reward floor (variant=random). Neither is self-rewarding:
-they are the controls.
+the checker: a control (the ceiling), not self-rewarding.
 
 A template may ask for several named scores (`judge.score_names`, e.g. I-SHEEP's self-assessment
 "Quality: X" and "Following: Y"): a judgment counts only when every one parses; each candidate gets
@@ -17,14 +16,13 @@ their means in `named_scores` and a ranking `score` (`judge.combine`: their mean
 
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import replace
 from functools import lru_cache
 from typing import Callable
 
 from selfreward.errors import ConfigError
-from selfreward.generation.base import Generator, Sampling, derive_seed
+from selfreward.generation.base import Generator, Sampling
 from selfreward.schema import JudgeConfig, JudgeMethod
 from selfreward.templates import Template, chat_prompt
 
@@ -37,13 +35,6 @@ MIN_SCORE_MASS = 0.01
 def _pattern(label: str) -> re.Pattern:
     words = r"\s+".join(re.escape(w) for w in label.split())
     return re.compile(rf"(?<![a-z]){words}{_VALUE}", re.IGNORECASE)
-
-
-def random_scores(cfg: JudgeConfig, candidates: list[dict], seed: int) -> list[dict]:
-    """variant=random, the floor: each candidate's score is uniform on [0, max_score], drawn from its
-    own stream of the chunk's seed (no model, no text): whatever this trains is not self-rewarding."""
-    draws = [random.Random(derive_seed(seed, i)).uniform(0, cfg.max_score) for i in range(len(candidates))]
-    return with_ids(candidates, scored(cfg, draws))
 
 
 def parse_score(text: str, max_score: float = 5, label: str = "Score") -> float | None:

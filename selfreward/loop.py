@@ -27,7 +27,7 @@ from types import ModuleType
 
 from rich.console import Console
 
-from selfreward import evaluate, extensions, profiling, prompts, stages, testbed, trackers, variants
+from selfreward import evaluate, extensions, profiling, prompts, stages, testbed, trackers
 from selfreward.config import to_yaml
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
@@ -38,7 +38,7 @@ from selfreward.preflight import check_init_lengths, checked
 from selfreward.process import IN_PROCESS, Launch, Launcher, launched_env, quiet_environment, run_stage, verbose
 from selfreward.resources import find_launch_config
 from selfreward.resume import freeze, verify_finished
-from selfreward.round import GENERATION_STAGES, STAGE, Runner, Stage, StageName, log_name, round_stages
+from selfreward.round import Runner, Stage, StageName, generation_stage_names, log_name, round_stages, row
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, OnProblem, UpdateMethod
 from selfreward.tiny import build_tiny_model
@@ -136,15 +136,16 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
 
 def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     """The round's stages before the pairs, in table order: consecutive generation stages share one
-    worker process; a training stage between them (the look-ahead model) is launched on its own."""
-    batch: list[StageName] = []
+    worker process; a training stage a variant puts between them (the temporal variant's look-ahead
+    model) is launched on its own."""
+    batch: list[str] = []
     for stage in round_stages(cfg, t):
         if stage.name is StageName.pairs:
             break
         if stage.runner is Runner.train:
             generate(cfg, rd, t, batch)
             batch = []
-            lookahead(cfg, rd, t)
+            train_variant_stage(cfg, rd, t, stage)
         else:
             batch.append(stage.name)
     generate(cfg, rd, t, batch)
@@ -167,7 +168,7 @@ def launcher(cfg: Config, stage: Stage) -> Launcher:
         config_file = str(find_launch_config(lc.accelerate_config))
         return Launcher((sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file),
                         launched_env())
-    if stage.name in GENERATION_STAGES and lc.generation_processes > 1:
+    if stage.name in generation_stage_names() and lc.generation_processes > 1:
         torchrun = (sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={lc.generation_processes}")
         return Launcher(torchrun, launched_env())
@@ -179,11 +180,11 @@ def generate(cfg: Config, rd: RunDir, t: int, todo: list[StageName]) -> None:
     if todo:
         args = ["--run-dir", str(rd.root), "--round", str(t), *todo]
         run_stage(stages, args, f"round {t}: {', '.join(todo)}", log_name(t, "generation"), watching(cfg, rd),
-                  launcher(cfg, STAGE[todo[0]]))
+                  launcher(cfg, row(todo[0])))
 
 
-def train(cfg: Config, rd: RunDir, t: int, trainer: ModuleType, stage: StageName = StageName.update) -> None:
-    """The init (t = 0: SFT -> M1), a round's update, or the temporal variant's look-ahead model."""
+def train(cfg: Config, rd: RunDir, t: int, trainer: ModuleType, stage: str = StageName.update) -> None:
+    """The init (t = 0: SFT -> M1), a round's update, or a training stage a variant adds."""
     data = cfg.init.data.upper().replace("+", " + ")
     kind = trainer.__name__.rsplit(".", 1)[1].upper()
     what = f"init: SFT on {data} -> M1" if not t else f"round {t}: {stage} ({kind})"
@@ -191,24 +192,21 @@ def train(cfg: Config, rd: RunDir, t: int, trainer: ModuleType, stage: StageName
         extensions.prepare(lambda line: console.print(line))
     args = ["--run-dir", str(rd.root), "--round", str(t), "--stage", stage]
     run_stage(trainer, args, what, log_name(t, stage if t else StageName.init), watching(cfg, rd),
-              launcher(cfg, STAGE[stage]))
+              launcher(cfg, row(stage)))
 
 
 def evaluate_model(cfg: Config, rd: RunDir, t: int, what: str) -> None:
     """M_{t+1}'s evaluation (t = 0: M1's, on the testbed)."""
     run_stage(evaluate, ["--run-dir", str(rd.root), "--round", str(t)], what, log_name(t, StageName.evaluate),
-              watching(cfg, rd), launcher(cfg, STAGE[StageName.evaluate]))
+              watching(cfg, rd), launcher(cfg, row(StageName.evaluate)))
 
 
-def lookahead(cfg: Config, rd: RunDir, t: int) -> None:
-    """Temporal variant: train a look-ahead model on the round's draft pairs (chosen from M_t's
-    candidates); its samples then give the final pairs their chosen side."""
-    if not rd.is_done(t, StageName.lookahead):
-        draft, drops = variants.preference_pairs(cfg, rd, t, future=False)
-        if not draft:
-            raise ConfigError(f"Round {t}: no draft pairs to train the look-ahead model on ({drops}).")
-        write_jsonl(rd.lookahead_dir(t) / "pairs.jsonl", draft)
-        train(cfg, rd, t, dpo, stage=StageName.lookahead)
+def train_variant_stage(cfg: Config, rd: RunDir, t: int, stage: Stage) -> None:
+    """A training stage a variant adds: its `run` writes the DPO pairs it trains on (the temporal
+    variant's draft pairs, for its look-ahead model), then DPO trains them."""
+    if not rd.is_done(t, stage.name):
+        stage.run(cfg, rd, t)
+        train(cfg, rd, t, dpo, stage=stage.name)
 
 
 def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
@@ -217,7 +215,7 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     if rd.is_done(t, StageName.pairs):
         return
     start = time.perf_counter()
-    build = variants.preference_pairs if is_dpo else variants.sft_examples
+    build = cfg.variant.preference_pairs if is_dpo else cfg.variant.sft_examples
     records, drops = build(cfg, rd, t)
     too_few = len(records) < cfg.pairs.min_pairs
     if too_few:
@@ -233,7 +231,7 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
             )
         console.print(f"[yellow]{message} Skipping the update (pairs.on_too_few=skip): M{t + 1} = M{t}.")
     write_jsonl(rd.training_data(cfg, t), records)
-    inputs = [rd.output(t, s.name) for s in round_stages(cfg, t) if s.name in GENERATION_STAGES[1:]]
+    inputs = [rd.output(t, s.name) for s in round_stages(cfg, t) if s.name in generation_stage_names()[1:]]
     rd.mark_done(t, StageName.pairs, inputs,
                  seconds=round(time.perf_counter() - start, 3), records=len(records), skip_update=too_few, **drops)
 

@@ -7,13 +7,12 @@ from collections import Counter
 from statistics import mean
 
 from selfreward.files import read_jsonl, write_json
+from selfreward.pairs import unflipped
 from selfreward.round import StageName
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
-from selfreward.variants.cream import unflipped
 
-PAIR_RULE = ("length_rho", "cream_consistency", "label_smoothing", "cream_flipped", "unparsed_answers")
 
 
 def score_histogram(judgments: list[dict]) -> dict[str, int]:
@@ -49,7 +48,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         "prompt_filter": {k: v for k, v in manifest[StageName.prompts].items() if k.startswith("dropped_")},
         "pair_filter": {k: v for k, v in manifest[StageName.pairs].items() if k.startswith("dropped_")},
         # how the variant's rule shaped the pairs: its length window, CREAM's consistency and smoothing
-        "pair_rule": {k: v for k, v in manifest[StageName.pairs].items() if k in PAIR_RULE},
+        "pair_rule": {k: v for k, v in manifest[StageName.pairs].items() if k in cfg.variant.rule_keys},
         "judge": {
             "judgment_parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,
             "score_histogram": histogram,
@@ -58,12 +57,12 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         },
         "lengths_tokens": {"all": _mean(token_counts(tokenizer, [c["response"] for c in candidates]))},
     }
-    metrics["variant"] = cfg.variant.name.value
+    metrics["variant"] = cfg.variant.name
     if cfg.update.method is UpdateMethod.dpo:
         pairs = read_jsonl(rd.output(t, StageName.pairs))
         metrics["counts"]["pairs"] = len(pairs)
         metrics["counts"]["judge_pairs"] = sum(p.get("kind") == "judge" for p in pairs)
-        # lengths of responses only, chosen as the judge chose (variant=cream trains some pairs flipped)
+        # lengths of responses only, chosen as the judge chose (a variant may train some pairs flipped)
         pairs = [unflipped(p) for p in pairs if p.get("kind", "response") == "response"]
         metrics["lengths_tokens"]["chosen"] = _mean(token_counts(tokenizer, [p["chosen"] for p in pairs]))
         metrics["lengths_tokens"]["rejected"] = _mean(token_counts(tokenizer, [p["rejected"] for p in pairs]))

@@ -33,6 +33,7 @@ from selfreward.errors import ConfigError  # noqa: E402
 from selfreward.judge import describe as describe_judge  # noqa: E402
 from selfreward.report_html import write_html  # noqa: E402
 from selfreward.report_testbed import m1_groups, m1_of, pair_table, type_table  # noqa: E402
+from selfreward.variants import REGISTRY  # noqa: E402
 
 
 def _eval(key: str) -> Callable[[dict], float | None]:
@@ -227,8 +228,9 @@ def arm_label(overrides: dict, compared: list[str]) -> str:
     label = ",".join(f"{k}={overrides[k]}" for k in compared if k in overrides) or "defaults"
     if overrides.get("judge.method") == "oracle":
         label += " (ceiling: the checker's rewards, not self-rewarding)"
-    if overrides.get("variant") == "random":
-        label += " (floor: random rewards)"
+    variant = REGISTRY.get(str(overrides.get("variant")))
+    if variant and variant.label:
+        label += f" ({variant.label})"
     return label
 
 

@@ -178,7 +178,7 @@ def write_html(run_dir: Path, out: Path, max_prompts: int = 50) -> Path:
         check = testbed.check
     rounds = rd.rounds()
     settings = [("update", cfg.update.method.value), ("judge", cfg.judge.method.value),
-                ("variant", cfg.variant.name.value), ("rounds", len(rounds))]
+                ("variant", cfg.variant.name), ("rounds", len(rounds))]
     head = (f"<!doctype html><html lang='en'><head><meta charset='utf-8'><title>selfreward: {_e(run_dir.name)}</title>"
             f"<style>{CSS}</style></head><body><h1>selfreward report: {_e(run_dir)}</h1>" + _table(settings)
             + "<p>" + " · ".join(f'<a href="#round-{t}">round {t}</a>' for t in rounds) + "</p>")

@@ -12,10 +12,10 @@ from typing import Callable, Hashable
 
 from selfreward.config import load_frozen
 from selfreward.files import read_jsonl
+from selfreward.pairs import unflipped
 from selfreward.round import StageName
 from selfreward.rundir import RunDir
 from selfreward.testbed import check
-from selfreward.variants.cream import unflipped
 
 
 def m1_of(run_dir: Path) -> str:
@@ -42,7 +42,7 @@ def m1_groups(dirs: dict[str, list[Path]], key: Callable[[Path], Hashable] = m1_
 
 
 def arm_name(label: str) -> str:
-    """An arm's settings without what the report says about them ("variant=random (floor: ...)")."""
+    """An arm's settings without what the report says about them (a variant's label, what a control is)."""
     return label.split(" (", 1)[0]
 
 

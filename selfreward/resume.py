@@ -8,22 +8,24 @@ redoes that stage and everything after it; `restart_from` moves those outputs as
 
 from __future__ import annotations
 
+import dataclasses
+
 import yaml
 from rich.console import Console
 
 from selfreward.config import to_yaml
 from selfreward.errors import ConfigError
 from selfreward.files import atomic_write_text
-from selfreward.round import ROUND_STAGES, StageName, setting_stages
+from selfreward.round import StageName, round_stage_names, row, setting_stages
 from selfreward.rundir import RunDir
 from selfreward.schema import Config
+from selfreward.variants import settings as variant_settings
 
 console = Console(stderr=True)
 
-# Settings not named by the stage table (rounds, run_dir, launch.*, backend, vllm.*) change how or
-# how long the run goes on, not what a finished stage wrote.
-FIRST_AFFECTED = setting_stages()
-STAGES = (StageName.init, *ROUND_STAGES)
+
+def stages() -> tuple[str, ...]:
+    return (StageName.init, *round_stage_names())
 
 
 def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
@@ -31,13 +33,14 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
     unless `restart_from` names where to start again (that stage and all after it are superseded)."""
     restart = parse_restart(restart_from) if restart_from else None
     if rd.config.is_file():
-        old, new = flatten(yaml.safe_load(rd.config.read_text())), flatten(yaml.safe_load(to_yaml(cfg)))
+        old, new = flatten(migrated(yaml.safe_load(rd.config.read_text()))), flatten(yaml.safe_load(to_yaml(cfg)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         stale = {k: first_affected(k) for k in changed if first_affected(k)}
         stale = {k: s for k, s in stale.items() if done_from(rd, s)}
-        earliest = min(stale.values(), key=STAGES.index) if stale else None
+        order = stages()
+        earliest = min(stale.values(), key=order.index) if stale else None
         too_late = restart is not None and earliest and (
-            restart[0] > 1 or STAGES.index(restart[1]) > STAGES.index(earliest)
+            restart[0] > 1 or order.index(restart[1]) > order.index(earliest)
         )
         if stale and (restart is None or too_late):
             diff = "\n".join(f"  {k}: {old.get(k)!r} -> {new.get(k)!r}" for k in stale)
@@ -55,17 +58,30 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
 
 
 def first_affected(key: str) -> str | None:
+    """The first stage a setting shapes. Settings the stage table does not name (rounds, run_dir,
+    launch.*, backend, vllm.*) change how or how long the run goes on, not what a finished stage wrote."""
+    shaped = setting_stages()
     for prefix in (key, key.split(".")[0]):
-        if prefix in FIRST_AFFECTED:
-            return FIRST_AFFECTED[prefix]
+        if prefix in shaped:
+            return shaped[prefix]
     return None
+
+
+def migrated(old: dict) -> dict:
+    """A config.yaml's settings as this version writes them: the variant settings it once held
+    under every variant are dropped where the run's variant does not have them."""
+    if isinstance(old.get("variant"), dict):
+        kept = dataclasses.asdict(variant_settings(old["variant"], frozen=True))
+        old = {**old, "variant": {k: v for k, v in old["variant"].items() if k in kept}}
+    return old
 
 
 def done_from(rd: RunDir, stage: str) -> bool:
     """Whether `stage` or any later stage has finished (in round 1, or init)."""
     if stage == StageName.init:
         return rd.is_done(0, StageName.init) or bool(rd.manifest(1))
-    return any(rd.is_done(1, s) for s in STAGES[STAGES.index(stage) :])
+    order = stages()
+    return any(rd.is_done(1, s) for s in order[order.index(stage) :])
 
 
 def parse_restart(value: str) -> tuple[int, StageName]:
@@ -74,10 +90,11 @@ def parse_restart(value: str) -> tuple[int, StageName]:
     number = where.removeprefix("round_")
     if stage == StageName.init and not where:
         return 0, StageName.init
-    if stage in ROUND_STAGES and (not where or (where.startswith("round_") and number.isdigit() and int(number) >= 1)):
-        return (int(number) if where else 1), StageName(stage)
+    names = round_stage_names()
+    if stage in names and (not where or (where.startswith("round_") and number.isdigit() and int(number) >= 1)):
+        return (int(number) if where else 1), row(stage).name
     raise ConfigError(
-        f"Bad value for 'restart_from': {value!r}. Valid: init, or a stage ({', '.join(ROUND_STAGES)}) "
+        f"Bad value for 'restart_from': {value!r}. Valid: init, or a stage ({', '.join(names)}) "
         "optionally prefixed by its round, e.g. restart_from=round_2.judge."
     )
 
@@ -94,7 +111,7 @@ def verify_finished(cfg: Config, rd: RunDir) -> None:
     """Before any finished stage is skipped or read, check that its outputs are what it wrote."""
     rd.verify(None, StageName.init)
     for t in rd.rounds():
-        for stage in ROUND_STAGES:
+        for stage in round_stage_names():
             rd.verify(t, stage)
 
 

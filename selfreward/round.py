@@ -3,8 +3,9 @@ it, how it draws its randomness, and which settings shape it.
 
 The rest of the package derives from this table: the run directory's layout (`rundir`), the
 generation worker's runners, models and inputs (`stages`), the orchestrator's order and which changed
-settings a finished stage refuses (`loop`), what `status` expects, and every stage's seed. A variant
-that needs a new stage adds one row here and, when the stage samples or judges, one runner.
+settings a finished stage refuses (`loop`), what `status` expects, and every stage's seed. The core
+rows are the paper's round; a variant's stages are rows its module declares (`selfreward.variants`),
+entered here when it is registered.
 """
 
 from __future__ import annotations
@@ -13,27 +14,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Callable
 
-from selfreward.schema import Config, VariantName
-
-
-def _always(cfg: Config, t: int) -> bool:
-    return True
-
-
-def _variant(*names: VariantName, also: Callable[[Config], bool] = lambda cfg: True) -> Callable[[Config, int], bool]:
-    return lambda cfg, t: cfg.variant.name in names and also(cfg)
-
-
-def _judged(cfg: Config, t: int) -> bool:
-    return cfg.variant.name is not VariantName.self_consistency  # votes rank its candidates instead
-
-
-def _cream_from_round_2(cfg: Config, t: int) -> bool:
-    return cfg.variant.name is VariantName.cream and t >= 2  # round 1's M_t has no judged previous model
-
-
-_temporal_anchor = _variant(VariantName.temporal, also=lambda cfg: cfg.variant.anchored_rejection)
-_temporal_future = _variant(VariantName.temporal, also=lambda cfg: cfg.variant.future_chosen)
+from selfreward.schema import Config
 
 
 class StageName(str, Enum):
@@ -44,14 +25,6 @@ class StageName(str, Enum):
     prompts = "prompts"
     candidates = "candidates"
     judge = "judge"
-    second_judge = "second_judge"
-    meta_judge = "meta_judge"
-    anchor_candidates = "anchor_candidates"
-    anchor_judge = "anchor_judge"
-    lookahead = "lookahead"
-    future_candidates = "future_candidates"
-    future_judge = "future_judge"
-    previous_judge = "previous_judge"
     pairs = "pairs"
     update = "update"
     evaluate = "evaluate"
@@ -70,42 +43,50 @@ class Role(str, Enum):
     policy = "policy"  # M_t
     initial = "initial"  # M1
     previous = "previous"  # M_{t-1}
-    lookahead = "lookahead"  # the temporal variant's look-ahead model
-    judge = "judge"  # judge.model, or M_t itself; no model for variant=random and judge.method=oracle
+    judge = "judge"  # judge.model, or M_t itself; none when the scores need no model (random, the checker)
     prompt_writer = "prompt_writer"  # prompts.model: M_t, M1 or a fixed model
 
 
 class Runner(str, Enum):
-    """Who runs a stage: a generation runner of the worker (`selfreward.stages.RUNNERS`), a training
-    launch (`selfreward.train.*`), the evaluation (`selfreward.evaluate`), or the orchestrator itself."""
+    """Who runs a stage: the generation worker (`selfreward.stages`: its prompts, sample and judge
+    runners, or the row's own `run`), a training launch (`selfreward.train.*`), the evaluation
+    (`selfreward.evaluate`), or the orchestrator itself."""
 
     prompts = "prompts"
     sample = "sample"
     judge = "judge"
-    second_judge = "second_judge"
-    meta_judge = "meta_judge"
+    generate = "generate"  # a variant's own generation stage: the row's `run`
     train = "train"
     evaluate = "evaluate"
     orchestrator = "orchestrator"
 
 
+def _always(cfg: Config, t: int) -> bool:
+    return True
+
+
 @dataclass(frozen=True)
 class Stage:
-    name: StageName
+    name: str  # a StageName, or the name a variant gives a stage it adds
     # What it writes in round_<t>/ (the first is its main output; the rest are moved with it on restart).
     files: tuple[str, ...]
     runner: Runner
     # Its offset in the per-(seed, round, stage) sampling seed; unique per stage.
     seed: int | None = None
-    model: Role | None = None  # None when no model generates for it
-    inputs: tuple[StageName, ...] = ()  # the stages whose outputs it reads
+    # Which model generates for it: a Role, or a function (run_dir, cfg, t) -> model path; None: none.
+    model: Role | Callable | None = None
+    inputs: tuple[str, ...] = ()  # the stages whose outputs it reads
     # Config keys (or key prefixes) that shape what it writes: a finished stage refuses to rerun
     # under changed values of these (see `resume.freeze`).
     settings: tuple[str, ...] = ()
-    # Whether a round of this config runs it.
+    # A stage a variant adds: the stage it runs after, and whether round t of this config runs it.
+    after: str | None = None
     when: Callable[[Config, int], bool] = _always
-    # For a stage of the paper's round that a variant leaves out: why (`status` shows it).
-    skipped: str = ""
+    # Its work, when the runner's own does not do it: a generate stage's (generator, cfg, rd, t, stage)
+    # -> manifest entry, or what a training stage trains on, written by (cfg, rd, t) -> None.
+    run: Callable | None = None
+    # A judge stage's judge, when it is not the round's: cfg -> JudgeConfig.
+    judge: Callable | None = None
 
 
 # The init stage (round 0): not a round stage, but the settings that shape M1 are refused the same way.
@@ -113,48 +94,92 @@ class Stage:
 INIT_SETTINGS = ("seed", "model", "data", "train", "init", "lora", "judge.template", "judge.reasoning", "testbed")
 
 N = StageName
-TABLE = (
+# The paper's round. A variant's stages (`Variant.stages`, `selfreward.variants`) go in after the row
+# they name; `add_stages` enters them here when the variant is registered.
+CORE = (
     Stage(N.prompts, ("prompts.jsonl",), Runner.prompts, seed=0, model=Role.prompt_writer, settings=("prompts",)),
     Stage(N.candidates, ("candidates.jsonl",), Runner.sample, seed=1, model=Role.policy, inputs=(N.prompts,),
           settings=("generation",)),
     Stage(N.judge, ("judgments.jsonl",), Runner.judge, seed=2, model=Role.judge, inputs=(N.candidates,),
-          settings=("judge", "variant.name"), when=_judged, skipped="votes rank the candidates (self_consistency)"),
-    Stage(N.second_judge, ("judgments_second.jsonl",), Runner.second_judge, seed=3, model=Role.judge,
-          inputs=(N.candidates,), settings=("variant.second_judge", "variant.second_template"),
-          when=_variant(VariantName.consistency)),
-    Stage(N.meta_judge, ("meta_judgments.jsonl",), Runner.meta_judge, seed=4, model=Role.judge,
-          inputs=(N.candidates, N.judge), settings=("variant.meta_template",), when=_variant(VariantName.meta)),
-    Stage(N.anchor_candidates, ("anchor_candidates.jsonl",), Runner.sample, seed=5, model=Role.initial,
-          inputs=(N.prompts,), settings=("variant.anchored_rejection",), when=_temporal_anchor),
-    Stage(N.anchor_judge, ("anchor_judgments.jsonl",), Runner.judge, seed=6, model=Role.judge,
-          inputs=(N.anchor_candidates,), when=_temporal_anchor),
-    Stage(N.lookahead, ("lookahead",), Runner.train, inputs=(N.candidates, N.judge),
-          settings=("variant.future_chosen",), when=_temporal_future),
-    Stage(N.future_candidates, ("future_candidates.jsonl",), Runner.sample, seed=7, model=Role.lookahead,
-          inputs=(N.prompts,), when=_temporal_future),
-    Stage(N.future_judge, ("future_judgments.jsonl",), Runner.judge, seed=8, model=Role.judge,
-          inputs=(N.future_candidates,), when=_temporal_future),
-    Stage(N.previous_judge, ("judgments_previous.jsonl",), Runner.judge, seed=10, model=Role.previous,
-          inputs=(N.candidates,), when=_cream_from_round_2),
-    Stage(N.pairs, ("pairs.jsonl", "sft.jsonl"), Runner.orchestrator, seed=11,  # seed: CREAM's flips
-          inputs=(N.candidates, N.judge),
-          settings=("pairs", "update.method", "variant.meta_share", "variant.rho", "variant.length_control",
-                    "variant.answer_pattern", "variant.min_vote_share", "variant.min_vote_margin")),
+          settings=("judge", "variant.name")),
+    # seed: the variant's rule may draw (CREAM's flips); every variant.* setting not named by one of
+    # its stages shapes the pairs
+    Stage(N.pairs, ("pairs.jsonl", "sft.jsonl"), Runner.orchestrator, seed=11, inputs=(N.candidates, N.judge),
+          settings=("pairs", "update.method", "variant")),
     Stage(N.update, ("model", "train"), Runner.train, inputs=(N.pairs,), settings=("update",)),
     Stage(N.evaluate, ("eval.json", "eval_responses.jsonl"), Runner.evaluate, seed=9, inputs=(N.update,),
           settings=("eval",)),
 )
 del N
-STAGE = {s.name: s for s in TABLE}
-ROUND_STAGES = tuple(STAGE)
-GENERATION_STAGES = tuple(s.name for s in TABLE if s.runner in (Runner.prompts, Runner.sample, Runner.judge,
-                                                                Runner.second_judge, Runner.meta_judge))
-TRAINING_STAGES = (StageName.init, *(s.name for s in TABLE if s.runner is Runner.train))
+_ADDED: list[Stage] = []
+
+
+def in_order(rows) -> list[Stage]:
+    """The core rows with `rows` (stages variants add) each after the row it names, in their order."""
+    out = list(CORE)
+    for added in rows:
+        at = next(i for i, s in enumerate(out) if s.name == added.after)
+        while at + 1 < len(out) and _descends(out[at + 1], added.after, out):
+            at += 1  # after the stages already placed after it (and after those)
+        out.insert(at + 1, added)
+    return out
+
+
+def _descends(stage: Stage, name: str, rows: list[Stage]) -> bool:
+    by_name = {s.name: s for s in rows}
+    while stage.after:
+        if stage.after == name:
+            return True
+        stage = by_name[stage.after]
+    return False
+
+
+def add_stages(rows) -> None:
+    """Enter a variant's stages in the table (`selfreward.variants.register`); a name or seed offset
+    that another stage has is refused."""
+    for added in rows:
+        taken = {s.name: s for s in table()}
+        if added.name in taken:
+            if taken[added.name] == added:
+                continue  # the same variant registered again
+            raise ValueError(f"A stage named {added.name!r} is already in the stage table.")
+        if added.after not in taken or added.after in (StageName.pairs, StageName.update, StageName.evaluate):
+            raise ValueError(f"Stage {added.name!r}: 'after' must name a stage before the pairs, got {added.after!r}.")
+        if added.seed is not None and added.seed in {s.seed for s in taken.values()}:
+            raise ValueError(f"Stage {added.name!r}: seed offset {added.seed} is another stage's.")
+        _ADDED.append(added)
+
+
+def table() -> tuple[Stage, ...]:
+    """Every stage a round can run, the registered variants' included, in round order."""
+    return tuple(in_order(_ADDED))
+
+
+def row(name: str) -> Stage:
+    for s in (*CORE, *_ADDED):
+        if s.name == name:
+            return s
+    raise KeyError(f"No stage named {name!r} in the stage table.")
+
+
+def round_stage_names() -> tuple[str, ...]:
+    return tuple(s.name for s in table())
+
+
+def generation_stage_names() -> tuple[str, ...]:
+    generation = (Runner.prompts, Runner.sample, Runner.judge, Runner.generate)
+    return tuple(s.name for s in table() if s.runner in generation)
+
+
+def training_stage_names() -> tuple[str, ...]:
+    return (StageName.init, *(s.name for s in table() if s.runner is Runner.train))
 
 
 def round_stages(cfg: Config, t: int = 1) -> list[Stage]:
-    """The stages round t of this config runs, in order."""
-    return [s for s in TABLE if s.when(cfg, t)]
+    """The stages round t of this config runs, in order: the core stages its variant does not skip,
+    and the variant's own stages whose `when` holds."""
+    core = [s for s in CORE if s.name not in cfg.variant.skips]
+    return [s for s in in_order(cfg.variant.stages) if s in core or (s.after and s.when(cfg, t))]
 
 
 # Settings under those prefixes that shape nothing a stage writes: how training is watched.
@@ -164,7 +189,7 @@ WATCH_SETTINGS = ("train.verify_checkpoints", "train.keep_checkpoints", "train.r
 def setting_stages() -> dict[str, str | None]:
     """Setting (key or prefix) -> the first stage it shapes (None: none)."""
     out = {**dict.fromkeys(INIT_SETTINGS, StageName.init), **dict.fromkeys(WATCH_SETTINGS)}
-    for stage in TABLE:
+    for stage in table():
         for key in stage.settings:
             out.setdefault(key, stage.name)
     return out
@@ -186,4 +211,4 @@ def log_name(t: int, part: str) -> str:
 def stage_seed(cfg: Config, t: int, stage: StageName) -> int:
     """The sampling seed of a stage, deterministic per (run seed, round, stage), so rerunning one
     stage reproduces it. Round 0 is the init's evaluation."""
-    return cfg.seed * 100_003 + t * 101 + STAGE[stage].seed
+    return cfg.seed * 100_003 + t * 101 + row(stage).seed

@@ -6,9 +6,7 @@
     <run_dir>/round_<t>/prompts.jsonl     {id, prompt}
                         candidates.jsonl  {prompt_id, prompt, candidate_id, response}
                         judgments.jsonl   {prompt_id, candidate_id, score, scores, judgments}
-                        (variants only: judgments_second.jsonl, meta_judgments.jsonl,
-                         anchor_candidates.jsonl, anchor_judgments.jsonl, lookahead/,
-                         future_candidates.jsonl, future_judgments.jsonl; see selfreward.variants)
+                        (and the files of the stages a variant adds: its module in selfreward.variants)
                         pairs.jsonl       {prompt_id, prompt, chosen, rejected, score_chosen, score_rejected, kind}
                         sft.jsonl         {prompt_id, prompt, response, score}
                         model/            M_{t+1}
@@ -37,7 +35,7 @@ from selfreward.files import (
     write_json,
     write_jsonl,
 )
-from selfreward.round import ROUND_STAGES, STAGE, Role, StageName, restart_value
+from selfreward.round import Role, StageName, restart_value, round_stage_names, row
 
 LOCK_NAME = ".selfreward.lock"  # see selfreward.lock
 # The first line of every config.yaml selfreward writes: what marks a directory as a run directory.
@@ -154,24 +152,25 @@ class RunDir:
         return self.init_dir if not t else self.round_dir(t)
 
     def output(self, t: int, stage: str) -> Path:
-        """The main output of a stage of round t (`selfreward.round.TABLE`)."""
-        return self.round_dir(t) / STAGE[stage].files[0]
+        """The main output of a stage of round t (`selfreward.round.table()`)."""
+        return self.round_dir(t) / row(stage).files[0]
 
     def training_data(self, cfg, t: int) -> Path:
         """The update's input: `pairs.jsonl` (DPO) or `sft.jsonl` (SFT), both written by the pairs stage."""
-        return self.round_dir(t) / STAGE[StageName.pairs].files[cfg.update.method.value == "sft"]
+        return self.round_dir(t) / row(StageName.pairs).files[cfg.update.method.value == "sft"]
 
     def model(self, t: int | None) -> Path:
         return self.stage_dir(t) / "model"
 
-    def lookahead_dir(self, t: int) -> Path:
-        """Temporal variant: draft pairs, training checkpoints and the look-ahead model of round t."""
-        return self.output(t, StageName.lookahead)
-
     def trained_model(self, t: int | None, stage: str) -> Path:
         """Where a training stage saves its model (its TRL checkpoints go to the sibling `train/`):
-        the round's `model/`, or `lookahead/model/` for the temporal variant's look-ahead stage."""
-        return self.lookahead_dir(t) / "model" if stage == StageName.lookahead else self.model(t)
+        the round's `model/` (init: init/model/), or `model/` in the folder of a stage a variant adds."""
+        return self.model(t) if stage in (StageName.init, StageName.update) else self.output(t, stage) / "model"
+
+    def training_input(self, cfg, t: int, stage: str) -> Path:
+        """What a round's training stage trains on: the pairs stage's file for the update, or
+        `pairs.jsonl` in the folder of a stage a variant adds (its DPO pairs)."""
+        return self.training_data(cfg, t) if stage == StageName.update else self.output(t, stage) / "pairs.jsonl"
 
     # -- which model plays which part ---------------------------------------------------------
     def base(self, cfg) -> str:
@@ -192,14 +191,15 @@ class RunDir:
 
     def stage_model(self, cfg, t: int, stage: str) -> str | None:
         """The model that runs a stage of round t, by the role the stage table gives it."""
-        role = STAGE[stage].model
-        if role is Role.judge:  # random scores and the checker need no model
-            if cfg.variant.name.value == "random" or cfg.judge.method.value == "oracle":
+        role = row(stage).model
+        if callable(role):  # a variant's own model, e.g. one a stage before it trained
+            return role(self, cfg, t)
+        if role is Role.judge:  # scores that need no model: the variant's (random), the checker
+            if not cfg.variant.judge_model or cfg.judge.method.value == "oracle":
                 return None
             return cfg.judge.model or self.policy(cfg, t)
         roles = {Role.policy: self.policy, Role.initial: lambda c, _: self.initial(c),
-                 Role.prompt_writer: self.prompt_writer, Role.previous: lambda c, r: self.policy(c, r - 1),
-                 Role.lookahead: lambda c, r: str(self.lookahead_dir(r) / "model")}
+                 Role.prompt_writer: self.prompt_writer, Role.previous: lambda c, r: self.policy(c, r - 1)}
         return roles[role](cfg, t) if role else None
 
     # -- manifests ---------------------------------------------------------------------------
@@ -212,7 +212,7 @@ class RunDir:
 
     def outputs(self, t: int | None, stage: str) -> list[Path]:
         """The existing outputs of a stage (stage table; the init's model) for its manifest entry."""
-        names = ("model",) if stage == StageName.init else STAGE[stage].files
+        names = ("model",) if stage == StageName.init else row(stage).files
         folder = self.stage_dir(t)
         return [folder / n for n in names if not n.startswith(".") and n != "train" and (folder / n).exists()]
 
@@ -257,7 +257,7 @@ class RunDir:
         """Move `stage` of round t (t=0: init), every later stage and every later round to
         `<run_dir>/superseded/<time>/`, so they run again; nothing is deleted. Returns what moved."""
         dest = self.root / "superseded" / time.strftime("%Y%m%d-%H%M%S")
-        order = ROUND_STAGES if t else (StageName.init,)
+        order = round_stage_names() if t else (StageName.init,)
         moved = []
 
         def move(path: Path) -> None:
@@ -274,7 +274,7 @@ class RunDir:
             manifest = self.manifest(t)
             for s in later:
                 manifest.pop(s, None)
-                for name in STAGE[s].files if s in STAGE else ():
+                for name in row(s).files:
                     for suffix in ("", ".partial", ".progress.json"):
                         move(self.round_dir(t) / (name + suffix))
             move(self.round_dir(t) / "metrics.json")

@@ -21,7 +21,6 @@ from selfreward.choices import (
     Reference,
     TestbedFamily,
     UpdateMethod,
-    VariantName,
 )
 
 
@@ -260,43 +259,21 @@ class UpdateConfig:
 
 @dataclass
 class VariantConfig:
-    """Which self-rewarding variant runs (`variant=<name>` picks recipes/variant/<name>.yaml) and the
-    settings of each; a setting is read only by its variant."""
+    """The settings every variant has. `variant=<name>` picks a registered variant (`selfreward.variants`),
+    whose config class extends this one with its own settings; `selfreward config --explain variant`
+    lists them all."""
 
-    name: VariantName = VariantName.base
-    # meta: Meta-Rewarding (arXiv 2407.19594)
-    meta_share: float = bounded(0.15, "(0, 1)",
-                                "meta: most judge pairs may be of all pairs (more collapses the judge).")
-    meta_template: str = field(default="meta_judge.txt", metadata={"help": "meta: file in prompts/ or a path."})
-    # temporal: Temporal Self-Rewarding (arXiv 2508.06026)
-    anchored_rejection: bool = field(default=True, metadata={"help": "temporal: rejected responses come from M1."})
-    future_chosen: bool = field(
-        default=True, metadata={"help": "temporal: chosen responses come from a look-ahead model one step ahead."}
-    )
-    # consistency: keep a pair only when a second judge agrees on its order (after SCIR, arXiv 2502.08922)
-    second_judge: JudgeMethod = field(default=JudgeMethod.logprob, metadata={"help": "consistency: its method."})
-    second_template: Optional[str] = field(
-        default=None, metadata={"help": "consistency: its template; null = judge.template."}
-    )
-    length_control: float = bounded(0.0, "[0, 1]", "meta: chosen is the shortest response scoring within this share "
-                                    "of the prompt's score range from its top (Meta-Rewarding's length control; 0 = "
-                                    "the best).")
-    # self_consistency: Self-Consistency Preference Optimization (ScPO, arXiv 2411.04109)
+    name: str = field(default="base", metadata={"help": "The variant: one of `selfreward.variants.REGISTRY`."})
     answer_pattern: Optional[str] = field(
         default=None,
-        metadata={"help": "self_consistency: regex whose first group is a response's final answer (e.g. "
+        metadata={"help": "Regex whose first group is a response's final answer, for majority votes (e.g. "
                           "'#### (.+)'); null = the whole stripped response."},
     )
-    min_vote_share: float = bounded(0.0, "[0, 1]",
-                                    "self_consistency: drop a prompt whose top answer has a smaller share.")
-    min_vote_margin: float = bounded(0.0, "[0, 1]", "self_consistency: keep a pair only when (top votes - bottom "
-                                     "votes) / N is at least this.")
-    # length (and any variant that sets it): best and worst within a length window around the
-    # shortest top-scored response
+    # best and worst within a length window around the shortest top-scored response
     rho: list[float] = field(
         default_factory=list,
         metadata={"help": "Length window half-width relative to that length, per round (the last repeats); "
-                          "[] = no window. variant=length sets [0.5]."},
+                          "[] = no window."},
     )
 
 
@@ -415,7 +392,8 @@ class Config:
     pairs: PairsConfig = field(default_factory=PairsConfig)
     update: UpdateConfig = field(default_factory=UpdateConfig)
     lora: LoraConfig = field(default_factory=LoraConfig)
-    variant: VariantConfig = field(default_factory=VariantConfig)
+    # a VariantConfig subclass, the one its `name` registers (`selfreward.validation` picks it)
+    variant: Any = field(default_factory=VariantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     testbed: TestbedConfig = field(default_factory=TestbedConfig)
     vllm: VllmConfig = field(default_factory=VllmConfig)

@@ -20,7 +20,7 @@ from functools import partial
 
 from tqdm.auto import tqdm
 
-from selfreward import testbed, testbed_constraints, variants
+from selfreward import testbed, testbed_constraints
 from selfreward.candidates import sample_candidates
 from selfreward.config import load_frozen
 from selfreward.data import heldout_prompts, seed_instructions, seed_path
@@ -28,14 +28,12 @@ from selfreward.errors import ConfigError
 from selfreward.files import read_jsonl
 from selfreward.generation import distributed, load_generator, parallel
 from selfreward.generation.base import Generator
-from selfreward.judge import judge_candidates, random_scores
 from selfreward.metrics import score_histogram
 from selfreward.process import stage_main
 from selfreward.prompts import evolve_prompts, generate_prompts
-from selfreward.round import GENERATION_STAGES, STAGE, Runner, StageName, stage_seed
+from selfreward.round import Runner, StageName, generation_stage_names, row, stage_seed
 from selfreward.rundir import ChunkLog, RunDir
-from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily, VariantName
-from selfreward.variants.meta import run_meta_judge
+from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily
 
 
 def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.prompts) -> dict:
@@ -77,9 +75,9 @@ def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageNam
     return {"records": len(records) + len(seeds), "seed_prompts": n_seed, **stats}
 
 
-def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.candidates) -> dict:
+def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = StageName.candidates) -> dict:
     """N samples per prompt of round t from the loaded model, into the file of `stage`."""
-    prompts = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
+    prompts = read_jsonl(rd.output(t, row(stage).inputs[0]))
     fn = partial(sample_candidates, gen, cfg.generation)
     log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(prompts, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
@@ -87,16 +85,12 @@ def run_candidates(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: Stage
     return {"records": len(records)}
 
 
-def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.judge,
-              judge: JudgeConfig | None = None) -> dict:
-    """Judge the candidates the stage reads with `judge` (the round's judge by default); variant=random
-    draws their scores instead (no model is loaded then, nor for judge.method=oracle)."""
-    judge = judge or cfg.judge
-    candidates = read_jsonl(rd.output(t, STAGE[stage].inputs[0]))
-    if cfg.variant.name is VariantName.random:
-        fn = partial(random_scores, judge)
-    else:
-        fn = partial(judge_candidates, gen, judge)
+def run_judge(gen: Generator | None, cfg: Config, rd: RunDir, t: int, stage: str = StageName.judge) -> dict:
+    """Judge the candidates the stage reads with its row's judge (the round's by default), the way the
+    variant judges (a variant may score without a model; so does judge.method=oracle)."""
+    judge: JudgeConfig = row(stage).judge(cfg) if row(stage).judge else cfg.judge
+    candidates = read_jsonl(rd.output(t, row(stage).inputs[0]))
+    fn = partial(cfg.variant.judge, gen, judge)
     log = ChunkLog(rd.output(t, stage))
     records = log.run_chunks(candidates, cfg.generation.batch_size, stage_seed(cfg, t, stage), fn, stage)
     try:
@@ -131,27 +125,22 @@ def check_judge_health(cfg: JudgeConfig, records: list[dict], t: int) -> None:
         tqdm.write(f"WARNING: {message}")
 
 
-def run_second_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName) -> dict:
-    """The consistency variant's second judgment of the round's candidates."""
-    return run_judge(gen, cfg, rd, t, stage, variants.second_judge(cfg))
-
-
-# The generation worker's runners, by the stage table's `runner` column; each is called as
-# runner(generator, cfg, rd, t, stage) with the model of the stage's `model` column loaded.
-RUNNERS = {Runner.prompts: run_prompts, Runner.sample: run_candidates, Runner.judge: run_judge,
-           Runner.second_judge: run_second_judge, Runner.meta_judge: run_meta_judge}
+# The generation worker's runners, by the stage table's `runner` column (a row's own `run` instead,
+# where it has one); each is called as runner(generator, cfg, rd, t, stage) with the model of the
+# stage's `model` column loaded.
+RUNNERS = {Runner.prompts: run_prompts, Runner.sample: run_candidates, Runner.judge: run_judge}
 
 
 def stage_inputs(cfg: Config, rd: RunDir, t: int, stage: str) -> list:
     """What the manifest records a stage ran on: its input files (the seed set for prompts) and its model."""
-    files = [rd.output(t, s) for s in STAGE[stage].inputs] or [seed_path(cfg.data.ift_path, "ift")]
+    files = [rd.output(t, s) for s in row(stage).inputs] or [seed_path(cfg.data.ift_path, "ift")]
     model = rd.stage_model(cfg, t, stage)
     return [*files, model] if model else files
 
 
 def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
     cfg, rd = load_frozen(run_dir), RunDir(run_dir)
-    todo = [StageName(s) for s in stages if not rd.is_done(t, s)]
+    todo = [row(s).name for s in stages if not rd.is_done(t, s)]
     rd.round_dir(t).mkdir(parents=True, exist_ok=True)
     gen, loaded = None, None
     for stage in todo:
@@ -161,7 +150,7 @@ def run_generation_stages(run_dir: str, t: int, stages: list[str]) -> None:
             gc.collect()
             gen, loaded = load_generator(cfg, model), model
         start = time.perf_counter()
-        entry = RUNNERS[STAGE[stage].runner](gen, cfg, rd, t, stage)
+        entry = (row(stage).run or RUNNERS[row(stage).runner])(gen, cfg, rd, t, stage)
         rd.mark_done(t, stage, stage_inputs(cfg, rd, t, stage), seconds=round(time.perf_counter() - start, 3), **entry)
         tqdm.write(f"[round {t}] {stage}: {entry}")
 
@@ -178,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             parallel.stop_followers()
 
-    return stage_main(argv, __doc__, run, lambda p: p.add_argument("stages", nargs="+", choices=GENERATION_STAGES))
+    return stage_main(argv, __doc__, run, lambda p: p.add_argument("stages", nargs="+", choices=generation_stage_names()))
 
 
 if __name__ == "__main__":

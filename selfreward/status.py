@@ -5,7 +5,7 @@ from __future__ import annotations
 from rich.table import Table
 
 from selfreward.files import last_checkpoint
-from selfreward.round import STAGE, TABLE, TRAINING_STAGES, Runner, StageName, round_stages
+from selfreward.round import Runner, StageName, round_stages, row, table, training_stage_names
 from selfreward.rundir import ChunkLog, RunDir
 from selfreward.schema import Config, UpdateMethod
 
@@ -22,20 +22,20 @@ def _training(rd: RunDir, t: int, stage: str) -> str:
 
 def expected_records(cfg: Config, done: dict, stage: str) -> int | None:
     """How many records a finished generation stage will hold, by its runner: None when unknown."""
-    row = STAGE[stage]
-    if row.runner is Runner.prompts:
+    stage_row = row(stage)
+    if stage_row.runner is Runner.prompts:
         return cfg.prompts.num_prompts
-    if row.runner is Runner.sample:
-        return (done.get(row.inputs[0]) or 0) * cfg.generation.num_candidates or None
-    if row.runner in (Runner.judge, Runner.second_judge):
-        return done.get(row.inputs[0])
+    if stage_row.runner is Runner.sample:
+        return (done.get(stage_row.inputs[0]) or 0) * cfg.generation.num_candidates or None
+    if stage_row.runner is Runner.judge:
+        return done.get(stage_row.inputs[0])
     return None
 
 
 def columns(cfg: Config, rounds: int) -> list[str]:
     """The stages any round of this config runs, and those of the paper's round it leaves out."""
     active = {s.name for t in range(1, rounds + 1) for s in round_stages(cfg, t)}
-    return [s.name for s in TABLE if s.name in active or s.skipped]
+    return [s.name for s in table() if s.name in active or s.name in cfg.variant.skips]
 
 
 def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str, str]:
@@ -44,8 +44,9 @@ def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str,
     runs = {s.name for s in round_stages(cfg, t)}
     for stage in shown:
         if stage not in runs:
-            states[stage] = f"skipped: {STAGE[stage].skipped}" if STAGE[stage].skipped else "-"
-        elif stage in TRAINING_STAGES:
+            skipped = cfg.variant.skips.get(stage)
+            states[stage] = f"skipped: {skipped}" if skipped else "-"
+        elif stage in training_stage_names():
             states[stage] = _training(rd, t, stage)
         elif stage == StageName.evaluate and not cfg.eval.enabled:
             states[stage] = "disabled"
@@ -63,12 +64,12 @@ def stage_states(cfg: Config, rd: RunDir, t: int, shown: list[str]) -> dict[str,
 def status_table(cfg: Config, rd: RunDir) -> Table:
     update = "DPO" if cfg.update.method is UpdateMethod.dpo else "SFT"
     init = "skipped (init.skip)" if cfg.init.skip else _training(rd, 0, StageName.init)
-    variant = "" if cfg.variant.name.value == "base" else f", variant={cfg.variant.name.value}"
-    table = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
+    variant = "" if cfg.variant.name == "base" else f", variant={cfg.variant.name}"
+    out = Table(title=f"{rd.root}: {cfg.rounds} rounds, update={update}{variant}; init (M1): {init}")
     rounds = max([cfg.rounds, *rd.rounds()])
     shown = columns(cfg, rounds)
     for column in ("round", *shown):
-        table.add_column(column)
+        out.add_column(column)
     for t in range(1, rounds + 1):
-        table.add_row(str(t), *stage_states(cfg, rd, t, shown).values())
-    return table
+        out.add_row(str(t), *stage_states(cfg, rd, t, shown).values())
+    return out

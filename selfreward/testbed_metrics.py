@@ -5,9 +5,9 @@ eval.json."""
 
 from __future__ import annotations
 
+from selfreward.pairs import unflipped
 from selfreward.stats import pair_outcome
 from selfreward.testbed import check, task_name
-from selfreward.variants.cream import unflipped
 from selfreward.variants.votes import majority, tally
 
 
@@ -51,7 +51,7 @@ def metrics(prompts: list[dict], answers: list[str], eft: list[dict], judge_scor
         "per_task": per_task,
     }
     if training is not None:
-        # response pairs only (not judge pairs), as the judge ordered them (variant=cream flips some)
+        # response pairs only (not judge pairs), as the judge ordered them (a variant may flip some)
         rows = [unflipped(r) for r in training if r.get("kind", "response") == "response"]
         out["pair_precision"] = _share([bool(check(r["prompt"], r.get("chosen", r.get("response")))) for r in rows])
         rejected = [not check(r["prompt"], r["rejected"]) for r in rows if "rejected" in r]

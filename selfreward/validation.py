@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-import re
 from pathlib import Path
 from typing import Optional
 
@@ -24,11 +23,11 @@ from selfreward.choices import (
     Precision,
     TestbedFamily,
     UpdateMethod,
-    VariantName,
 )
 from selfreward.errors import ConfigError
 from selfreward.resources import find_launch_config, find_prompt
 from selfreward.schema import Config
+from selfreward.variants import settings as variant_settings
 
 DATA_FIELDS = ("instruction", "response", "judgment", "score", "prompt", "id")
 
@@ -41,11 +40,17 @@ def readable(e: Exception) -> str:
     return f"Bad value for '{key}': {msg}" if key else msg
 
 
-def validate(cfg) -> Config:
-    """Turn a DictConfig into a Config and check what the types alone cannot."""
+def validate(cfg, frozen: bool = False) -> Config:
+    """Turn a DictConfig into a Config and check what the types alone cannot. `frozen`: a config.yaml
+    a run wrote (settings since moved are dropped, `selfreward.variants.settings`)."""
+    variant = OmegaConf.to_container(cfg.variant) if "variant" in cfg else {}
     try:
-        merged = OmegaConf.merge(OmegaConf.structured(Config), cfg)
+        rest = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "variant"])
+        merged = OmegaConf.merge(OmegaConf.structured(Config), rest)
         obj: Config = OmegaConf.to_object(merged)
+        obj.variant = variant_settings(variant, frozen)
+    except ConfigError:
+        raise
     except Exception as e:  # OmegaConf reports type and missing-value errors with the full key
         raise ConfigError(readable(e)) from None
     _check_bounds(obj)
@@ -131,8 +136,7 @@ def rendered_templates(obj: Config) -> list[tuple[str, str]]:
     """(key, value) of every prompt template the run renders."""
     return [("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
             ("prompts.evolve_template", obj.prompts.evolve_template),
-            ("eval.template", obj.eval.template), ("variant.meta_template", obj.variant.meta_template),
-            ("variant.second_template", obj.variant.second_template or obj.judge.template)]
+            ("eval.template", obj.eval.template), *obj.variant.templates(obj)]
 
 
 def _validate_judge(obj: Config) -> None:
@@ -244,38 +248,6 @@ VLLM_MISSING = ("backend=vllm needs vLLM, which is not installed: pip install 's
 
 
 def _validate_variant(obj: Config) -> None:
-    v, name = obj.variant, obj.variant.name
-    if name is VariantName.seed_anchored and obj.prompts.seed_share == 0:
-        raise ConfigError("variant=seed_anchored needs 'prompts.seed_share' > 0.")
-    if name is VariantName.meta:
-        if obj.judge.method is not JudgeMethod.sampled or obj.judge.samples < 2:
-            got = f"method={obj.judge.method.value}, samples={obj.judge.samples}"
-            raise ConfigError("variant=meta compares judgments of one response: it needs judge=sampled and "
-                              f"'judge.samples' >= 2 (got {got}).")
-    if name is VariantName.temporal:
-        if obj.update.method is not UpdateMethod.dpo:
-            raise ConfigError("variant=temporal shapes both sides of a preference pair: it needs update=dpo.")
-        if not (v.anchored_rejection or v.future_chosen):
-            raise ConfigError("variant=temporal with both 'variant.anchored_rejection' and "
-                              "'variant.future_chosen' false is variant=base.")
-    if name is VariantName.consistency and v.second_judge is obj.judge.method and (
-        v.second_template or obj.judge.template) == obj.judge.template:
-        raise ConfigError("variant=consistency needs a second judge that differs from the first: set "
-                          "'variant.second_judge' (method) or 'variant.second_template'.")
-    if name is VariantName.self_consistency:
-        if obj.generation.num_candidates < 2:
-            raise ConfigError("variant=self_consistency counts the votes of N answers: it needs "
-                              f"'generation.num_candidates' >= 2, got {obj.generation.num_candidates}.")
-        if v.answer_pattern is not None:
-            try:
-                groups = re.compile(v.answer_pattern).groups
-            except re.error as e:
-                raise ConfigError(f"'variant.answer_pattern' is not a regular expression ({e}).") from None
-            if groups < 1:
-                raise ConfigError(f"'variant.answer_pattern' {v.answer_pattern!r} needs a group around the answer, "
-                                  "e.g. '#### (.+)'.")
-    if name is VariantName.cream and obj.judge.model:
-        raise ConfigError("variant=cream compares M_t's judgments with M_{t-1}'s: it needs judge.model=null "
-                          f"(got {obj.judge.model!r}).")
-    if any(r < 0 for r in v.rho) or (name is VariantName.length and not v.rho):
-        raise ConfigError(f"'variant.rho' must be a list of values >= 0 (non-empty for variant=length), got {v.rho}.")
+    if any(r < 0 for r in obj.variant.rho):
+        raise ConfigError(f"'variant.rho' must be a list of values >= 0, got {obj.variant.rho}.")
+    obj.variant.validate(obj)

@@ -7,6 +7,7 @@ from selfreward.config import compose, group_options
 from selfreward.errors import ConfigError
 from selfreward.schema import Backend, Config, JudgeMethod, Reference, UpdateMethod
 from selfreward.validation import _bounded, _interval
+from selfreward.variants import REGISTRY
 from tests.helpers import selfreward
 
 
@@ -101,19 +102,23 @@ def _just_outside(interval: str, value) -> list:
     return outside
 
 
-BOUNDED = [(key, interval, bad) for key, interval, value in _bounded(Config(run_dir="r"), "")
+# every bounded key of the schema, and each variant's own under that variant
+BOUNDED = [("base", key, interval, bad) for key, interval, value in _bounded(Config(run_dir="r"), "")
            for bad in _just_outside(interval, value)]
+BOUNDED += [(name, f"variant.{key}", interval, bad) for name, cls in sorted(REGISTRY.items())
+            for key, interval, value in _bounded(cls(), "") if f"variant.{key}" not in {b[1] for b in BOUNDED}
+            for bad in _just_outside(interval, value)]
 
 
-@pytest.mark.parametrize("key, interval, bad", BOUNDED, ids=[f"{k}={b}" for k, _, b in BOUNDED])
-def test_every_bounded_key_refuses_the_values_next_to_its_interval(key, interval, bad):
+@pytest.mark.parametrize("variant, key, interval, bad", BOUNDED, ids=[f"{k}={b}" for _, k, _, b in BOUNDED])
+def test_every_bounded_key_refuses_the_values_next_to_its_interval(variant, key, interval, bad):
     """The schema's intervals are the one list of bounds: each is checked, with a message naming the key."""
     with pytest.raises(ConfigError, match=f"^'{key}' must be .*, got {bad}"):
-        compose([f"{key}={bad}"])
+        compose([f"variant={variant}", f"{key}={bad}"])
 
 
 def test_the_bounds_cover_what_a_run_would_fail_on_late():
-    keys = {key for key, _, _ in BOUNDED}
+    keys = {key for _, key, _, _ in BOUNDED}
     assert len(keys) >= 40 and {"rounds", "generation.top_p", "judge.max_score", "update.beta", "lora.r",
                                 "variant.min_vote_margin", "launch.generation_processes"} <= keys
 

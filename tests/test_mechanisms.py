@@ -9,11 +9,14 @@ import pytest
 from selfreward import testbed, testbed_metrics
 from selfreward.config import load_frozen
 from selfreward.generation.base import derive_seed
-from selfreward.judge import judge_candidates, random_scores
+from selfreward.judge import judge_candidates
 from selfreward.round import stage_seed
-from selfreward.schema import JudgeConfig, JudgeMethod, VariantConfig
+from selfreward.schema import JudgeConfig, JudgeMethod
 from selfreward.stats import kendall_tau
-from selfreward.variants import cream, votes
+from selfreward.pairs import unflipped
+from selfreward.variants import cream
+from selfreward.variants.random_reward import random_scores
+from selfreward.variants.self_consistency import SelfConsistency, majority_examples, vote_pairs
 from tests.test_pairs import cand, judg
 
 
@@ -23,28 +26,28 @@ def answers(pid, *texts):
 
 def test_votes_pair_a_most_voted_with_a_least_voted_answer():
     cands = answers("a", "12", "12", "7", "12", "9", "9") + answers("b", "x", "x", "x") + answers("c", "1", "2")
-    pairs, drops = votes.vote_pairs(cands, VariantConfig())
+    pairs, drops = vote_pairs(cands, SelfConsistency())
     (pair,) = [p for p in pairs if p["prompt_id"] == "a"]
     assert (pair["chosen"], pair["rejected"]) == ("12", "7")  # 3 votes vs 1 (9 has 2)
     assert (pair["chosen_id"], pair["rejected_id"]) == (0, 2)
     assert pair["vote_margin"] == round((3 - 1) / 6, 4) and pair["score_chosen"] == 0.5
     assert drops["dropped_unanimous"] == 1  # b: every answer the same, nothing to contrast
     # c: a 1-1 tie still pairs (first sampled first) unless the share or margin filters drop it
-    strict, drops = votes.vote_pairs(cands, VariantConfig(min_vote_share=0.6))
+    strict, drops = vote_pairs(cands, SelfConsistency(min_vote_share=0.6))
     assert [p["prompt_id"] for p in strict] == [] and drops["dropped_vote_share"] == 2
-    margin, drops = votes.vote_pairs(cands, VariantConfig(min_vote_margin=0.2))
+    margin, drops = vote_pairs(cands, SelfConsistency(min_vote_margin=0.2))
     assert [p["prompt_id"] for p in margin] == ["a"] and drops["dropped_vote_margin"] == 1
 
 
 def test_votes_use_the_answer_pattern_and_skip_unparsed():
     cands = answers("a", "so #### 42", "thus #### 42", "hence #### 41", "no answer here")
-    (pair,), drops = votes.vote_pairs(cands, VariantConfig(answer_pattern=r"#### (\d+)"))
+    (pair,), drops = vote_pairs(cands, SelfConsistency(answer_pattern=r"#### (\d+)"))
     assert (pair["chosen_id"], pair["rejected_id"]) == (0, 2) and drops["unparsed_answers"] == 1
 
 
 def test_votes_sft_keeps_the_untied_majority():
     cands = answers("a", "12", "12", "7") + answers("b", "1", "2")
-    rows, drops = votes.majority_examples(cands, VariantConfig())
+    rows, drops = majority_examples(cands, SelfConsistency())
     assert [(r["prompt_id"], r["response"]) for r in rows] == [("a", "12")]  # one row per distinct text
     assert drops == {"dropped_no_majority": 1}
 
@@ -77,7 +80,7 @@ def test_cream_flips_each_pair_with_probability_one_minus_c():
     assert 0.05 < sum(f > 0 for f in flips) / 400 < 0.25
     many = [cream.smooth_labels(pairs * 100, 0.3, seed=s)[1] / 1000 for s in range(5)]
     assert all(0.25 < share < 0.35 for share in many)
-    assert [cream.unflipped(p) for p in out] == [{**p, **({"flipped": True} if q.get("flipped") else {})}
+    assert [unflipped(p) for p in out] == [{**p, **({"flipped": True} if q.get("flipped") else {})}
                                                   for p, q in zip(pairs, out)]
 
 
@@ -253,7 +256,7 @@ def test_cream_smooths_the_labels_by_one_minus_c_in_what_the_trainer_reads(mecha
     assert smoothing == expected["label_smoothing"] == round(1 - manifest["pairs"]["cream_consistency"], 4)
     pairs = read_jsonl(rd.output(2, "pairs"))  # exactly what the DPO trainer reads
     assert sum(p.get("flipped", False) for p in pairs) == manifest["pairs"]["cream_flipped"]
-    assert cream.smooth_labels([cream.unflipped(p) for p in pairs], smoothing, stage_seed(load_frozen(rd.root), 2, "pairs"))[1] == \
+    assert cream.smooth_labels([unflipped(p) for p in pairs], smoothing, stage_seed(load_frozen(rd.root), 2, "pairs"))[1] == \
         manifest["pairs"]["cream_flipped"]
     if not manifest["pairs"].get("skip_update"):
         assert manifest["update"]["records"] == len(pairs)
@@ -323,9 +326,9 @@ def test_the_reasoning_judge_writes_its_check_before_the_score_is_read(tmp_path)
 
 def test_every_seeded_stage_has_its_own_offset():
     from selfreward.config import compose
-    from selfreward.round import TABLE
+    from selfreward.round import table
 
-    offsets = [s.seed for s in TABLE if s.seed is not None]
+    offsets = [s.seed for s in table() if s.seed is not None]
     assert len(offsets) == len(set(offsets))
     assert isinstance(stage_seed(compose([]), 2, "pairs"), int)  # CREAM draws its flips from it
 

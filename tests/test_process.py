@@ -11,7 +11,8 @@ import pytest
 from selfreward.config import compose
 from selfreward.loop import launcher
 from selfreward.process import IN_PROCESS, Launch, Launcher, StageFailed, run_stage
-from selfreward.round import STAGE, StageName
+from selfreward.round import StageName, row
+from selfreward.variants.temporal import LOOKAHEAD
 
 FAKE_STAGE = textwrap.dedent('''
     import argparse
@@ -56,12 +57,12 @@ def test_in_process_failure_is_a_stage_failure(stage_module, flag, code, capsys)
     (["launch.in_process=true", "launch.accelerate_config=null"], StageName.update, None),
     # accelerate launch and srun start ranks that need processes of their own, launch.in_process or not
     (["launch.in_process=true"], StageName.update, "accelerate.commands.launch"),
-    (["launch.in_process=true", "launch.launcher='srun -N 2'"], StageName.lookahead, "srun"),
+    (["launch.in_process=true", "launch.launcher='srun -N 2'"], LOOKAHEAD, "srun"),
     (["launch.in_process=false"], StageName.evaluate, sys.executable),
     (["launch.in_process=false", "launch.generation_processes=2"], StageName.candidates, "torch.distributed.run"),
 ])
 def test_the_stage_row_and_launch_settings_choose_the_launcher(overrides, stage, prefix, tmp_path):
-    chosen = launcher(compose(["recipe=tiny", "launch.accelerate_config=cpu_zero2", *overrides]), STAGE[stage])
+    chosen = launcher(compose(["recipe=tiny", "launch.accelerate_config=cpu_zero2", *overrides]), row(stage))
     if prefix is None:
         assert chosen is IN_PROCESS
     else:

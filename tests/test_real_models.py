@@ -77,12 +77,12 @@ def test_slurm_scripts_are_valid_bash_and_their_launcher_override_parses(tmp_pat
     for script in ("slurm.sbatch", "slurm_node.sh"):
         subprocess.run(["bash", "-n", str(LAUNCH_DIR / script)], check=True)
     from selfreward.loop import launcher
-    from selfreward.round import STAGE, StageName
+    from selfreward.round import StageName, row
 
     srun = "srun --nodes=2 --ntasks-per-node=1 --overlap bash launch/slurm_node.sh launch/multinode_zero3.yaml"
     cfg = compose(["recipe=srlm_llama2_70b", f"launch.launcher='{srun}'", f"run_dir={tmp_path}"])
     args = ["--run-dir", str(tmp_path), "--round", "2", "--stage", "update"]
-    cmd = launcher(cfg, STAGE[StageName.update]).command("selfreward.train.dpo", args)
+    cmd = launcher(cfg, row(StageName.update)).command("selfreward.train.dpo", args)
     assert cmd == [*srun.split(), "-m", "selfreward.train.dpo", *args]
 
 

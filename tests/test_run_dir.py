@@ -1,6 +1,7 @@
 """A run directory nobody can break: one writer, only run directories written, verified inputs,
 recovery advice that works when followed, no silent hang, read-only runs still readable."""
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -170,39 +171,43 @@ CHANGES = {"init": "seed=3", "prompts": "prompts.num_prompts=7", "candidates": "
            "update": "update.learning_rate=3e-6", "evaluate": "eval.max_new_tokens=7"}
 
 
-@pytest.mark.parametrize("update, variant", [("dpo", "temporal"), ("sft", "consistency")])
+@pytest.mark.parametrize("update, variant", [("dpo", "temporal"), ("sft", "consistency"), ("dpo", "meta")])
 def test_every_refusal_names_a_restart_that_redoes_the_changed_stage(tmp_path, update, variant):
     """The refusal's restart_from names the changed stage (or an earlier one); following it moves that
     stage's outputs, every later stage's and every later round's aside, and keeps the earlier ones."""
     from selfreward.config import compose
     from selfreward.files import write_json
-    from selfreward.resume import STAGES, freeze, parse_restart
-    from selfreward.round import TABLE, setting_stages
+    from selfreward.resume import freeze, parse_restart, stages
+    from selfreward.round import setting_stages, table
     from selfreward.rundir import RunDir
+    from selfreward.variants import REGISTRY
 
-    assert {s.name for s in TABLE if s.settings} | {"init"} <= set(CHANGES)
+    assert {s.name for s in table() if s.settings} | {"init"} <= set(CHANGES)
+    settings = {f"variant.{f.name}" for f in dataclasses.fields(REGISTRY[variant])}
     for stage, change in CHANGES.items():
         assert setting_stages().get(change.split("=")[0].split(".")[0], stage) is not None
+        if change.startswith("variant.") and change.split("=")[0] not in settings:
+            continue  # another variant's setting
         rd = RunDir(tmp_path / stage)
         args = [f"update={update}", f"variant={variant}", f"run_dir={rd.root}"]
         freeze(compose(args), rd)
         write_json(rd.init_dir / "manifest.json", {"init": {}})
         for t in (1, 2):
             rd.round_dir(t).mkdir(parents=True)
-            for s in TABLE:
+            for s in table():
                 (rd.round_dir(t) / s.files[0]).write_text("x\n")
-            write_json(rd.round_dir(t) / "manifest.json", {s.name: {} for s in TABLE})
+            write_json(rd.round_dir(t) / "manifest.json", {s.name: {} for s in table()})
         changed = compose([*args, change])
         with pytest.raises(ConfigError) as refusal:
             freeze(changed, rd)
         hint = str(refusal.value).split("restart_from=")[1].split()[0]
         t, first = parse_restart(hint)
-        assert STAGES.index(first) <= STAGES.index(stage), (change, hint)
+        assert stages().index(first) <= stages().index(stage), (change, hint)
         freeze(changed, rd, hint)  # followed: the rerun redoes `first` and all after it
         if first == "init":
             assert not rd.init_dir.exists() and not rd.round_dir(1).exists()
             continue
-        round_1 = [s.name for s in TABLE]
+        round_1 = [s.name for s in table()]
         assert not any(rd.is_done(1, s) for s in round_1[round_1.index(first):]), (change, hint)
         assert all(rd.is_done(1, s) for s in round_1[: round_1.index(first)]), (change, hint)
         assert not rd.round_dir(2).exists()

@@ -11,9 +11,8 @@ from selfreward.errors import ConfigError
 from selfreward.pairs import build_pairs
 from selfreward.resume import first_affected
 from selfreward.round import round_stages
-from selfreward.schema import VariantName
-from selfreward.variants import agreeing
-from selfreward.variants.length import windowed_select, within_window
+from selfreward.pairs import windowed_select, within_window
+from selfreward.variants.consistency import agreeing
 from selfreward.variants.meta import capped
 from tests.helpers import SMALL, selfreward
 from tests.test_pairs import cand, judg
@@ -27,7 +26,7 @@ def test_every_variant_composes_with_both_updates():
             if (variant, update) == ("temporal", "sft"):
                 continue
             cfg = compose([f"variant={variant}", f"update={update}"])
-            assert cfg.variant.name is VariantName(variant)
+            assert cfg.variant.name == variant
     assert compose(["variant=seed_anchored"]).prompts.seed_share == 0.25
 
 
@@ -104,7 +103,6 @@ def test_anchored_rejection_takes_the_other_models_worst():
 def test_future_chosen_without_anchor_rejects_m_t_own_worst(tmp_path):
     from selfreward.files import write_jsonl
     from selfreward.rundir import RunDir
-    from selfreward.variants import preference_pairs
 
     cfg = compose(["variant=temporal", "variant.anchored_rejection=false", f"run_dir={tmp_path}"])
     rd = RunDir(tmp_path)
@@ -113,7 +111,7 @@ def test_future_chosen_without_anchor_rejects_m_t_own_worst(tmp_path):
     write_jsonl(rd.output(1, "judge"), [judg("a", 0, 3.0), judg("a", 1, 1.0)])
     write_jsonl(rd.output(1, "future_candidates"), [cand("a", 0, "future best"), cand("a", 1, "future worst")])
     write_jsonl(rd.output(1, "future_judge"), [judg("a", 0, 5.0), judg("a", 1, 0.5)])
-    (pair,), _ = preference_pairs(cfg, rd, 1)
+    (pair,), _ = cfg.variant.preference_pairs(cfg, rd, 1)
     assert (pair["chosen"], pair["chosen_from"]) == ("future best", "future_candidates")
     assert (pair["rejected"], pair["rejected_from"]) == ("mine bad", "candidates")
 
@@ -128,7 +126,6 @@ def test_consistency_keeps_only_agreeing_pairs():
 def test_consistency_sft_keeps_a_zero_score_at_threshold_zero(tmp_path):
     from selfreward.files import write_jsonl
     from selfreward.rundir import RunDir
-    from selfreward.variants import sft_examples
 
     cfg = compose(["variant=consistency", "update=sft", "pairs.sft_threshold=0", f"run_dir={tmp_path}"])
     rd = RunDir(tmp_path)
@@ -136,7 +133,7 @@ def test_consistency_sft_keeps_a_zero_score_at_threshold_zero(tmp_path):
     write_jsonl(rd.output(1, "candidates"), [cand("a", 0), cand("a", 1)])
     write_jsonl(rd.output(1, "judge"), [judg("a", 0, 3.0), judg("a", 1, 2.0)])
     write_jsonl(rd.output(1, "second_judge"), [judg("a", 0, 0.0), judg("a", 1, None)])
-    rows, drops = sft_examples(cfg, rd, 1)
+    rows, drops = cfg.variant.sft_examples(cfg, rd, 1)
     assert [r["candidate_id"] for r in rows] == [0] and drops["dropped_judges_disagree"] == 1
 
 
@@ -171,7 +168,7 @@ def test_meta_judge_writes_its_comparison_before_its_verdict_is_read(tiny_checkp
     try:
         item = {"prompt_id": "p", "candidate_id": 0, "prompt": "Capital of France?", "response": "Paris.",
                 "judgments": ["Relevant and exact. Score: 5", "Wrong. Score: 1"]}
-        (record,) = meta_judge(gen, compose([]), [item], seed=0)
+        (record,) = meta_judge(gen, compose(["variant=meta"]), [item], seed=0)
     finally:
         gen.generate, gen.next_token_probs = real_generate, real_probs
     assert [c[0] for c in calls] == ["generate", "read"] and calls[0][2].temperature == 0.0
@@ -196,7 +193,7 @@ def test_judge_pairs_longer_than_training_keeps_are_dropped_and_counted(tiny_che
 
 
 def test_meta_length_control_prefers_the_shortest_near_the_top():
-    from selfreward.variants.length import controlled_select, windowed_select
+    from selfreward.pairs import controlled_select, windowed_select
 
     # a-0 tops the scores but is long; a-2 is shorter within 0.25 of the range from the top
     cands = [cand("a", 0, "x " * 30), cand("a", 1, "x " * 10), cand("a", 2, "x " * 12), cand("a", 3, "x " * 20)]

@@ -18,22 +18,21 @@ from selfreward.config import load_frozen
 from selfreward.errors import ConfigError
 from selfreward.process import stage_main
 from selfreward.profiling import timed
-from selfreward.round import StageName, log_name, restart_value
+from selfreward.round import StageName, log_name, restart_value, row, training_stage_names
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, Precision
 from selfreward.train.callbacks import HASHES, RunCallback, trusted_checkpoint
 
 
 def training_main(argv: list[str] | None, description: str, train: Callable[[Config, RunDir, int, str], None]) -> int:
-    """A training stage's entry point: `train(cfg, rd, t, stage)`. Round 0 is the init stage;
-    `--stage lookahead` is the temporal variant's look-ahead model (DPO only)."""
+    """A training stage's entry point: `train(cfg, rd, t, stage)`. Round 0 is the init stage; `--stage`
+    names another training stage of a round, one a variant adds (DPO only)."""
     def run(args) -> None:
-        stage = StageName.init if args.round == 0 else StageName(args.stage)
+        stage = StageName.init if args.round == 0 else row(args.stage).name
         train(load_frozen(args.run_dir), RunDir(args.run_dir), args.round, stage)
 
     return stage_main(argv, description, run,
-                      lambda p: p.add_argument("--stage", choices=(StageName.update, StageName.lookahead),
-                                                     default=StageName.update))
+                      lambda p: p.add_argument("--stage", choices=training_stage_names()[1:], default=StageName.update))
 
 
 # TRL config fields selfreward sets itself -> the setting to use instead (train.trainer_args refuses them).

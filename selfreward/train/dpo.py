@@ -3,8 +3,8 @@
 The reference is M_t (`update.reference=previous`, the paper's choice) or M1 (`initial`). With LoRA
 (`lora.enabled=true`) and reference M_t, the reference is the policy with its adapter disabled: TRL
 does that when no `ref_model` is given, so no second copy of the weights is loaded.
-`--stage lookahead` trains the temporal variant's look-ahead model on `round_<t>/lookahead/pairs.jsonl`
-into `round_<t>/lookahead/model` the same way.
+`--stage <name>` trains a training stage a variant adds (a look-ahead model) on
+`round_<t>/<name>/pairs.jsonl` into `round_<t>/<name>/model` the same way.
 
     accelerate launch --config_file launch/cpu_zero3.yaml -m selfreward.train.dpo --run-dir R --round 1
 """
@@ -15,7 +15,6 @@ import sys
 
 from selfreward.checkpoint import load_tokenizer, peft_config
 from selfreward.files import read_jsonl
-from selfreward.round import StageName
 from selfreward.rundir import RunDir
 from selfreward.schema import Config, Reference
 from selfreward.train.common import (
@@ -31,7 +30,7 @@ def build_trainer(cfg: Config, rd: RunDir, t: int, stage: str):
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
-    pairs_path = rd.lookahead_dir(t) / "pairs.jsonl" if stage == StageName.lookahead else rd.output(t, StageName.pairs)
+    pairs_path = rd.training_input(cfg, t, stage)
     pairs = read_jsonl(pairs_path)
     # Conversational format: TRL renders prompt and responses with the tokenizer's chat template.
     examples = [

@@ -1,136 +1,92 @@
 """Self-rewarding variants: each changes one part of the round, switched on with `variant=<name>`.
 
-| variant         | what it changes                                                      | module      |
-|-----------------|----------------------------------------------------------------------|-------------|
-| base            | nothing: best vs worst of M_t's candidates, judged by M_t            |             |
-| meta            | adds judge pairs from a meta-judge of M_t's own judgments             | meta.py     |
-| temporal        | rejected from M1 (anchored), chosen from a look-ahead model (future) | pairs below |
-| consistency     | drops pairs a second judge orders differently                        | pairs below |
-| length          | picks best/worst inside a length window                              | length.py   |
-| seed_anchored   | mixes seed prompts into each round's prompt set                      | prompts stage |
-| self_consistency| no judge: most-voted vs least-voted answer (ScPO)                    | votes.py    |
-| cream           | labels smoothed by 1 - C, C the agreement with M_{t-1}'s ranking     | cream.py    |
-| random          | uniform random scores: the floor every gain is read against          | judge stage |
+| variant          | what it changes                                                      | module              |
+|------------------|----------------------------------------------------------------------|---------------------|
+| base             | nothing: best vs worst of M_t's candidates, judged by M_t            | base.py             |
+| meta             | adds judge pairs from a meta-judge of M_t's own judgments             | meta.py             |
+| temporal         | rejected from M1 (anchored), chosen from a look-ahead model (future) | temporal.py         |
+| consistency      | drops pairs a second judge orders differently                        | consistency.py      |
+| length           | picks best/worst inside a length window                              | length.py           |
+| seed_anchored    | mixes seed prompts into each round's prompt set                      | seed_anchored.py    |
+| self_consistency | no judge: most-voted vs least-voted answer (ScPO)                    | self_consistency.py |
+| cream            | labels smoothed by 1 - C, C the agreement with M_{t-1}'s ranking     | cream.py            |
+| random           | uniform random scores: the floor every gain is read against          | random_reward.py    |
 
-The stages a variant adds are rows of the stage table (`selfreward.round`); this module holds the
-rules by which the round's training data is built (`preference_pairs` / `sft_examples`).
+A variant is one module: a config class extending `selfreward.variants.base.Variant` (its settings,
+the stages it adds, its pair and SFT rules, its checks). This registry is where its name is looked
+up. Another package adds one with `register(MyVariant)`, or for every process of a run (the
+training launches too) with an entry point in the `selfreward.variants` group naming the class.
 """
 
 from __future__ import annotations
 
-from dataclasses import replace
+import dataclasses
+import difflib
+from importlib.metadata import entry_points
 
-from selfreward.checkpoint import load_tokenizer
-from selfreward.files import read_jsonl
-from selfreward.pairs import best_and_worst, build_pairs, build_sft, score_index
-from selfreward.round import StageName, stage_seed
-from selfreward.rundir import RunDir
-from selfreward.schema import Config, JudgeConfig, VariantName
-from selfreward.variants import cream, length, meta, votes
+from omegaconf import OmegaConf
 
+from selfreward.errors import ConfigError
+from selfreward.round import add_stages
+from selfreward.variants.base import Variant
+from selfreward.variants.consistency import Consistency
+from selfreward.variants.cream import Cream
+from selfreward.variants.length import Length
+from selfreward.variants.meta import Meta
+from selfreward.variants.random_reward import RandomReward
+from selfreward.variants.seed_anchored import SeedAnchored
+from selfreward.variants.self_consistency import SelfConsistency
+from selfreward.variants.temporal import Temporal
 
-def second_judge(cfg: Config) -> JudgeConfig:
-    """The consistency variant's second judge: the round's judge with another method or template."""
-    v = cfg.variant
-    return replace(cfg.judge, method=v.second_judge, template=v.second_template or cfg.judge.template)
-
-
-# Each stage of sampled candidates -> the stage that judges them.
-JUDGED_BY = {StageName.candidates: StageName.judge, StageName.anchor_candidates: StageName.anchor_judge,
-             StageName.future_candidates: StageName.future_judge}
-
-
-def _read(rd: RunDir, t: int, *stages: StageName) -> list[list[dict]]:
-    return [read_jsonl(rd.output(t, s)) for s in stages]
-
-
-def preference_pairs(cfg: Config, rd: RunDir, t: int, future: bool = True) -> tuple[list[dict], dict]:
-    """The round's DPO pairs. `future=False` gives the temporal variant's draft pairs, which train
-    the look-ahead model before the future candidates exist."""
-    v, extra = cfg.variant, {}
-    if v.name is VariantName.self_consistency:
-        return votes.vote_pairs(read_jsonl(rd.output(t, StageName.candidates)), v)
-    chosen_from = rejected_from = StageName.candidates
-    if v.name is VariantName.temporal:
-        if v.anchored_rejection:
-            rejected_from = StageName.anchor_candidates
-        if v.future_chosen and future:
-            chosen_from = StageName.future_candidates
-    if rejected_from != chosen_from:  # rejected: the worst of another model's candidates (M1's, or M_t's)
-        extra["rejected_from"] = tuple(_read(rd, t, rejected_from, JUDGED_BY[rejected_from]))
-    candidates, judgments = _read(rd, t, chosen_from, JUDGED_BY[chosen_from])
-    controlled = v.name is VariantName.meta and v.length_control > 0
-    if v.rho or controlled:
-        lengths = length.token_lengths(_tokenizer(cfg, rd, t), candidates)
-        pick = length.controlled_select(lengths, v.length_control) if controlled else best_and_worst
-        extra["select"] = length.windowed_select(lengths, length.rho(cfg, t), pick) if v.rho else pick
-    pairs, drops = build_pairs(candidates, judgments, cfg.pairs.min_margin, **extra)
-    for p in pairs:
-        p["chosen_from"], p["rejected_from"] = chosen_from, rejected_from
-    if v.name is VariantName.consistency:
-        pairs, drops["dropped_judges_disagree"] = agreeing(pairs, read_jsonl(rd.output(t, StageName.second_judge)))
-    if v.name is VariantName.meta:
-        pairs += [meta.as_pair(r) for r in _judge_pairs(cfg, rd, t, len(pairs), drops)]
-    if v.rho:
-        drops["length_rho"] = length.rho(cfg, t)
-    if v.name is VariantName.cream:
-        drops.update(cream.smoothing(*_previous_rankings(rd, t)))
-        seed = stage_seed(cfg, t, StageName.pairs)
-        pairs, drops["cream_flipped"] = cream.smooth_labels(pairs, drops["label_smoothing"], seed)
-    return pairs, drops
+REGISTRY: dict[str, type[Variant]] = {}
+ENTRY_POINTS = "selfreward.variants"
+# Settings of the config.yaml files written before each variant had its own config class (all of
+# them under every variant): dropped where the run's variant does not have them.
+LEGACY_KEYS = ("meta_share", "meta_template", "anchored_rejection", "future_chosen", "second_judge",
+               "second_template", "length_control", "min_vote_share", "min_vote_margin")
 
 
-def _previous_rankings(rd: RunDir, t: int) -> tuple[list[dict], list[dict] | None]:
-    """CREAM: this round's judgments, and M_{t-1}'s of the same candidates (None in round 1)."""
-    previous = rd.output(t, StageName.previous_judge)
-    return read_jsonl(rd.output(t, StageName.judge)), read_jsonl(previous) if t >= 2 else None
+def register(cls: type[Variant]) -> type[Variant]:
+    """Enter a variant under its name (its `name` field's default) and its stages in the stage table."""
+    if not (isinstance(cls, type) and issubclass(cls, Variant) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"A variant is a dataclass extending selfreward.variants.base.Variant, got {cls!r}.")
+    name = cls.__dataclass_fields__["name"].default
+    if REGISTRY.get(name, cls) is not cls:
+        raise ValueError(f"variant {name!r} is already registered ({REGISTRY[name].__module__}).")
+    add_stages(cls.stages)
+    REGISTRY[name] = cls
+    return cls
 
 
-def _tokenizer(cfg: Config, rd: RunDir, t: int):
-    return load_tokenizer(rd.policy(cfg, t), cfg)
+for _cls in (Variant, Meta, Temporal, Consistency, Length, SeedAnchored, SelfConsistency, Cream, RandomReward):
+    register(_cls)
 
 
-def _judge_pairs(cfg: Config, rd: RunDir, t: int, n_response: int, drops: dict) -> list[dict]:
-    """The meta variant's judge pairs that fit training (counted in `drops`), capped at its share."""
-    records, drops["dropped_too_long"] = meta.fitting(read_jsonl(rd.output(t, StageName.meta_judge)),
-                                                      _tokenizer(cfg, rd, t), cfg.train.max_length)
-    kept = meta.capped(records, n_response, cfg.variant.meta_share)
-    drops["judge_pairs"] = len(kept)
-    return kept
+def lookup(name: str) -> type[Variant]:
+    """The variant registered as `name` (entry points are loaded the first time a name is missing)."""
+    if name not in REGISTRY:
+        for point in entry_points(group=ENTRY_POINTS):
+            if point.name not in REGISTRY:
+                register(point.load())
+    if name not in REGISTRY:
+        hint = difflib.get_close_matches(name, REGISTRY, n=1)
+        raise ConfigError(f"Unknown choice '{name}' for 'variant'.{f' Did you mean {hint[0]!r}?' if hint else ''} "
+                          f"Valid choices: {', '.join(sorted(REGISTRY))}.")
+    return REGISTRY[name]
 
 
-def agreeing(pairs: list[dict], second: list[dict]) -> tuple[list[dict], int]:
-    """Keep the pairs the second judge also orders chosen > rejected (a pair it cannot score is dropped)."""
-    score = score_index(second)
-    kept = []
-    for p in pairs:
-        c, r = score.get((p["prompt_id"], p["chosen_id"])), score.get((p["prompt_id"], p["rejected_id"]))
-        if c is not None and r is not None and c > r:
-            kept.append({**p, "second_score_chosen": c, "second_score_rejected": r})
-    return kept, len(pairs) - len(kept)
-
-
-def sft_examples(cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
-    """The round's score-filtered SFT set, under the same variant rules where they apply."""
-    v, threshold = cfg.variant, cfg.pairs.sft_threshold
-    if v.name is VariantName.self_consistency:
-        return votes.majority_examples(read_jsonl(rd.output(t, StageName.candidates)), v)
-    names = cfg.judge.score_names
-    thresholds = dict(zip(names, cfg.pairs.sft_thresholds or [threshold] * len(names)))
-    candidates, judgments = _read(rd, t, StageName.candidates, StageName.judge)
-    rows = [{**r, "kind": "response"} for r in build_sft(candidates, judgments, thresholds)]
-    drops = {"dropped_below_threshold": sum(j["score"] is not None for j in judgments) - len(rows)}
-    if v.name is VariantName.consistency:
-        second = score_index(read_jsonl(rd.output(t, StageName.second_judge)))
-        both = [(r, second.get((r["prompt_id"], r["candidate_id"]))) for r in rows]
-        kept = [r for r, s in both if s is not None and s >= threshold]
-        rows, drops["dropped_judges_disagree"] = kept, len(rows) - len(kept)
-    if v.rho:
-        lengths = length.token_lengths(_tokenizer(cfg, rd, t), candidates)
-        kept = length.within_window(rows, lengths, length.rho(cfg, t))
-        rows, drops["dropped_length_window"] = kept, len(rows) - len(kept)
-    if v.name is VariantName.meta:
-        rows += [meta.as_sft(r) for r in _judge_pairs(cfg, rd, t, len(rows), drops)]
-    if v.name is VariantName.cream:
-        rows, drops["dropped_rankings_disagree"] = cream.agreeing_prompts(rows, *_previous_rankings(rd, t))
-    return rows, drops
+def settings(node: dict, frozen: bool = False) -> Variant:
+    """The `variant` section as its variant's config object. A key the variant does not have is an
+    error naming its settings; in a frozen config.yaml, the settings every variant once had are dropped."""
+    node = dict(node or {})
+    cls = lookup(str(node.get("name", "base")))
+    fields = {f.name for f in dataclasses.fields(cls)}
+    if frozen:
+        node = {k: v for k, v in node.items() if k in fields or k not in LEGACY_KEYS}
+    unknown = sorted(set(node) - fields)
+    if unknown:
+        raise ConfigError(f"Unknown config key 'variant.{unknown[0]}' for variant={cls().name}. Its settings: "
+                          f"{', '.join(sorted(fields - {'name'}))}.")
+    # under a `variant` key, so that a type error names the full key
+    merged = OmegaConf.merge({"variant": OmegaConf.structured(cls)}, {"variant": node})
+    return OmegaConf.to_object(merged.variant)

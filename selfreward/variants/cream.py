@@ -23,9 +23,18 @@ from __future__ import annotations
 
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 from statistics import mean
 
+from selfreward.errors import ConfigError
+from selfreward.files import read_jsonl
+from selfreward.round import Role, Runner, Stage, StageName, stage_seed
+from selfreward.rundir import RunDir
+from selfreward.schema import Config
 from selfreward.stats import kendall_tau
+from selfreward.variants.base import Variant
+
+PREVIOUS_JUDGE = "previous_judge"
 
 
 def _per_prompt(judgments: list[dict], previous: list[dict]) -> dict[str, float]:
@@ -61,11 +70,6 @@ def smooth_labels(pairs: list[dict], label_smoothing: float, seed: int) -> tuple
     return out, len(flip)
 
 
-def unflipped(pair: dict) -> dict:
-    """A pair as the judge ordered it (what its precision is measured on), flipped or not."""
-    return {**pair, "chosen": pair["rejected"], "rejected": pair["chosen"]} if pair.get("flipped") else pair
-
-
 def agreeing_prompts(rows: list[dict], judgments: list[dict], previous: list[dict] | None) -> tuple[list[dict], int]:
     """SFT: the rows of prompts whose two rankings agree at least as much as they disagree."""
     if previous is None:
@@ -73,3 +77,41 @@ def agreeing_prompts(rows: list[dict], judgments: list[dict], previous: list[dic
     agreement = _per_prompt(judgments, previous)
     kept = [r for r in rows if agreement.get(r["prompt_id"], 1.0) >= 0.5]
     return kept, len(rows) - len(kept)
+
+
+def _from_round_2(cfg: Config, t: int) -> bool:
+    return t >= 2  # round 1's M_t has no judged previous model
+
+
+@dataclass
+class Cream(Variant):
+    """Labels smoothed by 1 - C, C the agreement with M_{t-1}'s ranking."""
+
+    name: str = "cream"
+
+    stages = (Stage(PREVIOUS_JUDGE, ("judgments_previous.jsonl",), Runner.judge, seed=10, model=Role.previous,
+                    inputs=(StageName.candidates,), after=StageName.judge, when=_from_round_2),)
+    rule_keys = (*Variant.rule_keys, "cream_consistency", "label_smoothing", "cream_flipped")
+
+    def validate(self, cfg: Config) -> None:
+        if cfg.judge.model:
+            raise ConfigError("variant=cream compares M_t's judgments with M_{t-1}'s: it needs judge.model=null "
+                              f"(got {cfg.judge.model!r}).")
+
+    def preference_pairs(self, cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
+        pairs, drops = self.best_vs_worst(cfg, rd, t)
+        drops.update(smoothing(*rankings(rd, t)))
+        pairs, drops["cream_flipped"] = smooth_labels(pairs, drops["label_smoothing"],
+                                                      stage_seed(cfg, t, StageName.pairs))
+        return pairs, drops
+
+    def sft_examples(self, cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
+        rows, drops = super().sft_examples(cfg, rd, t)
+        rows, drops["dropped_rankings_disagree"] = agreeing_prompts(rows, *rankings(rd, t))
+        return rows, drops
+
+
+def rankings(rd: RunDir, t: int) -> tuple[list[dict], list[dict] | None]:
+    """This round's judgments, and M_{t-1}'s of the same candidates (None in round 1)."""
+    previous = read_jsonl(rd.output(t, PREVIOUS_JUDGE)) if t >= 2 else None
+    return read_jsonl(rd.output(t, StageName.judge)), previous

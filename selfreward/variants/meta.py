@@ -6,22 +6,29 @@ its comparison (greedy, up to `judge.max_new_tokens`), then its verdict is read 
 after "Better:". A judgment's strength is its mean soft win rate; the
 strongest and the weakest judgment form a judge pair (prompt = the judge prompt). Judge pairs join
 the response pairs in the same update, capped at `variant.meta_share` of all pairs, most decisive
-first: a larger share is known to collapse the judge to constant scores.
+first: a larger share is known to collapse the judge to constant scores. The response pairs get the
+paper's length control (`variant.length_control`, `selfreward.pairs.controlled_select`).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
+from dataclasses import dataclass, field
 from functools import partial
 
+from selfreward.errors import ConfigError
 from selfreward.files import read_jsonl
 from selfreward.generation.base import Generator
 from selfreward.judge import judge_template, reason_then_read
-from selfreward.round import StageName
+from selfreward.pairs import controlled_select
+from selfreward.round import Role, Runner, Stage, StageName
 from selfreward.rundir import ChunkLog, RunDir
-from selfreward.schema import Config
+from selfreward.schema import Config, JudgeMethod, bounded
 from selfreward.templates import Template, chat_prompt
+from selfreward.variants.base import Variant, tokenizer
+
+META_JUDGE = "meta_judge"
 
 
 def judged_twice(candidates: list[dict], judgments: list[dict]) -> list[dict]:
@@ -74,7 +81,7 @@ def meta_judge(generator: Generator, cfg: Config, items: list[dict], seed: int) 
     return records
 
 
-def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.meta_judge) -> dict:
+def run_meta_judge(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: str = META_JUDGE) -> dict:
     """The generation worker's `meta_judge` stage: round_<t>/meta_judgments.jsonl."""
     items = judged_twice(read_jsonl(rd.output(t, StageName.candidates)), read_jsonl(rd.output(t, StageName.judge)))
     log = ChunkLog(rd.output(t, stage))
@@ -112,3 +119,44 @@ def as_pair(r: dict) -> dict:
 def as_sft(r: dict) -> dict:
     return {"prompt_id": r["prompt_id"], "prompt": r["judge_prompt"], "response": r["chosen"],
             "score": max(r["strengths"]), "candidate_id": r["candidate_id"], "kind": "judge"}
+
+
+@dataclass
+class Meta(Variant):
+    """Adds judge pairs from a meta-judge of M_t's own judgments (Meta-Rewarding, arXiv 2407.19594)."""
+
+    name: str = "meta"
+    meta_share: float = bounded(0.15, "(0, 1)", "Most judge pairs may be of all pairs (more collapses the judge).")
+    meta_template: str = field(default="meta_judge.txt", metadata={"help": "File in prompts/ or a path."})
+    length_control: float = bounded(0.0, "[0, 1]", "Chosen is the shortest response scoring within this share of "
+                                    "the prompt's score range from its top (0 = the best).")
+
+    stages = (Stage(META_JUDGE, ("meta_judgments.jsonl",), Runner.generate, seed=4, model=Role.judge,
+                    inputs=(StageName.candidates, StageName.judge), settings=("variant.meta_template",),
+                    after=StageName.judge, run=run_meta_judge),)
+
+    def validate(self, cfg: Config) -> None:
+        if cfg.judge.method is not JudgeMethod.sampled or cfg.judge.samples < 2:
+            got = f"method={cfg.judge.method.value}, samples={cfg.judge.samples}"
+            raise ConfigError("variant=meta compares judgments of one response: it needs judge=sampled and "
+                              f"'judge.samples' >= 2 (got {got}).")
+
+    def templates(self, cfg: Config) -> list[tuple[str, str]]:
+        return [("variant.meta_template", self.meta_template)]
+
+    def preference_pairs(self, cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
+        pick = (lambda lengths: controlled_select(lengths, self.length_control)) if self.length_control > 0 else None
+        pairs, drops = self.best_vs_worst(cfg, rd, t, pick=pick)
+        return pairs + [as_pair(r) for r in self.judge_pairs(cfg, rd, t, len(pairs), drops)], drops
+
+    def sft_examples(self, cfg: Config, rd: RunDir, t: int) -> tuple[list[dict], dict]:
+        rows, drops = super().sft_examples(cfg, rd, t)
+        return rows + [as_sft(r) for r in self.judge_pairs(cfg, rd, t, len(rows), drops)], drops
+
+    def judge_pairs(self, cfg: Config, rd: RunDir, t: int, n_response: int, drops: dict) -> list[dict]:
+        """The judge pairs that fit training (counted in `drops`), capped at `meta_share`."""
+        records, drops["dropped_too_long"] = fitting(read_jsonl(rd.output(t, META_JUDGE)), tokenizer(cfg, rd, t),
+                                                     cfg.train.max_length)
+        kept = capped(records, n_response, self.meta_share)
+        drops["judge_pairs"] = len(kept)
+        return kept
