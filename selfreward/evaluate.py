@@ -89,7 +89,7 @@ def testbed_quality(gen, cfg: Config, rd: RunDir, t: int, prompts: list[dict], r
         out.update(heldout_gap(gen, cfg, prompts, samples, held, seed + 1))
     if not t:
         return {**out, **sampled, **version}
-    # self_consistency: votes, no judgments
+    # a variant that ranks by votes has no judgments
     judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []
     candidates = read_jsonl(rd.output(t, StageName.candidates))
     own = testbed_metrics.candidate_stats(candidates, judgments, cfg.variant.answer_pattern, votes)

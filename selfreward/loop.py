@@ -117,7 +117,7 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
     console.rule(f"round {t}: M{t} -> M{t + 1}")
     # 1-3. M_t writes prompts, samples N candidates per prompt, judges each (one worker process);
     #      a variant's stages run here too: a second judge, meta-judgments, M1's candidates, and
-    #      the temporal variant's look-ahead model with its own candidates.
+    #      a look-ahead model with its own candidates.
     generate_and_judge(cfg, rd, t)
     if written := rd.manifest(t).get(StageName.prompts):
         console.print(f"round {t}: prompts {prompts.describe(written)}")
@@ -136,8 +136,8 @@ def run_round(cfg: Config, rd: RunDir, t: int) -> dict:
 
 def generate_and_judge(cfg: Config, rd: RunDir, t: int) -> None:
     """The round's stages before the pairs, in table order: consecutive generation stages share one
-    worker process; a training stage a variant puts between them (the temporal variant's look-ahead
-    model) is launched on its own."""
+    worker process; a training stage a variant puts between them (a look-ahead model) is launched
+    on its own."""
     batch: list[str] = []
     for stage in round_stages(cfg, t):
         if stage.name is StageName.pairs:
@@ -202,8 +202,8 @@ def evaluate_model(cfg: Config, rd: RunDir, t: int, what: str) -> None:
 
 
 def train_variant_stage(cfg: Config, rd: RunDir, t: int, stage: Stage) -> None:
-    """A training stage a variant adds: its `run` writes the DPO pairs it trains on (the temporal
-    variant's draft pairs, for its look-ahead model), then DPO trains them."""
+    """A training stage a variant adds: its `run` writes the DPO pairs it trains on (draft pairs, for
+    a look-ahead model), then DPO trains them."""
     if not rd.is_done(t, stage.name):
         stage.run(cfg, rd, t)
         train(cfg, rd, t, dpo, stage=stage.name)

@@ -28,7 +28,7 @@ def _mean(values: list[float]) -> float | None:
 def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
     manifest = rd.manifest(t)
     candidates = read_jsonl(rd.output(t, StageName.candidates))
-    # self_consistency: none
+    # a variant that ranks without a judge: none
     judgments = read_jsonl(rd.output(t, StageName.judge)) if rd.is_done(t, StageName.judge) else []
 
     single = [s for j in judgments for s in j["scores"]]
@@ -47,7 +47,7 @@ def round_metrics(cfg: Config, rd: RunDir, t: int, tokenizer) -> dict:
         },
         "prompt_filter": {k: v for k, v in manifest[StageName.prompts].items() if k.startswith("dropped_")},
         "pair_filter": {k: v for k, v in manifest[StageName.pairs].items() if k.startswith("dropped_")},
-        # how the variant's rule shaped the pairs: its length window, CREAM's consistency and smoothing
+        # how the variant's rule shaped the pairs (`Variant.rule_keys`): its length window, its smoothing
         "pair_rule": {k: v for k, v in manifest[StageName.pairs].items() if k in cfg.variant.rule_keys},
         "judge": {
             "judgment_parse_failure_rate": round(1 - parsed / len(single), 4) if single else None,

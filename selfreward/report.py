@@ -118,7 +118,7 @@ def _plot_curves(series: dict[str, dict[str, list]], path: Path, title: str, leg
 def curves_figure(series: dict[str, dict[str, list]], title: str, legend: str):
     """series: curve title -> {label: [(x, mean, sd)]}: one panel per curve with data, one line per label.
     Each label keeps one colour in every panel (a panel where an arm has no data, e.g. the judge's for
-    self_consistency, must not shift the others' colours), and the one legend lists every label."""
+    an arm that ranks by votes, must not shift the others' colours), and the one legend lists every label."""
     labels = list(dict.fromkeys(label for s in series.values() for label, pts in s.items() if pts))
     colour = {label: f"C{i % 10}" for i, label in enumerate(labels)}
     names = [c.title for c in CURVES if any(series[c.title].values())]

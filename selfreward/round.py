@@ -102,7 +102,7 @@ CORE = (
           settings=("generation",)),
     Stage(N.judge, ("judgments.jsonl",), Runner.judge, seed=2, model=Role.judge, inputs=(N.candidates,),
           settings=("judge", "variant.name")),
-    # seed: the variant's rule may draw (CREAM's flips); every variant.* setting not named by one of
+    # seed: the variant's rule may draw (label flips); every variant.* setting not named by one of
     # its stages shapes the pairs
     Stage(N.pairs, ("pairs.jsonl", "sft.jsonl"), Runner.orchestrator, seed=11, inputs=(N.candidates, N.judge),
           settings=("pairs", "update.method", "variant")),

@@ -38,7 +38,7 @@ from selfreward.schema import Config, JudgeConfig, OnProblem, TestbedFamily
 
 def run_prompts(gen: Generator, cfg: Config, rd: RunDir, t: int, stage: StageName = StageName.prompts) -> dict:
     instructions = seed_instructions(cfg)
-    # seed-anchored prompts: this share of the set comes from the seed data, the rest is generated
+    # prompts.seed_share: this share of the set comes from the seed data, the rest is generated
     n_seed = min(round(cfg.prompts.num_prompts * cfg.prompts.seed_share), len(instructions))
     log = ChunkLog(rd.output(t, stage))
     _, kept, stats = log.resume()

@@ -83,7 +83,7 @@ def candidate_stats(candidates: list[dict], judgments: list[dict], pattern: str 
         groups.setdefault(c["prompt_id"], {True: [], False: []})[ok].append(s)
         if s is not None and (c["prompt_id"] not in best or (s, -c["candidate_id"]) > best[c["prompt_id"]][:2]):
             best[c["prompt_id"]] = (s, -c["candidate_id"], ok)
-    # no judgments at all (self_consistency votes instead): the judge's metrics do not apply
+    # no judgments at all (a variant that ranks by votes): the judge's metrics do not apply
     wins = [pair_outcome(a, b) for g in groups.values() for a in g[True] for b in g[False]] if judgments else []
     prompt_of = {c["prompt_id"]: c["prompt"] for c in candidates}
     voted = [check(prompt_of[pid], top[0]) for pid, g in tally(candidates, pattern).items()

@@ -149,3 +149,35 @@ def test_a_variant_behind_an_entry_point_is_found_in_a_fresh_process(tmp_path):
     env = {"PYTHONPATH": f"{tmp_path}:{Path(selfreward.__file__).parents[1]}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
     assert out.stdout.strip() == "Plugged a plug-in"
+
+
+OLD_VARIANT = {"name": "base", "meta_share": 0.15, "meta_template": "meta_judge.txt", "anchored_rejection": True,
+               "future_chosen": True, "second_judge": "logprob", "second_template": None, "length_control": 0.0,
+               "answer_pattern": None, "min_vote_share": 0.0, "min_vote_margin": 0.0, "rho": []}
+
+
+def test_a_config_yaml_with_every_variants_settings_still_loads_and_resumes(tmp_path):
+    """Before each variant had its own config class, config.yaml held all their settings under any
+    variant: such a run loads, and resumes without its finished stages refusing the change."""
+    import yaml
+
+    from selfreward.config import load_frozen, to_yaml
+    from selfreward.files import write_json
+    from selfreward.resume import freeze
+    from selfreward.rundir import RunDir
+
+    cfg = compose([f"run_dir={tmp_path}"])
+    old = yaml.safe_load(to_yaml(cfg))
+    old["variant"] = OLD_VARIANT
+    (tmp_path / "config.yaml").write_text(to_yaml(cfg).split("\n", 1)[0] + "\n" + yaml.safe_dump(old, sort_keys=False))
+    (tmp_path / "init").mkdir()
+    write_json(tmp_path / "init" / "manifest.json", {"init": {}})
+    rd = RunDir(tmp_path)
+    rd.round_dir(1).mkdir()
+    write_json(rd.round_dir(1) / "manifest.json", {"prompts": {}, "candidates": {}, "judge": {}, "pairs": {}})
+    loaded = load_frozen(tmp_path)
+    assert type(loaded.variant) is Variant and loaded == cfg
+    freeze(cfg, rd)  # no refusal: the dropped settings never shaped a base round
+    assert "meta_share" not in (tmp_path / "config.yaml").read_text()
+    with pytest.raises(ConfigError, match="Unknown config key 'variant.meta_share' for variant=base"):
+        compose(["variant.meta_share=0.2"])
