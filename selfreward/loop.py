@@ -28,7 +28,7 @@ from types import ModuleType
 from rich.console import Console
 
 from selfreward import evaluate, extensions, profiling, prompts, stages, testbed, trackers
-from selfreward.config import to_yaml
+from selfreward.config import load_frozen
 from selfreward.data import seed_texts
 from selfreward.errors import ConfigError
 from selfreward.files import atomic_dir, atomic_write_text, read_jsonl, write_jsonl
@@ -99,7 +99,7 @@ def show_results(rd: RunDir, all_metrics: list[dict]) -> None:
 
 def finished_read_only(cfg: Config, rd: RunDir) -> list[dict]:
     """A read-only run directory can only be a finished run with unchanged settings: show its results."""
-    if not rd.config.is_file() or rd.config.read_text() != to_yaml(cfg):
+    if not rd.config.is_file() or load_frozen(rd.root) != cfg:  # read as this version reads it
         raise ConfigError(f"{rd.root} is read-only and its config.yaml differs from these settings (or is "
                           "missing): nothing can be written there. Copy it somewhere writable to change it.")
     verify_finished(cfg, rd)
