@@ -73,7 +73,8 @@ def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
                 walk(VariantConfig, "variant.")
                 common = _defaults(VariantConfig)
                 for name, variant in sorted(REGISTRY.items()):
-                    own = {k for k, v in _defaults(variant).items() if k not in common or (k != "name" and common[k] != v)}
+                    own = {k for k, v in _defaults(variant).items()
+                           if k not in common or (k != "name" and common[k] != v)}
                     walk(variant, "variant.", own, f"variant={name}: ")
                 continue
             hint = typing.get_type_hints(cls)[f.name]

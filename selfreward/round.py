@@ -43,7 +43,7 @@ class Role(str, Enum):
     policy = "policy"  # M_t
     initial = "initial"  # M1
     previous = "previous"  # M_{t-1}
-    judge = "judge"  # judge.model, or M_t itself; none when the scores need no model (random, the checker)
+    judge = "judge"  # judge.model, or M_t itself; none when scores need no model (Variant.judge_model, oracle)
     prompt_writer = "prompt_writer"  # prompts.model: M_t, M1 or a fixed model
 
 
