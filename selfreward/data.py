@@ -13,7 +13,8 @@ from pathlib import Path
 from selfreward.errors import ConfigError
 from selfreward.resources import DATA_DIR, find_prompt
 from selfreward.schema import Config
-from selfreward.validation import rendered_templates
+from selfreward.validation import round_templates
+from selfreward.variants import REGISTRY
 
 IFT_FIELDS = ("instruction", "response")
 EFT_FIELDS = ("instruction", "response", "judgment")
@@ -137,10 +138,12 @@ def seed_instructions(cfg: Config) -> list[str]:
 
 
 def seed_texts(cfg: Config) -> list[str]:
-    """The text the tiny tokenizer is trained on: the run's seed data and the templates it renders
-    (only those, so a prompt file added for another recipe does not change this run's tokenizer)."""
+    """The text the tiny tokenizer is trained on: the run's seed data, the round's templates and those
+    every registered variant renders by default (only those, so a prompt file added for another recipe
+    does not change this run's tokenizer; nor does the variant, so arms of a sweep share one M1)."""
     texts = []
     for kind, path in (("ift", cfg.data.ift_path), ("eft", cfg.data.eft_path)):
         texts += [v for row in load_seed(path, kind, cfg.data.columns) for v in row.values() if isinstance(v, str)]
-    paths = dict.fromkeys(find_prompt(value, key) for key, value in rendered_templates(cfg))
+    templates = [*round_templates(cfg), *(t for variant in REGISTRY.values() for t in variant().templates(cfg))]
+    paths = dict.fromkeys(find_prompt(value, key) for key, value in templates)
     return texts + [p.read_text() for p in paths]

@@ -132,11 +132,15 @@ def describe_interval(interval: str, kind: type = float) -> str:
     return f"> {bound}" if low_open else f"at least {bound}" if kind is int else f">= {bound}"
 
 
-def rendered_templates(obj: Config) -> list[tuple[str, str]]:
-    """(key, value) of every prompt template the run renders."""
+def round_templates(obj: Config) -> list[tuple[str, str]]:
+    """(key, value) of the prompt templates of the paper's round."""
     return [("prompts.template", obj.prompts.template), ("judge.template", obj.judge.template),
-            ("prompts.evolve_template", obj.prompts.evolve_template),
-            ("eval.template", obj.eval.template), *obj.variant.templates(obj)]
+            ("prompts.evolve_template", obj.prompts.evolve_template), ("eval.template", obj.eval.template)]
+
+
+def rendered_templates(obj: Config) -> list[tuple[str, str]]:
+    """(key, value) of every prompt template the run renders: the round's and its variant's."""
+    return [*round_templates(obj), *obj.variant.templates(obj)]
 
 
 def _validate_judge(obj: Config) -> None:

@@ -135,49 +135,37 @@ def test_a_variant_from_a_test_file_runs_a_round(toy, run_from_init):
 
 
 def test_a_variant_behind_an_entry_point_is_found_in_a_fresh_process(tmp_path):
-    """An installed plug-in (here a module and its dist-info on PYTHONPATH) registers for every
-    process of a run: the orchestrator's and each stage's."""
+    """An installed plug-in (here a module and its dist-info on PYTHONPATH) registers, stages included,
+    in every process of a run: the orchestrator's and each stage worker's."""
     (tmp_path / "toy_plugin.py").write_text(
-        "from dataclasses import dataclass\nfrom selfreward.variants.base import Variant\n\n\n"
-        "@dataclass\nclass Plugged(Variant):\n    name: str = 'plugged'\n    label = 'a plug-in'\n")
+        "from dataclasses import dataclass\n"
+        "from selfreward.round import Runner, Stage, StageName\n"
+        "from selfreward.variants.base import Variant\n\n\n"
+        "@dataclass\nclass Plugged(Variant):\n    name: str = 'plugged'\n    label = 'a plug-in'\n"
+        "    stages = (Stage('plugged_tally', ('plugged.jsonl',), Runner.generate, after=StageName.judge),)\n")
     info = tmp_path / "toy_plugin-0.1.dist-info"
     info.mkdir()
     (info / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-plugin\nVersion: 0.1\n")
     (info / "entry_points.txt").write_text("[selfreward.variants]\nplugged = toy_plugin:Plugged\n")
-    code = ("from selfreward.config import compose; c = compose(['variant=plugged']); "
-            "print(type(c.variant).__name__, c.variant.label)")
+    code = ("from selfreward.config import compose; from selfreward.round import generation_stage_names; "
+            "c = compose(['variant=plugged']); "
+            "print(type(c.variant).__name__, c.variant.label, 'plugged_tally' in generation_stage_names())")
     env = {"PYTHONPATH": f"{tmp_path}:{Path(selfreward.__file__).parents[1]}", "PATH": "/usr/bin:/bin"}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
-    assert out.stdout.strip() == "Plugged a plug-in"
+    assert out.stdout.strip() == "Plugged a plug-in True"
+    (info / "entry_points.txt").write_text("[selfreward.variants]\nplugged = toy_plugin:Missing\n")
+    out = subprocess.run([sys.executable, "-c", "import selfreward.variants"], capture_output=True, text=True,
+                         env=env)
+    assert out.returncode != 0 and "The variant plug-in 'plugged' (toy_plugin:Missing" in out.stderr
 
 
-OLD_VARIANT = {"name": "base", "meta_share": 0.15, "meta_template": "meta_judge.txt", "anchored_rejection": True,
-               "future_chosen": True, "second_judge": "logprob", "second_template": None, "length_control": 0.0,
-               "answer_pattern": None, "min_vote_share": 0.0, "min_vote_margin": 0.0, "rho": []}
+def test_the_tiny_tokenizer_is_trained_on_the_same_text_under_every_variant():
+    """seed_texts: the variant does not change the tiny tokenizer (arms of a sweep share one M1); a
+    registered variant's default templates are part of it under every variant."""
+    from selfreward.data import seed_texts
 
+    texts = {name: seed_texts(compose([f"variant={name}"])) for name in REGISTRY}
+    assert all(t == texts["base"] for t in texts.values())
+    from selfreward.resources import find_prompt
 
-def test_a_config_yaml_with_every_variants_settings_still_loads_and_resumes(tmp_path):
-    """Before each variant had its own config class, config.yaml held all their settings under any
-    variant: such a run loads, and resumes without its finished stages refusing the change."""
-    import yaml
-
-    from selfreward.config import load_frozen, to_yaml
-    from selfreward.files import write_json
-    from selfreward.resume import freeze
-    from selfreward.rundir import RunDir
-
-    cfg = compose([f"run_dir={tmp_path}"])
-    old = yaml.safe_load(to_yaml(cfg))
-    old["variant"] = OLD_VARIANT
-    (tmp_path / "config.yaml").write_text(to_yaml(cfg).split("\n", 1)[0] + "\n" + yaml.safe_dump(old, sort_keys=False))
-    (tmp_path / "init").mkdir()
-    write_json(tmp_path / "init" / "manifest.json", {"init": {}})
-    rd = RunDir(tmp_path)
-    rd.round_dir(1).mkdir()
-    write_json(rd.round_dir(1) / "manifest.json", {"prompts": {}, "candidates": {}, "judge": {}, "pairs": {}})
-    loaded = load_frozen(tmp_path)
-    assert type(loaded.variant) is Variant and loaded == cfg
-    freeze(cfg, rd)  # no refusal: the dropped settings never shaped a base round
-    assert "meta_share" not in (tmp_path / "config.yaml").read_text()
-    with pytest.raises(ConfigError, match="Unknown config key 'variant.meta_share' for variant=base"):
-        compose(["variant.meta_share=0.2"])
+    assert find_prompt("meta_judge.txt", "variant.meta_template").read_text() in texts["base"]

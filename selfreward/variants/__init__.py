@@ -62,12 +62,23 @@ for _cls in (Variant, Meta, Temporal, Consistency, Length, SeedAnchored, SelfCon
     register(_cls)
 
 
-def lookup(name: str) -> type[Variant]:
-    """The variant registered as `name` (entry points are loaded the first time a name is missing)."""
-    if name not in REGISTRY:
-        for point in entry_points(group=ENTRY_POINTS):
-            if point.name not in REGISTRY:
+def _load_plugins() -> None:
+    """Register the variants installed packages name under the entry-point group, at import, so that
+    every process of a run (a stage worker's command line names the plug-in's stages) knows them."""
+    for point in entry_points(group=ENTRY_POINTS):
+        if point.name not in REGISTRY:
+            try:
                 register(point.load())
+            except Exception as e:
+                raise RuntimeError(f"The variant plug-in {point.name!r} ({point.value}, entry point group "
+                                   f"{ENTRY_POINTS!r}) cannot be registered: {e}") from e
+
+
+_load_plugins()
+
+
+def lookup(name: str) -> type[Variant]:
+    """The variant registered as `name`."""
     if name not in REGISTRY:
         hint = difflib.get_close_matches(name, REGISTRY, n=1)
         raise ConfigError(f"Unknown choice '{name}' for 'variant'.{f' Did you mean {hint[0]!r}?' if hint else ''} "
