@@ -169,3 +169,18 @@ def test_the_tiny_tokenizer_is_trained_on_the_same_text_under_every_variant():
     from selfreward.resources import find_prompt
 
     assert find_prompt("meta_judge.txt", "variant.meta_template").read_text() in texts["base"]
+
+
+def test_every_stage_row_names_callables():
+    """A row's `run`, `judge`, `when` and model function are callables (a variant's class body can shadow
+    a module function with a field of the same name), and a judge row's judge is a judge config."""
+    from selfreward.round import Role, table
+    from selfreward.schema import JudgeConfig
+
+    for s in table():
+        assert all(f is None or callable(f) for f in (s.run, s.judge, s.when)), s.name
+        assert s.model is None or isinstance(s.model, Role) or callable(s.model), s.name
+    for name, cls in REGISTRY.items():
+        cfg = compose([f"variant={name}"])
+        for s in cls.stages:
+            assert s.judge is None or isinstance(s.judge(cfg), JudgeConfig), s.name

@@ -19,7 +19,7 @@ from selfreward.variants.base import Variant
 SECOND_JUDGE = "second_judge"
 
 
-def second_judge(cfg: Config) -> JudgeConfig:
+def second_judge_of(cfg: Config) -> JudgeConfig:
     """The second judge: the round's judge with another method or template."""
     v = cfg.variant
     return replace(cfg.judge, method=v.second_judge, template=v.second_template or cfg.judge.template)
@@ -48,7 +48,7 @@ class Consistency(Variant):
 
     stages = (Stage(SECOND_JUDGE, ("judgments_second.jsonl",), Runner.judge, seed=3, model=Role.judge,
                     inputs=(StageName.candidates,), settings=("variant.second_judge", "variant.second_template"),
-                    after=StageName.judge, judge=second_judge),)
+                    after=StageName.judge, judge=second_judge_of),)
 
     def validate(self, cfg: Config) -> None:
         if self.second_judge is cfg.judge.method and (self.second_template or cfg.judge.template) == cfg.judge.template:
