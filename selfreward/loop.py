@@ -215,6 +215,7 @@ def build_training_data(cfg: Config, rd: RunDir, t: int) -> None:
     if rd.is_done(t, StageName.pairs):
         return
     start = time.perf_counter()
+    # the variant's rule: selfreward.variants.base.Variant's best vs worst, or the variant's own
     build = cfg.variant.preference_pairs if is_dpo else cfg.variant.sft_examples
     records, drops = build(cfg, rd, t)
     too_few = len(records) < cfg.pairs.min_pairs

@@ -39,6 +39,24 @@ def lookahead_model(rd: RunDir, cfg: Config, t: int) -> str:
     return str(rd.trained_model(t, LOOKAHEAD))
 
 
+# Its stages, after the judge: M1's candidates and their judgments, the look-ahead model, its
+# candidates and their judgments.
+STAGES = (
+    Stage(ANCHOR_CANDIDATES, ("anchor_candidates.jsonl",), Runner.sample, seed=5, model=Role.initial,
+          inputs=(StageName.prompts,), settings=("variant.anchored_rejection",), after=StageName.judge,
+          when=_anchored),
+    Stage(ANCHOR_JUDGE, ("anchor_judgments.jsonl",), Runner.judge, seed=6, model=Role.judge,
+          inputs=(ANCHOR_CANDIDATES,), after=ANCHOR_CANDIDATES, when=_anchored),
+    # trains with DPO on the draft pairs `run` writes into its folder
+    Stage(LOOKAHEAD, ("lookahead",), Runner.train, inputs=(StageName.candidates, StageName.judge),
+          settings=("variant.future_chosen",), after=ANCHOR_JUDGE, when=_future, run=write_draft_pairs),
+    Stage(FUTURE_CANDIDATES, ("future_candidates.jsonl",), Runner.sample, seed=7, model=lookahead_model,
+          inputs=(StageName.prompts,), after=LOOKAHEAD, when=_future),
+    Stage(FUTURE_JUDGE, ("future_judgments.jsonl",), Runner.judge, seed=8, model=Role.judge,
+          inputs=(FUTURE_CANDIDATES,), after=FUTURE_CANDIDATES, when=_future),
+)
+
+
 @dataclass
 class Temporal(Variant):
     """Rejected from M1 (anchored), chosen from a look-ahead model (future)."""
@@ -49,21 +67,7 @@ class Temporal(Variant):
         default=True, metadata={"help": "Chosen responses come from a look-ahead model one step ahead."}
     )
 
-    N = StageName
-    stages = (
-        Stage(ANCHOR_CANDIDATES, ("anchor_candidates.jsonl",), Runner.sample, seed=5, model=Role.initial,
-              inputs=(N.prompts,), settings=("variant.anchored_rejection",), after=N.judge, when=_anchored),
-        Stage(ANCHOR_JUDGE, ("anchor_judgments.jsonl",), Runner.judge, seed=6, model=Role.judge,
-              inputs=(ANCHOR_CANDIDATES,), after=ANCHOR_CANDIDATES, when=_anchored),
-        # trains with DPO on the draft pairs `run` writes into its folder
-        Stage(LOOKAHEAD, ("lookahead",), Runner.train, inputs=(N.candidates, N.judge),
-              settings=("variant.future_chosen",), after=ANCHOR_JUDGE, when=_future, run=write_draft_pairs),
-        Stage(FUTURE_CANDIDATES, ("future_candidates.jsonl",), Runner.sample, seed=7, model=lookahead_model,
-              inputs=(N.prompts,), after=LOOKAHEAD, when=_future),
-        Stage(FUTURE_JUDGE, ("future_judgments.jsonl",), Runner.judge, seed=8, model=Role.judge,
-              inputs=(FUTURE_CANDIDATES,), after=FUTURE_CANDIDATES, when=_future),
-    )
-    del N
+    stages = STAGES
 
     def validate(self, cfg: Config) -> None:
         if cfg.update.method is not UpdateMethod.dpo:
