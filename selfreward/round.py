@@ -136,9 +136,10 @@ def _descends(stage: Stage, name: str, rows: list[Stage]) -> bool:
 
 def add_stages(rows) -> None:
     """Enter a variant's stages in the table (`selfreward.variants.register`); a name or seed offset
-    that another stage has is refused."""
+    that another stage has is refused, and then none of `rows` is entered."""
+    taken = {s.name: s for s in (*CORE, *_ADDED)}
+    new = []
     for added in rows:
-        taken = {s.name: s for s in table()}
         if added.name in taken:
             if taken[added.name] == added:
                 continue  # the same variant registered again
@@ -147,7 +148,9 @@ def add_stages(rows) -> None:
             raise ValueError(f"Stage {added.name!r}: 'after' must name a stage before the pairs, got {added.after!r}.")
         if added.seed is not None and added.seed in {s.seed for s in taken.values()}:
             raise ValueError(f"Stage {added.name!r}: seed offset {added.seed} is another stage's.")
-        _ADDED.append(added)
+        taken[added.name] = added
+        new.append(added)
+    _ADDED.extend(new)
 
 
 def table() -> tuple[Stage, ...]:

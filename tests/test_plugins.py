@@ -116,6 +116,16 @@ def test_a_registered_variant_composes_validates_and_places_its_stage(toy):
         register(Clash)
     assert "clash" not in REGISTRY
 
+    @dataclass
+    class HalfClash(Variant):  # its first stage is new, its second clashes: neither is entered
+        name: str = "half_clash"
+        stages = (Stage("half_new", ("half.jsonl",), Runner.generate, after=StageName.judge, run=write_tally),
+                  Stage(TALLY, ("clash.jsonl",), Runner.generate, after=StageName.judge, run=write_tally))
+
+    with pytest.raises(ValueError, match="already in the stage table"):
+        register(HalfClash)
+    assert "half_new" not in stage_table.round_stage_names()
+
 
 @pytest.mark.slow
 def test_a_variant_from_a_test_file_runs_a_round(toy, run_from_init):
