@@ -8,8 +8,6 @@ redoes that stage and everything after it; `restart_from` moves those outputs as
 
 from __future__ import annotations
 
-import dataclasses
-
 import yaml
 from rich.console import Console
 
@@ -19,7 +17,7 @@ from selfreward.files import atomic_write_text
 from selfreward.round import StageName, round_stage_names, row, setting_stages
 from selfreward.rundir import RunDir
 from selfreward.schema import Config
-from selfreward.variants import settings as variant_settings
+from selfreward.variants import migrated
 
 console = Console(stderr=True)
 
@@ -33,7 +31,7 @@ def freeze(cfg: Config, rd: RunDir, restart_from: str | None = None) -> None:
     unless `restart_from` names where to start again (that stage and all after it are superseded)."""
     restart = parse_restart(restart_from) if restart_from else None
     if rd.config.is_file():
-        old, new = flatten(migrated(yaml.safe_load(rd.config.read_text()))), flatten(yaml.safe_load(to_yaml(cfg)))
+        old, new = flatten(_migrated(yaml.safe_load(rd.config.read_text()))), flatten(yaml.safe_load(to_yaml(cfg)))
         changed = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
         stale = {k: first_affected(k) for k in changed if first_affected(k)}
         stale = {k: s for k, s in stale.items() if done_from(rd, s)}
@@ -67,13 +65,9 @@ def first_affected(key: str) -> str | None:
     return None
 
 
-def migrated(old: dict) -> dict:
-    """A config.yaml's settings as this version writes them: the variant settings it once held
-    under every variant are dropped where the run's variant does not have them."""
-    if isinstance(old.get("variant"), dict):
-        kept = dataclasses.asdict(variant_settings(old["variant"], frozen=True))
-        old = {**old, "variant": {k: v for k, v in old["variant"].items() if k in kept}}
-    return old
+def _migrated(old: dict) -> dict:
+    """A config.yaml's settings as this version writes them (`selfreward.variants.migrated`)."""
+    return {**old, "variant": migrated(old["variant"])} if isinstance(old.get("variant"), dict) else old
 
 
 def done_from(rd: RunDir, stage: str) -> bool:

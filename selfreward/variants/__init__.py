@@ -86,9 +86,9 @@ def lookup(name: str) -> type[Variant]:
     return REGISTRY[name]
 
 
-def settings(node: dict, frozen: bool = False) -> Variant:
-    """The `variant` section as its variant's config object. A key the variant does not have is an
-    error naming its settings; in a frozen config.yaml, the settings every variant once had are dropped."""
+def _own(node: dict, frozen: bool) -> tuple[type[Variant], dict]:
+    """The variant a `variant` section names, and the section; a key it does not have is an error
+    naming its settings (in a frozen config.yaml, the settings every variant once had are dropped first)."""
     node = dict(node or {})
     cls = lookup(str(node.get("name", "base")))
     fields = {f.name for f in dataclasses.fields(cls)}
@@ -98,6 +98,18 @@ def settings(node: dict, frozen: bool = False) -> Variant:
     if unknown:
         raise ConfigError(f"Unknown config key 'variant.{unknown[0]}' for variant={cls().name}. Its settings: "
                           f"{', '.join(sorted(fields - {'name'}))}.")
+    return cls, node
+
+
+def migrated(node: dict) -> dict:
+    """A config.yaml's `variant` section as this version writes it: the settings every variant once
+    had are dropped where its variant does not have them."""
+    return _own(node, frozen=True)[1]
+
+
+def settings(node: dict, frozen: bool = False) -> Variant:
+    """The `variant` section as its variant's config object (`frozen`: read from a config.yaml)."""
+    cls, node = _own(node, frozen)
     # under a `variant` key, so that a type error names the full key
     merged = OmegaConf.merge({"variant": OmegaConf.structured(cls)}, {"variant": node})
     return OmegaConf.to_object(merged.variant)
