@@ -81,7 +81,7 @@ def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
             if dataclasses.is_dataclass(hint):
                 walk(hint, key + ".")
                 continue
-            default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            default = _default(f)
             default = default.value if isinstance(default, Enum) else default
             kind = _type_name(hint) + (f" in {f.metadata['interval']}" if "interval" in f.metadata else "")
             if key.startswith(prefix):
@@ -95,9 +95,12 @@ def explain(prefix: str = "") -> list[tuple[str, str, str, str]]:
     return rows
 
 
+def _default(f: dataclasses.Field):
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
 def _defaults(cls) -> dict:
-    return {f.name: f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-            for f in dataclasses.fields(cls)}
+    return {f.name: _default(f) for f in dataclasses.fields(cls)}
 
 
 def _type_name(hint) -> str:
@@ -152,13 +155,11 @@ def split_recipe(overrides: list[str]) -> tuple[str, list[str], dict[str, str], 
     recipe, rest, directives, free = "tiny", [], {}, {}
     for text, o in zip(overrides, parsed):
         key = o.key_or_group
-        if any(key == d or key.startswith(d + ".") for d in FREE_DICTS) or key.startswith(VARIANT + "."):
-            if o.is_sweep_override():
-                raise ConfigError(f"'{text}' is a sweep; `selfreward run` takes one value per key.")
-            free[key] = o.value()
-            continue
         if o.is_sweep_override():
             raise ConfigError(f"'{text}' is a sweep; `selfreward run` takes one value per key.")
+        if any(key == d or key.startswith(d + ".") for d in FREE_DICTS) or key.startswith(VARIANT + "."):
+            free[key] = o.value()
+            continue
         if key == "recipe":
             recipe = o.value()
             if recipe not in recipes():

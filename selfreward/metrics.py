@@ -14,7 +14,6 @@ from selfreward.schema import Config, UpdateMethod
 from selfreward.text import token_counts
 
 
-
 def score_histogram(judgments: list[dict]) -> dict[str, int]:
     """Counts of every individual parsed score (logprob scores are rounded to the nearest point)."""
     counts = Counter(round(s) for j in judgments for s in j["scores"] if s is not None)
