@@ -258,6 +258,7 @@ def update_vs_bare_trl(cfg: Config, work: Path, size: Size, candidates: list[dic
     from trl import DPOConfig, DPOTrainer
 
     from selfreward.train import dpo
+    from selfreward.train.common import precision
 
     rd = RunDir(cfg.run_dir)
     policy = rd.initial(cfg)
@@ -280,7 +281,7 @@ def update_vs_bare_trl(cfg: Config, work: Path, size: Size, candidates: list[dic
                          learning_rate=cfg.update.learning_rate, max_length=cfg.train.max_length,
                          per_device_train_batch_size=cfg.train.per_device_batch_size,
                          gradient_accumulation_steps=cfg.train.gradient_accumulation_steps,
-                         bf16=cfg.train.precision is not Precision.fp32,  # autocast over fp32 weights
+                         bf16=precision(cfg) is not Precision.fp32,  # autocast over fp32 weights
                          use_cpu=not torch.cuda.is_available(), logging_steps=1, save_strategy="no",
                          report_to="none", seed=cfg.seed + 1, **{CHECKPOINTING: cfg.train.gradient_checkpointing})
         data = Dataset.from_list([{"prompt": [{"role": "user", "content": p["prompt"]}],

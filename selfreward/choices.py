@@ -32,6 +32,7 @@ class Precision(str, Enum):
     fp32 = "fp32"  # fp32 weights and compute
     bf16_mixed = "bf16_mixed"  # fp32 master weights, bf16 compute (autocast; DeepSpeed's bf16 mode)
     bf16 = "bf16"  # bf16 weights and compute: no fp32 copy, small updates round away
+    auto = "auto"  # bf16_mixed where the GPU or CPU computes bf16 natively, else fp32 (resolved per process)
 
 
 class GenerationDtype(str, Enum):

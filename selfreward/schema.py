@@ -105,7 +105,9 @@ class TrainConfig:
     max_length: int = bounded(512, "[1, inf)")
     precision: Precision = field(default=Precision.fp32, metadata={
         "help": "fp32 | bf16_mixed (fp32 master weights, bf16 compute: as fast as pure bf16 on AMX CPUs) | bf16 "
-                "(pure bf16 weights; refused below a learning rate of 1e-5, where most updates round away)"})
+                "(pure bf16 weights; refused below a learning rate of 1e-5, where most updates round away) | "
+                "auto (bf16_mixed where the hardware computes bf16 natively: a CUDA GPU with bf16, a CPU with "
+                "AMX-BF16 or AVX512-BF16; else fp32, since emulated bf16 is many times slower than fp32)"})
     gradient_checkpointing: bool = False
     logging_steps: int = bounded(1, "[1, inf)")
     save_steps: int = bounded(500, "[1, inf)")

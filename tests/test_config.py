@@ -142,18 +142,29 @@ def test_config_command_prints_resolved_yaml(capsys):
     assert "seed: 7" in out and "method: sft" in out and "method: logprob" in out
 
 
-@pytest.mark.parametrize("precision, autocast, weights", [("fp32", False, "float32"), ("bf16_mixed", True, "float32"),
-                                                           ("bf16", True, "bfloat16")])
-def test_training_precision_choices(tmp_path, precision, autocast, weights):
+@pytest.mark.parametrize("precision, native, autocast, weights", [
+    ("fp32", True, False, "float32"), ("bf16_mixed", False, True, "float32"), ("bf16", False, True, "bfloat16"),
+    ("auto", True, True, "float32"), ("auto", False, False, "float32")])
+def test_training_precision_choices(tmp_path, monkeypatch, precision, native, autocast, weights):
+    """`auto` is bf16_mixed where the hardware computes bf16 natively and fp32 elsewhere; the others
+    are what they say on any hardware."""
     import torch
     from trl import DPOConfig
 
     from selfreward.rundir import RunDir
-    from selfreward.train.common import train_dtype, trl_config
+    from selfreward.train import common
 
+    monkeypatch.setattr(common, "native_bf16", lambda device: native)
     cfg = compose([f"train.precision={precision}", "update.learning_rate=1e-4", f"run_dir={tmp_path}"])
-    args = trl_config(DPOConfig, cfg, RunDir(tmp_path), 1, "update", 1.0, 1e-4)
-    assert args.bf16 is autocast and train_dtype(cfg) == getattr(torch, weights)
+    args = common.trl_config(DPOConfig, cfg, RunDir(tmp_path), 1, "update", 1.0, 1e-4)
+    assert args.bf16 is autocast and common.train_dtype(cfg) == getattr(torch, weights)
+    assert common.precision(cfg).value == {"auto": "bf16_mixed" if native else "fp32"}.get(precision, precision)
+
+
+def test_the_smollm2_recipes_train_in_bf16_only_where_the_hardware_has_it():
+    from selfreward.schema import Precision
+
+    assert {compose([f"recipe={r}"]).train.precision for r in ("smollm2", "testbed_smollm2")} == {Precision.auto}
 
 
 def test_pure_bf16_at_a_small_learning_rate_is_refused():

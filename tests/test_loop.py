@@ -79,7 +79,7 @@ def test_dpo_round_zero2_then_resume(run_from_init):
     metrics = check_round(run_dir, 1, "pairs.jsonl")
     assert metrics["counts"]["pairs"] > 0 and "rewards/accuracies" in metrics["training"]
     update = manifest(run_dir, 1)["update"]
-    assert update["world_size"] == 2 and update["deepspeed_zero_stage"] == 2
+    assert update["world_size"] == 2 and update["deepspeed_zero_stage"] == 2 and update["precision"] == "fp32"
     pairs = records(run_dir / "round_1" / "pairs.jsonl")
     assert all(p["score_chosen"] > p["score_rejected"] for p in pairs)
 

@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import copy
 import inspect
-from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
-from selfreward.checkpoint import load_causal_lm, load_tokenizer
+from selfreward.checkpoint import load_causal_lm, load_tokenizer, native_bf16
 from selfreward.generation.base import Sampling, derive_seed, request_seeds
 from selfreward.generation.sampling import RANKS, SeededSampling
 from selfreward.profiling import timed
 from selfreward.schema import Config, GenerationDtype
 
-
-def native_bf16(device: str) -> bool:
-    """Whether the device computes bf16 matmuls natively: a CUDA GPU that supports bf16, or a CPU with
-    AMX-BF16 or AVX512-BF16 (about 3-4x an fp32 matmul there; elsewhere bf16 is emulated and slower)."""
-    if str(device).startswith("cuda"):
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:  # not Linux: no cheap way to ask, so the safe choice
-        return False
-    return " amx_bf16" in flags or " avx512_bf16" in flags
 
 
 def generation_dtype(setting: GenerationDtype, device: str):

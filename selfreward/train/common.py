@@ -13,7 +13,7 @@ from typing import Callable
 from transformers import TrainerCallback
 
 from selfreward import models, trackers
-from selfreward.checkpoint import load_causal_lm, merge_adapter, set_adapter_base, trains_adapter
+from selfreward.checkpoint import load_causal_lm, merge_adapter, native_bf16, set_adapter_base, trains_adapter
 from selfreward.config import load_frozen
 from selfreward.errors import ConfigError
 from selfreward.process import stage_main
@@ -116,7 +116,7 @@ def trainer_kwargs(cfg: Config, rd: RunDir, t: int, stage: str, epochs: float, l
         per_device_train_batch_size=train.per_device_batch_size,
         gradient_accumulation_steps=train.gradient_accumulation_steps,
         max_length=train.max_length,
-        bf16=train.precision is not Precision.fp32,  # autocast; the weights' dtype is train_dtype's
+        bf16=precision(cfg) is not Precision.fp32,  # autocast; the weights' dtype is train_dtype's
         **{checkpointing: train.gradient_checkpointing},
         logging_steps=train.logging_steps,
         save_strategy="steps",
@@ -133,11 +133,21 @@ def init_seed(cfg: Config) -> int:
     return cfg.seed if cfg.init.seed is None else cfg.init.seed
 
 
+def precision(cfg: Config) -> Precision:
+    """`train.precision`, with `auto` resolved for this process's device (the frozen config keeps
+    `auto`, so a run moved to other hardware trains as that hardware should)."""
+    if cfg.train.precision is not Precision.auto:
+        return cfg.train.precision
+    import torch
+
+    return Precision.bf16_mixed if native_bf16("cuda" if torch.cuda.is_available() else "cpu") else Precision.fp32
+
+
 def train_dtype(cfg: Config):
     import torch
 
     # bf16_mixed loads fp32 weights (the master copy) and computes in bf16 under autocast
-    return torch.bfloat16 if cfg.train.precision is Precision.bf16 else torch.float32
+    return torch.bfloat16 if precision(cfg) is Precision.bf16 else torch.float32
 
 
 def load_model(path: str, cfg: Config):
@@ -196,6 +206,7 @@ def train_and_save(trainer, tokenizer, cfg: Config, rd: RunDir, t: int, stage: s
             steps=trainer.state.global_step,
             world_size=trainer.args.world_size,
             deepspeed_zero_stage=_zero_stage(trainer),
+            precision=precision(cfg).value,  # what train.precision=auto chose on this hardware
             last_log=logs[-1] if logs else {},
             log_history=trainer.state.log_history,
             trainer_args=_json_safe(trainer.args.to_dict()),  # what TRL actually trained with
@@ -220,7 +231,7 @@ def remove_checkpoints(out_dir: Path) -> None:
 # resumed) training stage fills the master copy from the fp32 checkpoint it starts from, and the
 # saved model is the master copy. The checkpoints of bf16_mixed runs are fp32, twice a bf16 one.
 def keeps_fp32_master(trainer, cfg: Config, stage: str) -> bool:
-    return trainer.is_deepspeed_enabled and cfg.train.precision is Precision.bf16_mixed and not trains_adapter(
+    return trainer.is_deepspeed_enabled and precision(cfg) is Precision.bf16_mixed and not trains_adapter(
         cfg.lora, stage)
 
 
