@@ -159,30 +159,38 @@ def drift(rd: RunDir, t: int, tokenizer) -> dict:
 def evaluate_round(cfg: Config, rd: RunDir, t: int) -> dict:
     prompts = heldout_prompts(cfg)
     seed = stage_seed(cfg, t, StageName.evaluate)
-    # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
     policy, judge_model = rd.policy(cfg, t), cfg.judge.model or rd.policy(cfg, t)
-    gen = load_generator(cfg, judge_model)
-    result = {"round": t, "judge": {"model": judge_model, **judge_quality(gen, cfg, seed)}}
-    if cfg.eval.win_rates:
-        if judge_model != policy:
-            gen = None  # one model in memory at a time
-            gc.collect()
-            gen = load_generator(cfg, policy)
-        previous = answers(cfg, policy, rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
-    gen = None
-    gc.collect()
+    evaluator = rd.initial(cfg) if cfg.eval.judge == "initial" else cfg.eval.judge
+    # One model in memory at a time, each loaded once where it can be: M_{t+1} first, then M_t, which
+    # in round 1 is M1, the evaluator of the win rates too. (Every call is seeded on its own, so the
+    # order changes no figure.)
     # M_{t+1}: its answers; on the testbed also its judgments, both checked against the truth.
     gen = load_generator(cfg, str(rd.model(t)))
     new = answers(cfg, str(rd.model(t)), rd.round_dir(t) / "eval_responses.jsonl", prompts, gen)
-    if cfg.testbed.enabled:
-        result["testbed"] = testbed_quality(gen, cfg, rd, t, prompts, new, seed)
+    checked = testbed_quality(gen, cfg, rd, t, prompts, new, seed) if cfg.testbed.enabled else None
     tokenizer = gen.tokenizer
     gen = None
     gc.collect()
+    # M_t: judge quality, and its own answers (cached from the previous round when it was M_{t+1}).
+    gen, loaded = load_generator(cfg, judge_model), judge_model
+    result = {"round": t, "judge": {"model": judge_model, **judge_quality(gen, cfg, seed)}}
+    if checked is not None:
+        result["testbed"] = checked
     if cfg.eval.win_rates:
-        initial = answers(cfg, rd.initial(cfg), rd.init_dir / "eval_responses.jsonl", prompts)
-        evaluator = rd.initial(cfg) if cfg.eval.judge == "initial" else cfg.eval.judge
-        gen = load_generator(cfg, evaluator)
+        if loaded != policy:
+            gen = None
+            gc.collect()
+            gen, loaded = load_generator(cfg, policy), policy
+        previous = answers(cfg, policy, rd.stage_dir(t - 1) / "eval_responses.jsonl", prompts, gen)
+        initial_answers = rd.init_dir / "eval_responses.jsonl"  # written in round 1, as M1's "previous"
+        if loaded != rd.initial(cfg) and not initial_answers.is_file():
+            gen = loaded = None  # answers() loads M1 on its own
+            gc.collect()
+        initial = answers(cfg, rd.initial(cfg), initial_answers, prompts, gen if loaded == rd.initial(cfg) else None)
+        if loaded != evaluator:
+            gen = None
+            gc.collect()
+            gen = load_generator(cfg, evaluator)
         others = {"previous": previous} if t == 1 else {"previous": previous, "initial": initial}
         result["policy"] = {"evaluator": evaluator, **win_rates(gen, cfg, prompts, new, others)}
         if t == 1:  # M_t is M1: the same comparison

@@ -97,18 +97,24 @@ def digests(run_dir: Path, rounds: int) -> dict:
 
 def assert_pinned(name: str, run_dir: Path, rounds: int) -> None:
     """The run's stage files are byte for byte the ones pinned in tests/pinned_outputs.json: a change
-    that moves the stages' code about (the stage refactor) must leave them alone. The pin holds for one
-    platform (elsewhere the test skips, saying which); `SELFREWARD_PIN=write pytest ...` rewrites the
-    entry, for a change that means to alter the outputs (and says why in its commit)."""
+    that moves the stages' code about (the stage refactor) must leave them alone. Bytes are pinned per
+    platform (kernels differ between CPUs: AVX512 and AVX2 machines write other floats); on a platform
+    with no pin the test skips, saying which ones have one. `SELFREWARD_PIN=write pytest ...` writes
+    this platform's entry, for a change that means to alter the outputs (and says why in its commit),
+    or for a new platform, from the code the pins were first written by."""
     import pytest
 
-    pinned = json.loads(PINNED.read_text()) if PINNED.is_file() else {}
-    got = digests(run_dir, rounds)
+    pins = json.loads(PINNED.read_text()) if PINNED.is_file() else []  # [{"platform", "runs": {name: digests}}]
+    here, got = platform(), digests(run_dir, rounds)
+    entry = next((e for e in pins if e["platform"] == here), None)
     if os.environ.get("SELFREWARD_PIN") == "write":
-        pinned = {**pinned, "platform": platform(), name: got}
-        PINNED.write_text(json.dumps(pinned, indent=2, sort_keys=True) + "\n")
+        if entry is None:
+            pins.append(entry := {"platform": here, "runs": {}})
+        entry["runs"][name] = got
+        PINNED.write_text(json.dumps(pins, indent=2, sort_keys=True) + "\n")
         return
-    if pinned.get("platform") != platform():
-        pytest.skip(f"the outputs are pinned on {pinned.get('platform')}, this is {platform()}")
-    changed = sorted(f for f in {*pinned[name], *got} if got.get(f) != pinned[name].get(f))
+    if entry is None or name not in entry["runs"]:
+        pytest.skip(f"{name!r} is pinned on {[e['platform'] for e in pins if name in e['runs']]}, this is {here}")
+    pinned = entry["runs"][name]
+    changed = sorted(f for f in {*pinned, *got} if got.get(f) != pinned.get(f))
     assert not changed, f"{name}: {changed} differ from the pinned bytes ({PINNED.name}; see assert_pinned)"

@@ -161,12 +161,6 @@ def test_training_precision_choices(tmp_path, monkeypatch, precision, native, au
     assert common.precision(cfg).value == {"auto": "bf16_mixed" if native else "fp32"}.get(precision, precision)
 
 
-def test_the_smollm2_recipes_train_in_bf16_only_where_the_hardware_has_it():
-    from selfreward.schema import Precision
-
-    assert {compose([f"recipe={r}"]).train.precision for r in ("smollm2", "testbed_smollm2")} == {Precision.auto}
-
-
 def test_pure_bf16_at_a_small_learning_rate_is_refused():
     with pytest.raises(ConfigError, match="train.precision=bf16_mixed"):
         compose(["train.precision=bf16", "update.learning_rate=1e-6"])
